@@ -1,0 +1,183 @@
+//! The admin API: its own listener (loopback by default), bearer-token auth, key lifecycle at
+//! `/v1/keys`, health at `/healthz` and `/readyz`, and its OpenAPI document at `/openapi.json`.
+
+mod keys;
+
+use crate::body::{self, Body};
+use crate::keys::Keyring;
+use crate::rejection::error_response;
+use crate::server::{ConnInfo, Handler};
+use crate::usage::UsageRecorder;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub struct Admin {
+    keyring: Arc<Keyring>,
+    usage: Arc<UsageRecorder>,
+    /// blake3 of the admin token: the presented token is hashed and the hashes compared.
+    token_hash: blake3::Hash,
+    resources: Vec<String>,
+    /// Serialises read-modify-write changes to keys made through this instance.
+    writes: tokio::sync::Mutex<()>,
+}
+
+/// An admin API error: status, stable code and a message meant for the operator.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such key.")
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    fn store(error: crate::keys::StoreError) -> ApiError {
+        tracing::error!(%error, "admin store operation failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The key store is unavailable.",
+        )
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(&self, request: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        let request_id = crate::gateway::request_id(request.headers());
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let result = self.route(request).await;
+        let response = result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, &request_id));
+        tracing::info!(target: "kbgate::admin", request_id = %request_id, %method, %path, status = response.status().as_u16());
+        response
+    }
+}
+
+impl Admin {
+    pub fn new(
+        keyring: Arc<Keyring>,
+        usage: Arc<UsageRecorder>,
+        token: &str,
+        resources: Vec<String>,
+    ) -> Admin {
+        Admin {
+            keyring,
+            usage,
+            token_hash: blake3::hash(token.as_bytes()),
+            resources,
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            (&Method::GET, ["readyz"]) => Ok(self.readyz().await),
+            (&Method::GET, ["openapi.json"]) => Ok(json_text(StatusCode::OK, OPENAPI)),
+            (_, ["v1", "keys", ..]) => {
+                self.authenticate(&request)?;
+                let body = read_body(request).await?;
+                match (&method, &segments[2..]) {
+                    (&Method::GET, []) => self.list().await,
+                    (&Method::POST, []) => self.create(&body).await,
+                    (&Method::GET, [id]) => self.show(id).await,
+                    (&Method::PATCH, [id]) => self.edit(id, &body).await,
+                    (&Method::DELETE, [id]) => self.delete(id).await,
+                    (&Method::POST, [id, "rotate"]) => self.rotate(id, &body).await,
+                    (_, [] | [_] | [_, "rotate"]) => Err(method_not_allowed()),
+                    _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")),
+                }
+            }
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")),
+        }
+    }
+
+    fn authenticate(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            Some(token) if blake3::hash(token.as_bytes()) == self.token_hash => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "The admin API needs 'Authorization: Bearer <admin token>'.",
+            )),
+        }
+    }
+
+    async fn readyz(&self) -> Response<Body> {
+        match self.keyring.store().ping().await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+            Err(error) => {
+                tracing::warn!(%error, "readiness: store unreachable");
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "unavailable", "reason": "store unreachable"}),
+                )
+            }
+        }
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed on this endpoint.",
+    )
+}
+
+/// The largest admin request body: key changes are small.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+async fn read_body(request: Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is too large or was cut off.",
+        )),
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_text(status, &value.to_string())
+}
+
+fn json_text(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(body::full(text.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

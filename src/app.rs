@@ -1,0 +1,169 @@
+//! Wiring: builds the store, keyring, usage recorder, upstream client, gateway and admin API from
+//! a [`Config`], binds both listeners and runs them until shut down.
+
+use crate::admin::Admin;
+use crate::config::{Config, StoreConfig};
+use crate::gateway::Gateway;
+use crate::keys::embedded::EmbeddedStore;
+use crate::keys::{KeyStore, Keyring, StoreError};
+use crate::server::{self, tls_acceptor};
+use crate::upstream::Upstream;
+use crate::usage::UsageRecorder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often aged hot-tier entries are swept out.
+const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("upstream: {0}")]
+    Upstream(String),
+}
+
+/// A started gateway: its bound addresses and the means to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub keyring: Arc<Keyring>,
+    shutdown: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+    usage: Arc<UsageRecorder>,
+}
+
+/// Opens the configured store.
+pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+    match config {
+        StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
+    }
+}
+
+/// Starts the gateway and admin listeners (port 0 picks a free port).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let store = open_store(&config.store)?;
+    start_with_store(config, store).await
+}
+
+pub async fn start_with_store(config: Config, store: Arc<dyn KeyStore>) -> Result<Running, StartError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls_acceptor)
+        .transpose()
+        .map_err(StartError::Tls)?;
+    let listener = bind("gateway", config.listen).await?;
+    let admin_listener = bind("admin", config.admin.listen).await?;
+    let addr = local_addr("gateway", &listener)?;
+    let admin_addr = local_addr("admin", &admin_listener)?;
+
+    let keyring = Arc::new(Keyring::new(
+        store.clone(),
+        config.hot_tier.max_age,
+        config.hot_tier.max_entries,
+    ));
+    let usage = Arc::new(UsageRecorder::default());
+    let gateway = Arc::new(Gateway {
+        keyring: keyring.clone(),
+        routes: config.routes,
+        upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
+        usage: usage.clone(),
+    });
+    let admin = Arc::new(Admin::new(
+        keyring.clone(),
+        usage.clone(),
+        &config.admin.token,
+        config.resources,
+    ));
+
+    let shutdown = CancellationToken::new();
+    let servers = vec![
+        tokio::spawn(server::serve(listener, gateway, tls, config.limits, shutdown.clone())),
+        tokio::spawn(server::serve(admin_listener, admin, None, config.limits, shutdown.clone())),
+    ];
+    tokio::spawn(usage.clone().run_flusher(store, config.usage_flush_interval, shutdown.clone()));
+    tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
+    tracing::info!(%addr, %admin_addr, "kbgate listening");
+    Ok(Running {
+        addr,
+        admin_addr,
+        keyring,
+        shutdown,
+        servers,
+        usage,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown grace), then flushes
+    /// the usage counted so far.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for server in self.servers {
+            let _ = server.await;
+        }
+        if let Err(error) = self.usage.flush(self.keyring.store().as_ref()).await {
+            tracing::error!(%error, "final usage flush failed; recent usage is lost");
+        }
+        tracing::info!("kbgate stopped");
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    let fallback = SocketAddr::from(([0, 0, 0, 0], 0));
+    listener.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: fallback,
+        source,
+    })
+}
+
+async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(HOT_TIER_SWEEP);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => keyring.evict_aged(),
+        }
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

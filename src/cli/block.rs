@@ -1,0 +1,74 @@
+//! A single key as a `label: value` block, and the one-time secret after create and rotate.
+
+use chrono::{DateTime, Utc};
+
+use super::key::{Key, time_text};
+
+/// Width of the label column, so values line up.
+const LABEL_WIDTH: usize = 13;
+
+/// One line per field, in the order an owner reads them.
+pub fn key_block(key: &Key, now: DateTime<Utc>) -> String {
+    let fields = [
+        ("id", key.id.clone()),
+        ("name", key.name_text()),
+        (
+            "start",
+            key.start.clone().unwrap_or_else(|| "-".to_string()),
+        ),
+        ("scope", key.scope.clone()),
+        ("permissions", key.permissions_text()),
+        ("status", key.status(now).to_string()),
+        ("expires", time_text(key.expires_at, "never")),
+        ("last used", time_text(key.last_used_at, "never")),
+        ("requests", key.request_count.to_string()),
+        ("created", time_text(key.created_at, "-")),
+        ("updated", time_text(key.updated_at, "-")),
+    ];
+    fields
+        .iter()
+        .map(|(label, value)| format!("{:<LABEL_WIDTH$}{value}\n", format!("{label}:")))
+        .collect()
+}
+
+/// The secret goes alone on its line so it can be copied whole; the warning says why to copy it now.
+pub fn secret_notice(secret: &str) -> String {
+    format!("\nsecret (shown only this once, store it now):\n{secret}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::key::tests::{now, sample};
+    use serde_json::json;
+
+    #[test]
+    fn a_key_is_shown_as_aligned_fields() {
+        let mut json = sample();
+        json["permissions"] = json!(["article:read"]);
+        json["expires_at"] = json!("2026-01-01T00:00:00Z");
+        json["request_count"] = json!(42);
+        let want = "\
+id:          key_01
+name:        chatbot
+start:       kb_7Hq2
+scope:       read
+permissions: article:read
+status:      enabled
+expires:     2026-01-01 00:00:00 UTC
+last used:   never
+requests:    42
+created:     2025-01-02 03:04:05 UTC
+updated:     2025-01-03 00:00:00 UTC
+";
+        assert_eq!(key_block(&Key::from_json(&json).unwrap(), now()), want);
+    }
+
+    #[test]
+    fn the_secret_stands_alone_on_its_line() {
+        let notice = secret_notice("kb_SECRET");
+        let lines: Vec<&str> = notice.lines().collect();
+        assert_eq!(lines.last(), Some(&"kb_SECRET"));
+        assert!(notice.contains("only this once"));
+    }
+}

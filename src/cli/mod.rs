@@ -1,0 +1,46 @@
+//! `kbgate keys …`: a command-line client of the admin API.
+//!
+//! # Layout
+//! - `args`: clap arguments and value parsers
+//! - `target`: which admin API and token (flags and env over `--config`)
+//! - `request`: command -> one admin API call, no I/O
+//! - `client`: sends the call, maps API errors
+//! - `output`, `table`, `block`, `key`: what is printed
+//! - `error`: `CliError`, one variant per condition
+
+mod args;
+mod block;
+mod client;
+mod error;
+mod key;
+mod output;
+mod request;
+mod table;
+mod target;
+
+use std::io::{ErrorKind, Write};
+
+use chrono::Utc;
+
+pub use args::{ExpiryArgs, KeysArgs, KeysCommand, Scope};
+pub use error::CliError;
+
+use client::AdminClient;
+
+/// Runs one `kbgate keys …` command; returns Err with a message for the caller to print and exit 1.
+pub async fn run(args: KeysArgs) -> Result<(), CliError> {
+    let request = request::request_for(&args.command, Utc::now())?;
+    let target = target::resolve(args.admin_url, args.admin_token, args.config.as_deref())?;
+    let answer = AdminClient::new(&target)?.send(&request).await?;
+    let text = output::render(&request.view, answer, args.json, Utc::now())?;
+    print(&text)
+}
+
+/// Writes without `print!`, which panics when the reader has gone; a reader that stops early
+/// (`| head`) is not an error.
+fn print(text: &str) -> Result<(), CliError> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,590 @@
+//! Configuration: YAML -> `${ENV}` expansion -> raw serde structs (unknown fields refused) ->
+//! `validate()` -> a typed [`Config`]. Every error names the field it is about.
+
+use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: which field, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{field}: {reason}")]
+    Field { field: String, reason: String },
+}
+
+fn field_error(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+// ---------- raw YAML shape ----------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    admin: RawAdmin,
+    upstream: RawUpstream,
+    store: RawStore,
+    #[serde(default)]
+    resources: Option<Vec<String>>,
+    routes: Vec<RouteSpec>,
+    #[serde(default)]
+    hot_tier: RawHotTier,
+    #[serde(default)]
+    usage: RawUsage,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: String,
+    token: String,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    #[serde(default)]
+    inject: RawInject,
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_pool_idle_timeout", with = "humantime_serde")]
+    pool_idle_timeout: Duration,
+    #[serde(default)]
+    ca: Option<PathBuf>,
+    #[serde(default)]
+    http2: bool,
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+/// Below the 60-75 s keep-alive most servers use, so the pool never reuses a connection the
+/// upstream is about to close.
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInject {
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    embedded: Option<RawEmbedded>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedded {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHotTier {
+    #[serde(with = "humantime_serde")]
+    max_age: Duration,
+    max_entries: usize,
+}
+
+impl Default for RawHotTier {
+    fn default() -> Self {
+        RawHotTier {
+            max_age: Duration::from_secs(30),
+            max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUsage {
+    #[serde(with = "humantime_serde")]
+    flush_interval: Duration,
+}
+
+impl Default for RawUsage {
+    fn default() -> Self {
+        RawUsage {
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    tls_handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
+    max_concurrent_streams: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: Option<String>,
+}
+
+// ---------- typed config ----------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub resources: Vec<String>,
+    pub routes: RouteTable,
+    pub hot_tier: HotTierConfig,
+    pub usage_flush_interval: Duration,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// scheme://authority of the KB.
+    pub origin: Uri,
+    /// A path prefix the KB's API lives under ("" for none), without a trailing slash.
+    pub base_path: String,
+    pub inject_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `name=value` pairs, already percent-encoded, appended to every forwarded query.
+    pub inject_query: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub ca: Option<PathBuf>,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Embedded { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HotTierConfig {
+    pub max_age: Duration,
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_concurrent_streams: u32,
+}
+
+/// Where `kbgate keys …` finds the admin API.
+pub struct AdminTarget {
+    pub url: String,
+    pub token: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses YAML text, expanding `${ENV}` references from the process environment.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    pub fn parse_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        expand_env(&mut value, &mut String::new(), env)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let field = e.path().to_string();
+            field_error(if field == "." { "config".into() } else { field }, e.into_inner().to_string())
+        })?;
+        raw.validate()
+    }
+}
+
+/// Reads a config file and returns its admin listener URL and token.
+pub fn admin_target(path: &Path) -> Result<AdminTarget, ConfigError> {
+    let config = Config::load(path)?;
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Ok(AdminTarget {
+        url: format!("http://{addr}"),
+        token: config.admin.token,
+    })
+}
+
+/// Replaces `${NAME}` in every string; a missing variable is an error naming the field.
+fn expand_env(
+    value: &mut serde_yaml::Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        serde_yaml::Value::String(s) => {
+            *s = expand_string(s, env).map_err(|reason| field_error(path.clone(), reason))?
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k.as_str().unwrap_or("?"));
+                expand_env(v, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated ${ reference".to_string())?;
+        let name = &after[..end];
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("invalid environment variable name {name:?}"));
+        }
+        let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| field_error(field, format!("{s:?} is not an IP:port address")))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let listen = parse_addr("listen", &self.listen)?;
+        let admin = AdminConfig {
+            listen: parse_addr("admin.listen", &self.admin.listen)?,
+            token: self.admin.token,
+        };
+        if admin.token.len() < 16 {
+            return Err(field_error("admin.token", "must be at least 16 characters"));
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !path.is_file() {
+                    return Err(field_error(field, format!("{} is not a readable file", path.display())));
+                }
+            }
+        }
+        let resources: Vec<String> = match self.resources {
+            Some(list) if list.is_empty() => return Err(field_error("resources", "must not be empty")),
+            Some(list) => list,
+            None => DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect(),
+        };
+        if self.routes.is_empty() {
+            return Err(field_error("routes", "at least one route is needed (every unmapped route is denied)"));
+        }
+        let routes = RouteTable::compile(&self.routes, &resources)
+            .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
+        let store = match self.store.embedded {
+            Some(embedded) => StoreConfig::Embedded {
+                path: embedded.path,
+            },
+            None => return Err(field_error("store", "choose a store: embedded: { path: … }")),
+        };
+        if self.hot_tier.max_entries == 0 {
+            return Err(field_error("hot_tier.max_entries", "must be at least 1"));
+        }
+        if self.usage.flush_interval.is_zero() {
+            return Err(field_error("usage.flush_interval", "must be above zero"));
+        }
+        let limits = self.limits;
+        if limits.max_connections == 0 {
+            return Err(field_error("limits.max_connections", "must be at least 1"));
+        }
+        let log_level = self.log.level.unwrap_or_else(|| "info".into());
+        if log_level.parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
+            return Err(field_error("log.level", format!("{log_level:?} is not a log filter")));
+        }
+        Ok(Config {
+            listen,
+            tls: self.tls.map(|t| TlsFiles {
+                cert: t.cert,
+                key: t.key,
+            }),
+            admin,
+            upstream: self.upstream.validate()?,
+            store,
+            resources,
+            routes,
+            hot_tier: HotTierConfig {
+                max_age: self.hot_tier.max_age,
+                max_entries: self.hot_tier.max_entries,
+            },
+            usage_flush_interval: self.usage.flush_interval,
+            limits: Limits {
+                max_connections: limits.max_connections,
+                header_read_timeout: limits.header_read_timeout,
+                tls_handshake_timeout: limits.tls_handshake_timeout,
+                shutdown_grace: limits.shutdown_grace,
+                max_concurrent_streams: limits.max_concurrent_streams,
+            },
+            log_format: self.log.format,
+            log_level,
+        })
+    }
+}
+
+impl RawUpstream {
+    fn validate(self) -> Result<UpstreamConfig, ConfigError> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|e| field_error("upstream.url", format!("{:?} is not a URL: {e}", self.url)))?;
+        let scheme = uri.scheme_str().unwrap_or("");
+        if scheme != "http" && scheme != "https" {
+            return Err(field_error("upstream.url", "must start with http:// or https://"));
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(field_error("upstream.url", "must name a host"));
+        };
+        if uri.query().is_some() {
+            return Err(field_error("upstream.url", "must not have a query; use upstream.inject.query"));
+        }
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query("/")
+            .build()
+            .map_err(|e| field_error("upstream.url", e.to_string()))?;
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        let mut inject_headers = Vec::new();
+        for (name, value) in &self.inject.headers {
+            let field = format!("upstream.inject.headers.{name}");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| field_error(&field, "is not a valid header name"))?;
+            let mut value = HeaderValue::from_str(value)
+                .map_err(|_| field_error(&field, "is not a valid header value"))?;
+            value.set_sensitive(true);
+            inject_headers.push((name, value));
+        }
+        let inject_query = self
+            .inject
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode_query(k), encode_query(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        if let Some(ca) = &self.ca {
+            if !ca.is_file() {
+                return Err(field_error("upstream.ca", format!("{} is not a readable file", ca.display())));
+            }
+        }
+        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(field_error("upstream.timeout", "timeouts must be above zero"));
+        }
+        Ok(UpstreamConfig {
+            origin,
+            base_path,
+            inject_headers,
+            inject_query,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+            ca: self.ca,
+            http2: self.http2,
+        })
+    }
+}
+
+fn encode_query(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:8080
+admin: { listen: 127.0.0.1:9090, token: "${ADMIN}" }
+upstream:
+  url: http://127.0.0.1:8081/api/
+  inject:
+    headers: { Authorization: "Bearer ${KB}" }
+    query: { key: "${KB}" }
+store: { embedded: { path: data/kbgate.db } }
+routes:
+  - { methods: [GET, HEAD], path: "/v1/article/{id}", permission: "article:read" }
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ADMIN" => Some("admin-token-0123456789".into()),
+            "KB" => Some("kb secret".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, &env)
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_config_parses_with_defaults() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.admin.token, "admin-token-0123456789");
+        assert_eq!(config.upstream.origin.to_string(), "http://127.0.0.1:8081/");
+        assert_eq!(config.upstream.base_path, "/api");
+        assert_eq!(config.upstream.inject_headers[0].1, "Bearer kb secret");
+        assert_eq!(config.upstream.inject_query, "key=kb%20secret");
+        assert_eq!(config.hot_tier.max_age, Duration::from_secs(30));
+        assert_eq!(config.routes.routes().len(), 1);
+    }
+
+    #[test]
+    fn broken_configs_name_the_field_and_the_reason() {
+        let cases = [
+            (GOOD.replace("article:read", "articel:read"), "routes[0].permission: unknown resource \"articel\""),
+            (GOOD.replace("listen: 127.0.0.1:8080", "listen: nowhere"), "listen: \"nowhere\" is not an IP:port address"),
+            (GOOD.replace("${ADMIN}", "${MISSING}"), "admin.token: environment variable MISSING is not set"),
+            (GOOD.replace("store:", "colour: blue\nstore:"), "unknown field `colour`"),
+            (GOOD.replace("http://127.0.0.1:8081/api/", "ftp://x"), "upstream.url: must start with http:// or https://"),
+            (GOOD.replace("[GET, HEAD]", "[]"), "routes[0].methods"),
+            (GOOD.replace("embedded: { path: data/kbgate.db }", "embedded: { path: data/kbgate.db, size: 3 }"), "store.embedded: unknown field `size`"),
+            (GOOD.replace("${ADMIN}", "short"), "admin.token: must be at least 16 characters"),
+            (GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"), "store: choose a store"),
+            (GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"), "upstream"),
+        ];
+        for (text, expected) in cases {
+            let message = error_of(&text);
+            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+        }
+    }
+
+    #[test]
+    fn env_references_expand_inside_strings() {
+        assert_eq!(expand_string("a ${KB} b", &env).unwrap(), "a kb secret b");
+        assert!(expand_string("${KB", &env).is_err());
+        assert!(expand_string("${a-b}", &env).is_err());
+        assert_eq!(expand_string("plain", &env).unwrap(), "plain");
+    }
+}

@@ -1,0 +1,233 @@
+//! The default store for one gateway: a crash-safe redb file. Nothing to install.
+//!
+//! Three tables: `keys` (id -> record JSON), `hashes` (secret hash -> id) and `usage`
+//! (id -> (request count, last used as Unix ms)). redb is synchronous, so every call runs on
+//! tokio's blocking pool.
+
+use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, Usage, UsageDelta};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
+const USAGE: TableDefinition<&str, (u64, i64)> = TableDefinition::new("usage");
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database file, creating its folder and tables.
+    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        txn.open_table(KEYS).map_err(unavailable)?;
+        txn.open_table(HASHES).map_err(unavailable)?;
+        txn.open_table(USAGE).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    /// Runs `f` against the database on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(unavailable)?
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn decode(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode(record: &KeyRecord) -> Vec<u8> {
+    // A KeyRecord holds only strings, numbers and timestamps: serialising it cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn usage_of(db_usage: Option<(u64, i64)>) -> Usage {
+    match db_usage {
+        Some((count, ms)) => Usage {
+            request_count: count,
+            last_used_at: DateTime::<Utc>::from_timestamp_millis(ms),
+        },
+        None => Usage::default(),
+    }
+}
+
+/// Reads one record with its usage inside a read transaction.
+fn read_record(db: &Database, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let keys = txn.open_table(KEYS).map_err(unavailable)?;
+    let usage = txn.open_table(USAGE).map_err(unavailable)?;
+    let Some(bytes) = keys.get(id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let mut record = decode(bytes.value())?;
+    record.usage = usage_of(usage.get(id).map_err(unavailable)?.map(|v| v.value()));
+    Ok(Some(record))
+}
+
+/// Writes `record` and makes the hash index match its secrets.
+fn write_record(
+    txn: &redb::WriteTransaction,
+    record: &KeyRecord,
+    previous: Option<&KeyRecord>,
+) -> Result<(), StoreError> {
+    let mut keys = txn.open_table(KEYS).map_err(unavailable)?;
+    let mut hashes = txn.open_table(HASHES).map_err(unavailable)?;
+    for old in previous.iter().flat_map(|p| p.hashes()) {
+        hashes.remove(old.0.as_slice()).map_err(unavailable)?;
+    }
+    for hash in record.hashes() {
+        hashes.insert(hash.0.as_slice(), record.id.as_str()).map_err(unavailable)?;
+    }
+    keys.insert(record.id.as_str(), encode(record).as_slice())
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for EmbeddedStore {
+    async fn create(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            if txn.open_table(KEYS).map_err(unavailable)?.get(record.id.as_str()).map_err(unavailable)?.is_some() {
+                return Err(StoreError::Conflict(record.id.clone()));
+            }
+            write_record(&txn, &record, None)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |db| read_record(db, &id)).await
+    }
+
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        let hash = *hash;
+        self.run(move |db| {
+            let id = {
+                let txn = db.begin_read().map_err(unavailable)?;
+                let hashes = txn.open_table(HASHES).map_err(unavailable)?;
+                match hashes.get(hash.0.as_slice()).map_err(unavailable)? {
+                    Some(id) => id.value().to_string(),
+                    None => return Ok(None),
+                }
+            };
+            read_record(db, &id)
+        })
+        .await
+    }
+
+    async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let keys = txn.open_table(KEYS).map_err(unavailable)?;
+            let usage = txn.open_table(USAGE).map_err(unavailable)?;
+            let mut records = Vec::new();
+            for entry in keys.iter().map_err(unavailable)? {
+                let (id, bytes) = entry.map_err(unavailable)?;
+                let mut record = decode(bytes.value())?;
+                record.usage = usage_of(usage.get(id.value()).map_err(unavailable)?.map(|v| v.value()));
+                records.push(record);
+            }
+            records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn update(&self, record: &KeyRecord) -> Result<bool, StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let previous = {
+                let keys = txn.open_table(KEYS).map_err(unavailable)?;
+                let bytes = keys.get(record.id.as_str()).map_err(unavailable)?;
+                match bytes {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(false),
+                }
+            };
+            write_record(&txn, &record, Some(&previous))?;
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let record = {
+                let mut keys = txn.open_table(KEYS).map_err(unavailable)?;
+                let removed = keys.remove(id.as_str()).map_err(unavailable)?;
+                match removed {
+                    Some(bytes) => decode(bytes.value())?,
+                    None => return Ok(None),
+                }
+            };
+            {
+                let mut hashes = txn.open_table(HASHES).map_err(unavailable)?;
+                for hash in record.hashes() {
+                    hashes.remove(hash.0.as_slice()).map_err(unavailable)?;
+                }
+                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                usage.remove(id.as_str()).map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+        let deltas = deltas.to_vec();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let keys = txn.open_table(KEYS).map_err(unavailable)?;
+                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                for delta in &deltas {
+                    if keys.get(delta.key_id.as_str()).map_err(unavailable)?.is_none() {
+                        continue;
+                    }
+                    let (count, last_ms) = usage
+                        .get(delta.key_id.as_str())
+                        .map_err(unavailable)?
+                        .map_or((0, i64::MIN), |v| v.value());
+                    let last_ms = last_ms.max(delta.last_used_at.timestamp_millis());
+                    usage
+                        .insert(delta.key_id.as_str(), (count + delta.requests, last_ms))
+                        .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|db| db.begin_read().map(drop).map_err(unavailable)).await
+    }
+}

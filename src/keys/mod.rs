@@ -1,0 +1,13 @@
+//! API keys: the secret format, the stored record, the stores, and the keyring (hot tier over a
+//! store) that verifies a presented secret.
+
+pub mod embedded;
+pub mod keyring;
+pub mod record;
+pub mod secret;
+pub mod store;
+
+pub use keyring::{KeyGrant, Keyring};
+pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
+pub use secret::KeyHash;
+pub use store::{KeyStore, StoreError};

@@ -1,0 +1,42 @@
+//! kbgate: an authenticating reverse proxy that puts named, scoped, revocable API keys in front
+//! of an existing knowledge-base HTTP API.
+//!
+//! # The request path
+//!
+//! ```text
+//! accept (HTTP/1.1, HTTP/2, optional TLS)      server.rs
+//!   -> canonical path          400 invalid_path                       authz.rs
+//!   -> extract key             401 missing_key / 400 ambiguous_key    gateway.rs
+//!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
+//!   -> verify                  hot tier, then store                   keys/keyring.rs
+//!   -> authorize               route table -> permission -> grant?    authz.rs
+//!   -> forward                 pooled client, header hygiene          upstream.rs
+//!   -> meter                   per-key usage, batched to the store    usage.rs
+//! ```
+//!
+//! Every refusal is one JSON body from one enum ([`rejection::Rejection`]).
+//!
+//! # Layout
+//!
+//! `config` YAML -> validated `Config` · `app` wires the parts and runs them · `server` listeners,
+//! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
+//! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
+//! `upstream` the forwarding client · `usage` per-key counters · `admin` the admin API ·
+//! `cli` `kbgate keys …` · `demo` the sample KB and the one-command tour.
+
+pub mod admin;
+pub mod app;
+pub mod authz;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod keys;
+pub mod rejection;
+pub mod server;
+pub mod upstream;
+pub mod usage;
+
+pub use app::{Running, start};
+pub use config::Config;

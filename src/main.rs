@@ -1,0 +1,95 @@
+//! The `kbgate` command: parse arguments, start logging, dispatch.
+
+use clap::{Parser, Subcommand};
+use kbgate::config::{Config, LogFormat};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kbgate", version, about = "API keys for any knowledge-base HTTP API: an authenticating reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and its admin listener
+    Serve {
+        #[arg(long, default_value = "config/kbgate.yaml")]
+        config: PathBuf,
+    },
+    /// A one-command tour: the gateway in front of a sample KB, with two keys and curl lines to try
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
+    /// Validate a config and print the compiled route table
+    CheckConfig {
+        #[arg(long, default_value = "config/kbgate.yaml")]
+        config: PathBuf,
+    },
+    /// Manage API keys through the admin API
+    Keys(kbgate::cli::KeysArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config).await,
+        Command::Demo { listen, admin_listen } => {
+            init_tracing(LogFormat::Text, "info");
+            match kbgate::demo::run(listen, admin_listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("demo: {e}"), 1),
+            }
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(config) => {
+                println!("config OK: listen {}, admin {}, upstream {}", config.listen, config.admin.listen, config.upstream.origin);
+                println!("{}", config.routes);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("config error: {e}"), 2),
+        },
+        Command::Keys(args) => match kbgate::cli::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string(), 1),
+        },
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return fail(&format!("config error: {e}"), 2),
+    };
+    init_tracing(config.log_format, &config.log_level);
+    let running = match kbgate::start(config).await {
+        Ok(running) => running,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    kbgate::app::shutdown_signal().await;
+    tracing::info!("shutting down: draining connections");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// Logs go to stderr (stdout is for command output); RUST_LOG overrides the configured level.
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

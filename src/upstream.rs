@@ -1,0 +1,241 @@
+//! The forwarding client: a pooled hyper client (TLS through rustls), header hygiene, and the
+//! injection of the KB's own credential. Bodies stream both ways.
+
+use crate::body::{self, Body};
+use crate::config::UpstreamConfig;
+use crate::rejection::Rejection;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+
+/// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Client-sent headers that would let a client pose as the gateway or leak its key upstream.
+const CLIENT_ONLY: [HeaderName; 6] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    header::HOST,
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-request-id"),
+    header::UPGRADE,
+];
+
+/// What the gateway knows about the request that the upstream should hear.
+pub struct ForwardInfo<'a> {
+    pub path: &'a str,
+    /// The client's query without its key, already encoded.
+    pub query: Option<&'a str>,
+    pub client_ip: std::net::IpAddr,
+    pub proto: &'static str,
+    pub host: Option<HeaderValue>,
+    pub request_id: &'a str,
+    pub key_id: &'a str,
+}
+
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    config: UpstreamConfig,
+    host: HeaderValue,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let tls = client_tls(config.ca.as_deref())?;
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let connector = if config.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(config.http2)
+            .build(connector);
+        let authority = config.origin.authority().map(|a| a.as_str()).unwrap_or_default();
+        let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
+        Ok(Upstream {
+            client,
+            config,
+            host,
+        })
+    }
+
+    /// Sends the request upstream and returns its response, streaming, with hop-by-hop headers
+    /// removed. The client's key never leaves: its headers were removed and its query rewritten.
+    pub async fn forward(
+        &self,
+        mut request: Request<Body>,
+        info: ForwardInfo<'_>,
+    ) -> Result<Response<Body>, Rejection> {
+        *request.uri_mut() = self.target_uri(info.path, info.query)?;
+        *request.version_mut() = http::Version::HTTP_11;
+        let headers = request.headers_mut();
+        strip_hop_by_hop(headers);
+        for name in CLIENT_ONLY {
+            headers.remove(name);
+        }
+        strip_gateway_headers(headers);
+        headers.insert(header::HOST, self.host.clone());
+        for (name, value) in &self.config.inject_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        add_forwarding_headers(headers, &info);
+
+        let response = tokio::time::timeout(self.config.timeout, self.client.request(request)).await;
+        let mut response = match response {
+            Err(_elapsed) => return Err(Rejection::UpstreamTimeout),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "upstream request failed");
+                return Err(Rejection::UpstreamUnavailable);
+            }
+            Ok(Ok(response)) => response,
+        };
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response.map(body::stream))
+    }
+
+    fn target_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+        let inject = self.config.inject_query.as_str();
+        let mut path_and_query = String::with_capacity(
+            self.config.base_path.len() + path.len() + query.map_or(0, str::len) + inject.len() + 2,
+        );
+        path_and_query.push_str(&self.config.base_path);
+        path_and_query.push_str(path);
+        let mut separator = '?';
+        for part in [query.unwrap_or(""), inject] {
+            if !part.is_empty() {
+                path_and_query.push(separator);
+                path_and_query.push_str(part);
+                separator = '&';
+            }
+        }
+        let mut parts = self.config.origin.clone().into_parts();
+        parts.path_and_query = Some(path_and_query.parse().map_err(|_| Rejection::InvalidPath)?);
+        Uri::from_parts(parts).map_err(|_| Rejection::InvalidPath)
+    }
+}
+
+/// Removes hop-by-hop headers, including every header named in any `Connection` line.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Drops client-sent `X-Kbgate-*` and `X-Forwarded-*`: only the gateway sets those.
+fn strip_gateway_headers(headers: &mut HeaderMap) {
+    let spoofable: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-kbgate-") || n.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarding_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
+    let mut ip = itoa_ip(info.client_ip);
+    ip.set_sensitive(false);
+    headers.insert("x-forwarded-for", ip);
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(info.proto));
+    if let Some(host) = &info.host {
+        headers.insert("x-forwarded-host", host.clone());
+    }
+    if let Ok(id) = HeaderValue::from_str(info.request_id) {
+        headers.insert("x-request-id", id);
+    }
+    if let Ok(id) = HeaderValue::from_str(info.key_id) {
+        headers.insert("x-kbgate-key-id", id);
+    }
+}
+
+fn itoa_ip(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// rustls client config: the system's roots, or only the configured CA.
+fn client_tls(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| format!("upstream.ca: {e}"))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("upstream.ca: {e}"))?;
+                roots.add(cert).map_err(|e| format!("upstream.ca: {e}"))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_line_is_honoured() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive, x-one"));
+        headers.append(header::CONNECTION, HeaderValue::from_static("X-Two"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        headers.insert("x-two", HeaderValue::from_static("2"));
+        headers.insert("x-three", HeaderValue::from_static("3"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-three"]);
+    }
+
+    #[test]
+    fn gateway_headers_cannot_be_spoofed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-kbgate-key-id", HeaderValue::from_static("key_admin"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-other", HeaderValue::from_static("kept"));
+        strip_gateway_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-other"));
+    }
+}
