@@ -1,9 +1,15 @@
-//! Every refusal of DESIGN.md's request path, over real sockets: status, code and JSON body.
+//! Every refusal of DESIGN.md's request path, over real sockets: status, code and JSON body,
+//! and what reached the upstream (nothing, for a refusal).
 
 mod common;
 
-use common::{Gateway, Upstream, eventually, status_and_code};
-use serde_json::json;
+use async_trait::async_trait;
+use common::{Gateway, Upstream, status_and_code};
+use kbgate::keys::embedded::EmbeddedStore;
+use kbgate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, UsageDelta};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[tokio::test]
@@ -18,5 +24,216 @@ async fn a_read_key_gets_but_cannot_post() {
         (403, "insufficient_permissions".into())
     );
     assert_eq!(upstream.requests().len(), 2, "the refused POST never reached the upstream");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let response = gateway.client.get(gateway.url("/v1/article")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(request_id.len(), 32);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_key");
+    assert!(body["error"]["message"].as_str().unwrap().contains("X-Api-Key"));
+    assert_eq!(body.as_object().unwrap().len(), 1);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_refusals() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let (_, key) = gateway.create_key(json!({})).await;
+    let (_, other) = gateway.create_key(json!({})).await;
+    let c = &gateway.client;
+    let url = gateway.url("/v1/article");
+
+    // missing
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (401, "missing_key".into()));
+    let r = c.get(&url).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (401, "missing_key".into()));
+
+    // ambiguous: two different keys, in any two places
+    let r = c.get(&url).bearer_auth(&key).header("x-api-key", &other).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (400, "ambiguous_key".into()));
+    let r = c.get(format!("{url}?key={other}")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (400, "ambiguous_key".into()));
+    // the same key twice is not ambiguous
+    let r = c.get(format!("{url}?key={key}")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(status_and_code(r).await, (200, String::new()));
+
+    // invalid: malformed, wrong checksum and well-formed-but-unknown get the same answer
+    let mut wrong_checksum = key.clone();
+    wrong_checksum.pop();
+    wrong_checksum.push(if key.ends_with('A') { 'B' } else { 'A' });
+    let unknown = kbgate::keys::secret::generate().secret;
+    let mut bodies = Vec::new();
+    for bad in ["nonsense", "kb_", wrong_checksum.as_str(), unknown.as_str()] {
+        let r = c.get(&url).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_key", "{bad}");
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "malformed and unknown keys look alike");
+    assert_eq!(upstream.requests().len(), 1, "only the one good request went upstream");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn disabled_and_expired_keys() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let (id, key) = gateway.create_key(json!({})).await;
+    assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
+    gateway.admin("PATCH", &format!("/v1/keys/{id}"), Some(json!({"enabled": false}))).await;
+    assert_eq!(gateway.get("/v1/article", &key).await, (401, "key_disabled".into()));
+
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let (_, expiring) = gateway.create_key(json!({"expires_at": soon.to_rfc3339()})).await;
+    assert_eq!(gateway.get("/v1/article", &expiring).await.0, 200, "cached while valid");
+    common::eventually("the key expires", || async {
+        gateway.get("/v1/article", &expiring).await == (401, "key_expired".into())
+    })
+    .await;
+    assert!(chrono::Utc::now() >= soon, "refused as expired only after expires_at");
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn route_refusals() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let (_, read) = gateway.create_key(json!({"scope": "read"})).await;
+    let (_, narrow) = gateway
+        .create_key(json!({"scope": "read_write", "permissions": ["search:read"]}))
+        .await;
+    assert_eq!(gateway.get("/v1/unmapped", &read).await, (403, "route_not_allowed".into()));
+    assert_eq!(gateway.send("OPTIONS", "/v1/article", &read).await, (403, "route_not_allowed".into()));
+    assert_eq!(gateway.send("DELETE", "/v1/article/a1", &read).await, (403, "insufficient_permissions".into()));
+    // specific permissions narrow the scope
+    assert_eq!(gateway.get("/v1/search?query=a", &narrow).await.0, 200);
+    assert_eq!(gateway.get("/v1/article", &narrow).await, (403, "insufficient_permissions".into()));
+    assert_eq!(gateway.send("POST", "/v1/article", &narrow).await, (403, "insufficient_permissions".into()));
+    assert_eq!(upstream.requests().len(), 1);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_unavailable_and_timeout() {
+    // A port nothing listens on: bind, read the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start_with(&upstream, |config| {
+        config.upstream.origin = format!("http://{closed}/").parse().unwrap();
+    })
+    .await;
+    let (_, key) = gateway.create_key(json!({})).await;
+    let response = gateway.client.get(gateway.url("/v1/article")).bearer_auth(&key).send().await.unwrap();
+    let (status, code) = status_and_code(response).await;
+    assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
+    gateway.shutdown().await;
+
+    let gateway = Gateway::start_with(&upstream, |config| {
+        config.upstream.timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (_, key) = gateway.create_key(json!({})).await;
+    let response = gateway.get("/v1/article?delay_ms=5000", &key).await;
+    assert_eq!(response, (504, "upstream_timeout".into()));
+    let body = gateway.client.get(gateway.url("/v1/article")).bearer_auth(&key).send().await.unwrap();
+    let text = body.text().await.unwrap();
+    assert!(!text.contains("127.0.0.1"), "no upstream address leaks to clients");
+    gateway.shutdown().await;
+}
+
+/// The embedded store with a switch that makes every call fail, as a lost disk or network would.
+struct SwitchableStore {
+    inner: EmbeddedStore,
+    down: Arc<AtomicBool>,
+}
+
+impl SwitchableStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("switched off by the test".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl KeyStore for SwitchableStore {
+    async fn create(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create(r).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn find_by_hash(&self, h: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.find_by_hash(h).await
+    }
+    async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.list().await
+    }
+    async fn update(&self, r: &KeyRecord) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.update(r).await
+    }
+    async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn add_usage(&self, d: &[UsageDelta]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.add_usage(d).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let store = SwitchableStore {
+        inner: EmbeddedStore::open(&dir.path().join("k.db")).unwrap(),
+        down: down.clone(),
+    };
+    let config = common::config(&upstream.url(), dir.path());
+    let running = kbgate::app::start_with_store(config, Arc::new(store)).await.unwrap();
+    let gateway = Gateway {
+        addr: running.addr,
+        admin_addr: running.admin_addr,
+        running: Some(running),
+        client: reqwest::Client::new(),
+        dir,
+    };
+    let (_, cached) = gateway.create_key(json!({})).await;
+    let (_, uncached) = gateway.create_key(json!({})).await;
+    assert_eq!(gateway.get("/v1/article", &cached).await.0, 200);
+
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(gateway.get("/v1/article", &uncached).await, (503, "store_unavailable".into()));
+    assert_eq!(gateway.get("/v1/article", &cached).await.0, 200, "the hot tier keeps serving");
+    let ready = gateway.client.get(gateway.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(upstream.requests().len(), 2, "the unverified request never went upstream");
+
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(gateway.get("/v1/article", &uncached).await.0, 200, "service resumes");
     gateway.shutdown().await;
 }
