@@ -58,7 +58,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     start_with_store(config, store).await
 }
 
-pub async fn start_with_store(config: Config, store: Arc<dyn KeyStore>) -> Result<Running, StartError> {
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn KeyStore>,
+) -> Result<Running, StartError> {
     let tls = config
         .tls
         .as_ref()
@@ -91,10 +94,26 @@ pub async fn start_with_store(config: Config, store: Arc<dyn KeyStore>) -> Resul
 
     let shutdown = CancellationToken::new();
     let servers = vec![
-        tokio::spawn(server::serve(listener, gateway, tls, config.limits, shutdown.clone())),
-        tokio::spawn(server::serve(admin_listener, admin, None, config.limits, shutdown.clone())),
+        tokio::spawn(server::serve(
+            listener,
+            gateway,
+            tls,
+            config.limits,
+            shutdown.clone(),
+        )),
+        tokio::spawn(server::serve(
+            admin_listener,
+            admin,
+            None,
+            config.limits,
+            shutdown.clone(),
+        )),
     ];
-    tokio::spawn(usage.clone().run_flusher(store, config.usage_flush_interval, shutdown.clone()));
+    tokio::spawn(
+        usage
+            .clone()
+            .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
+    );
     tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
@@ -152,13 +171,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

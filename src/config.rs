@@ -292,7 +292,10 @@ impl Config {
         expand_env(&mut value, &mut String::new(), env)?;
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let field = e.path().to_string();
-            field_error(if field == "." { "config".into() } else { field }, e.into_inner().to_string())
+            field_error(
+                if field == "." { "config".into() } else { field },
+                e.into_inner().to_string(),
+            )
         })?;
         raw.validate()
     }
@@ -385,17 +388,25 @@ impl RawConfig {
         if let Some(tls) = &self.tls {
             for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.is_file() {
-                    return Err(field_error(field, format!("{} is not a readable file", path.display())));
+                    return Err(field_error(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
                 }
             }
         }
         let resources: Vec<String> = match self.resources {
-            Some(list) if list.is_empty() => return Err(field_error("resources", "must not be empty")),
+            Some(list) if list.is_empty() => {
+                return Err(field_error("resources", "must not be empty"));
+            }
             Some(list) => list,
             None => DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect(),
         };
         if self.routes.is_empty() {
-            return Err(field_error("routes", "at least one route is needed (every unmapped route is denied)"));
+            return Err(field_error(
+                "routes",
+                "at least one route is needed (every unmapped route is denied)",
+            ));
         }
         let routes = RouteTable::compile(&self.routes, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
@@ -403,7 +414,12 @@ impl RawConfig {
             Some(embedded) => StoreConfig::Embedded {
                 path: embedded.path,
             },
-            None => return Err(field_error("store", "choose a store: embedded: { path: … }")),
+            None => {
+                return Err(field_error(
+                    "store",
+                    "choose a store: embedded: { path: … }",
+                ));
+            }
         };
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
@@ -416,8 +432,14 @@ impl RawConfig {
             return Err(field_error("limits.max_connections", "must be at least 1"));
         }
         let log_level = self.log.level.unwrap_or_else(|| "info".into());
-        if log_level.parse::<tracing_subscriber::filter::EnvFilter>().is_err() {
-            return Err(field_error("log.level", format!("{log_level:?} is not a log filter")));
+        if log_level
+            .parse::<tracing_subscriber::filter::EnvFilter>()
+            .is_err()
+        {
+            return Err(field_error(
+                "log.level",
+                format!("{log_level:?} is not a log filter"),
+            ));
         }
         Ok(Config {
             listen,
@@ -450,19 +472,24 @@ impl RawConfig {
 
 impl RawUpstream {
     fn validate(self) -> Result<UpstreamConfig, ConfigError> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|e| field_error("upstream.url", format!("{:?} is not a URL: {e}", self.url)))?;
+        let uri: Uri = self.url.parse().map_err(|e| {
+            field_error("upstream.url", format!("{:?} is not a URL: {e}", self.url))
+        })?;
         let scheme = uri.scheme_str().unwrap_or("");
         if scheme != "http" && scheme != "https" {
-            return Err(field_error("upstream.url", "must start with http:// or https://"));
+            return Err(field_error(
+                "upstream.url",
+                "must start with http:// or https://",
+            ));
         }
         let Some(authority) = uri.authority().cloned() else {
             return Err(field_error("upstream.url", "must name a host"));
         };
         if uri.query().is_some() {
-            return Err(field_error("upstream.url", "must not have a query; use upstream.inject.query"));
+            return Err(field_error(
+                "upstream.url",
+                "must not have a query; use upstream.inject.query",
+            ));
         }
         let origin = Uri::builder()
             .scheme(scheme)
@@ -488,13 +515,19 @@ impl RawUpstream {
             .map(|(k, v)| format!("{}={}", encode_query(k), encode_query(v)))
             .collect::<Vec<_>>()
             .join("&");
-        if let Some(ca) = &self.ca {
-            if !ca.is_file() {
-                return Err(field_error("upstream.ca", format!("{} is not a readable file", ca.display())));
-            }
+        if let Some(ca) = &self.ca
+            && !ca.is_file()
+        {
+            return Err(field_error(
+                "upstream.ca",
+                format!("{} is not a readable file", ca.display()),
+            ));
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(field_error("upstream.timeout", "timeouts must be above zero"));
+            return Err(field_error(
+                "upstream.timeout",
+                "timeouts must be above zero",
+            ));
         }
         Ok(UpstreamConfig {
             origin,
@@ -563,20 +596,53 @@ routes:
     #[test]
     fn broken_configs_name_the_field_and_the_reason() {
         let cases = [
-            (GOOD.replace("article:read", "articel:read"), "routes[0].permission: unknown resource \"articel\""),
-            (GOOD.replace("listen: 127.0.0.1:8080", "listen: nowhere"), "listen: \"nowhere\" is not an IP:port address"),
-            (GOOD.replace("${ADMIN}", "${MISSING}"), "admin.token: environment variable MISSING is not set"),
-            (GOOD.replace("store:", "colour: blue\nstore:"), "unknown field `colour`"),
-            (GOOD.replace("http://127.0.0.1:8081/api/", "ftp://x"), "upstream.url: must start with http:// or https://"),
+            (
+                GOOD.replace("article:read", "articel:read"),
+                "routes[0].permission: unknown resource \"articel\"",
+            ),
+            (
+                GOOD.replace("listen: 127.0.0.1:8080", "listen: nowhere"),
+                "listen: \"nowhere\" is not an IP:port address",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "${MISSING}"),
+                "admin.token: environment variable MISSING is not set",
+            ),
+            (
+                GOOD.replace("store:", "colour: blue\nstore:"),
+                "unknown field `colour`",
+            ),
+            (
+                GOOD.replace("http://127.0.0.1:8081/api/", "ftp://x"),
+                "upstream.url: must start with http:// or https://",
+            ),
             (GOOD.replace("[GET, HEAD]", "[]"), "routes[0].methods"),
-            (GOOD.replace("embedded: { path: data/kbgate.db }", "embedded: { path: data/kbgate.db, size: 3 }"), "store.embedded: unknown field `size`"),
-            (GOOD.replace("${ADMIN}", "short"), "admin.token: must be at least 16 characters"),
-            (GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"), "store: choose a store"),
-            (GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"), "upstream"),
+            (
+                GOOD.replace(
+                    "embedded: { path: data/kbgate.db }",
+                    "embedded: { path: data/kbgate.db, size: 3 }",
+                ),
+                "store.embedded.size: unknown field `size`",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "short"),
+                "admin.token: must be at least 16 characters",
+            ),
+            (
+                GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"),
+                "store: choose a store",
+            ),
+            (
+                GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"),
+                "upstream",
+            ),
         ];
         for (text, expected) in cases {
             let message = error_of(&text);
-            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
         }
     }
 

@@ -69,7 +69,8 @@ impl Gateway {
         request_id: &str,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
-        let path = authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?;
+        let path =
+            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?;
         let (secret, forwarded_query) = extract_key(request.headers(), request.uri().query())?;
         if !secret::is_well_formed(&secret) {
             return Err(Rejection::InvalidKey);
@@ -88,11 +89,12 @@ impl Gateway {
         }
 
         let forwarded_query = forwarded_query.map(Cow::into_owned);
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let host = request.headers().get(header::HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let info = ForwardInfo {
             path: &path,
             query: forwarded_query.as_deref(),
@@ -134,7 +136,9 @@ pub fn extract_key<'a>(
         }
     }
     for value in headers.get_all("x-api-key") {
-        offer(Cow::Borrowed(value.to_str().map_err(|_| Rejection::InvalidKey)?.trim()))?;
+        offer(Cow::Borrowed(
+            value.to_str().map_err(|_| Rejection::InvalidKey)?.trim(),
+        ))?;
     }
     let mut query_has_key = false;
     for (name, value) in query_pairs(query.unwrap_or("")) {
@@ -145,7 +149,9 @@ pub fn extract_key<'a>(
     }
     let secret = found.ok_or(Rejection::MissingKey)?;
     let forwarded_query = match query {
-        Some(q) if query_has_key => Some(query_without_key(q)).filter(|q| !q.is_empty()).map(Cow::Owned),
+        Some(q) if query_has_key => Some(query_without_key(q))
+            .filter(|q| !q.is_empty())
+            .map(Cow::Owned),
         other => other.map(Cow::Borrowed),
     };
     Ok((secret, forwarded_query))
@@ -173,7 +179,11 @@ fn decode(component: &str) -> Cow<'_, str> {
         return Cow::Borrowed(component);
     }
     let spaced = component.replace('+', " ");
-    Cow::Owned(percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// The client's X-Request-Id when it is short and plain, else a new random one.
@@ -183,7 +193,9 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|id| {
             (1..=64).contains(&id.len())
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         });
     match client {
         Some(id) => id.to_string(),
@@ -214,16 +226,20 @@ mod tests {
         assert_eq!(extract_key(&h, None).unwrap().0, "kb_a");
         let h = headers(&[("x-api-key", "kb_b")]);
         assert_eq!(extract_key(&h, None).unwrap().0, "kb_b");
-        let (key, query) = extract_key(&HeaderMap::new(), Some("a=1&key=kb_c&b=2")).unwrap();
+        let none = HeaderMap::new();
+        let (key, query) = extract_key(&none, Some("a=1&key=kb_c&b=2")).unwrap();
         assert_eq!(key, "kb_c");
         assert_eq!(query.as_deref(), Some("a=1&b=2"));
-        let (_, query) = extract_key(&HeaderMap::new(), Some("k%65y=kb_c")).unwrap();
+        let (_, query) = extract_key(&none, Some("k%65y=kb_c")).unwrap();
         assert_eq!(query, None, "an encoded key name is still the key");
     }
 
     #[test]
     fn missing_and_ambiguous_keys() {
-        assert_eq!(extract_key(&HeaderMap::new(), Some("q=1")).unwrap_err(), Rejection::MissingKey);
+        assert_eq!(
+            extract_key(&HeaderMap::new(), Some("q=1")).unwrap_err(),
+            Rejection::MissingKey
+        );
         let h = headers(&[("authorization", "Basic abc")]);
         assert_eq!(extract_key(&h, None).unwrap_err(), Rejection::MissingKey);
         let h = headers(&[("authorization", "Bearer kb_a"), ("x-api-key", "kb_b")]);
@@ -231,9 +247,16 @@ mod tests {
         let h = headers(&[("x-api-key", "kb_a"), ("x-api-key", "kb_b")]);
         assert_eq!(extract_key(&h, None).unwrap_err(), Rejection::AmbiguousKey);
         let h = headers(&[("x-api-key", "kb_a")]);
-        assert_eq!(extract_key(&h, Some("key=kb_b")).unwrap_err(), Rejection::AmbiguousKey);
+        assert_eq!(
+            extract_key(&h, Some("key=kb_b")).unwrap_err(),
+            Rejection::AmbiguousKey
+        );
         let (key, query) = extract_key(&h, Some("key=kb_a")).unwrap();
-        assert_eq!((key.as_ref(), query), ("kb_a", None), "the same key twice is fine");
+        assert_eq!(
+            (key.as_ref(), query),
+            ("kb_a", None),
+            "the same key twice is fine"
+        );
     }
 
     #[test]

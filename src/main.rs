@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kbgate", version, about = "API keys for any knowledge-base HTTP API: an authenticating reverse proxy")]
+#[command(
+    name = "kbgate",
+    version,
+    about = "API keys for any knowledge-base HTTP API: an authenticating reverse proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,10 @@ enum Command {
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config } => serve(config).await,
-        Command::Demo { listen, admin_listen } => {
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => {
             init_tracing(LogFormat::Text, "info");
             match kbgate::demo::run(listen, admin_listen).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -49,7 +56,10 @@ async fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(config) => {
-                println!("config OK: listen {}, admin {}, upstream {}", config.listen, config.admin.listen, config.upstream.origin);
+                println!(
+                    "config OK: listen {}, admin {}, upstream {}",
+                    config.listen, config.admin.listen, config.upstream.origin
+                );
                 println!("{}", config.routes);
                 ExitCode::SUCCESS
             }
@@ -87,7 +97,9 @@ fn fail(message: &str, code: u8) -> ExitCode {
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

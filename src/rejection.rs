@@ -81,7 +81,9 @@ impl Rejection {
             Rejection::StoreUnavailable => {
                 "The key store is unavailable; the key could not be verified. Try again shortly."
             }
-            Rejection::RouteNotAllowed => "This method and path are not available through the gateway.",
+            Rejection::RouteNotAllowed => {
+                "This method and path are not available through the gateway."
+            }
             Rejection::InsufficientPermissions => {
                 "The API key does not have the permission this request needs."
             }
@@ -112,7 +114,10 @@ pub fn error_response(
     let mut response = Response::new(body::full(json.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }

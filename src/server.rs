@@ -91,9 +91,16 @@ pub async fn serve<H: Handler>(
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => return tracing::debug!(%error, %remote, "TLS handshake failed"),
+                        Ok(Err(error)) => {
+                            return tracing::debug!(%error, %remote, "TLS handshake failed");
+                        }
                         Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);

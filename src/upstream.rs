@@ -59,7 +59,9 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         let tls = client_tls(config.ca.as_deref())?;
-        let builder = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
         let connector = if config.http2 {
             builder.enable_http2().wrap_connector(http)
         } else {
@@ -71,7 +73,11 @@ impl Upstream {
             .timer(TokioTimer::new())
             .http2_only(config.http2)
             .build(connector);
-        let authority = config.origin.authority().map(|a| a.as_str()).unwrap_or_default();
+        let authority = config
+            .origin
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default();
         let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
         Ok(Upstream {
             client,
@@ -101,7 +107,8 @@ impl Upstream {
         }
         add_forwarding_headers(headers, &info);
 
-        let response = tokio::time::timeout(self.config.timeout, self.client.request(request)).await;
+        let response =
+            tokio::time::timeout(self.config.timeout, self.client.request(request)).await;
         let mut response = match response {
             Err(_elapsed) => return Err(Rejection::UpstreamTimeout),
             Ok(Err(error)) => {
@@ -216,13 +223,19 @@ mod tests {
     #[test]
     fn every_connection_line_is_honoured() {
         let mut headers = HeaderMap::new();
-        headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive, x-one"));
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-one"),
+        );
         headers.append(header::CONNECTION, HeaderValue::from_static("X-Two"));
         headers.insert("x-one", HeaderValue::from_static("1"));
         headers.insert("x-two", HeaderValue::from_static("2"));
         headers.insert("x-three", HeaderValue::from_static("3"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-three"]);

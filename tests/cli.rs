@@ -15,7 +15,10 @@ impl Cli<'_> {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
             .arg("keys")
             .args(args)
-            .env("KBGATE_ADMIN_URL", format!("http://{}", self.gateway.admin_addr))
+            .env(
+                "KBGATE_ADMIN_URL",
+                format!("http://{}", self.gateway.admin_addr),
+            )
             .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .output()
             .await
@@ -32,7 +35,8 @@ impl Cli<'_> {
         all.push("--json");
         let (ok, stdout, stderr) = self.run(&all).await;
         assert!(ok, "{args:?}: {stderr}");
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
     }
 }
 
@@ -43,7 +47,15 @@ async fn every_keys_command_works_against_the_admin_api() {
     let cli = Cli { gateway: &gateway };
 
     let created = cli
-        .json(&["create", "--name", "Data Export Tool", "--scope", "read-write", "--permission", "article:read"])
+        .json(&[
+            "create",
+            "--name",
+            "Data Export Tool",
+            "--scope",
+            "read-write",
+            "--permission",
+            "article:read",
+        ])
         .await;
     let id = created["id"].as_str().unwrap().to_string();
     let secret = created["secret"].as_str().unwrap().to_string();
@@ -54,34 +66,51 @@ async fn every_keys_command_works_against_the_admin_api() {
     let (ok, table, _) = cli.run(&["list"]).await;
     assert!(ok);
     assert!(table.lines().next().unwrap().contains("NAME"), "{table}");
-    assert!(table.contains("Data Export Tool") && table.contains(&id), "{table}");
+    assert!(
+        table.contains("Data Export Tool") && table.contains(&id),
+        "{table}"
+    );
     assert!(!table.contains(&secret), "list never prints a secret");
 
     let (ok, human, _) = cli.run(&["create", "--name", "Chatbot"]).await;
-    assert!(ok && human.contains("kb_"), "create prints the secret once: {human}");
+    assert!(
+        ok && human.contains("kb_"),
+        "create prints the secret once: {human}"
+    );
 
     let shown = cli.json(&["show", &id]).await;
     assert_eq!(shown["name"], "Data Export Tool");
     assert_eq!(shown["request_count"], 2);
 
-    let edited = cli.json(&["edit", &id, "--name", "Exporter", "--clear-permissions"]).await;
+    let edited = cli
+        .json(&["edit", &id, "--name", "Exporter", "--clear-permissions"])
+        .await;
     assert_eq!(edited["name"], "Exporter");
     assert_eq!(edited["permissions"], serde_json::json!([]));
     assert_eq!(gateway.get("/v1/search?query=a", &secret).await.0, 200);
 
     assert_eq!(cli.json(&["disable", &id]).await["enabled"], false);
-    assert_eq!(gateway.get("/v1/article", &secret).await, (401, "key_disabled".into()));
+    assert_eq!(
+        gateway.get("/v1/article", &secret).await,
+        (401, "key_disabled".into())
+    );
     assert_eq!(cli.json(&["enable", &id]).await["enabled"], true);
     assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
 
     let rotated = cli.json(&["rotate", &id, "--grace", "0s"]).await;
     let new_secret = rotated["secret"].as_str().unwrap();
     assert_eq!(gateway.get("/v1/article", new_secret).await.0, 200);
-    assert_eq!(gateway.get("/v1/article", &secret).await, (401, "key_expired".into()));
+    assert_eq!(
+        gateway.get("/v1/article", &secret).await,
+        (401, "key_expired".into())
+    );
 
     let (ok, out, _) = cli.run(&["delete", &id]).await;
     assert!(ok && out.contains(&id), "{out}");
-    assert_eq!(gateway.get("/v1/article", new_secret).await, (401, "invalid_key".into()));
+    assert_eq!(
+        gateway.get("/v1/article", new_secret).await,
+        (401, "invalid_key".into())
+    );
 
     let (ok, _, err) = cli.run(&["show", &id]).await;
     assert!(!ok, "a missing key is an error");
@@ -93,8 +122,13 @@ async fn every_keys_command_works_against_the_admin_api() {
 async fn the_admin_target_can_come_from_the_config_file() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&upstream).await;
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml")).unwrap();
-    let config = shipped.replace("listen: 127.0.0.1:9090", &format!("listen: {}", gateway.admin_addr));
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
+            .unwrap();
+    let config = shipped.replace(
+        "listen: 127.0.0.1:9090",
+        &format!("listen: {}", gateway.admin_addr),
+    );
     let path = gateway.dir.path().join("kbgate.yaml");
     std::fs::write(&path, config).unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
@@ -106,7 +140,11 @@ async fn the_admin_target_can_come_from_the_config_file() {
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let key: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(key["scope"], "read");
 
@@ -119,6 +157,9 @@ async fn the_admin_target_can_come_from_the_config_file() {
         .unwrap();
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(err.contains("--config") && err.contains("KBGATE_ADMIN_URL"), "{err}");
+    assert!(
+        err.contains("--config") && err.contains("KBGATE_ADMIN_URL"),
+        "{err}"
+    );
     gateway.shutdown().await;
 }

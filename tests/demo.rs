@@ -6,7 +6,13 @@ use std::process::{Command, Stdio};
 #[test]
 fn the_demo_curl_lines_work_as_printed() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -42,13 +48,29 @@ fn the_demo_curl_lines_work_as_printed() {
     assert_eq!(tried, 8, "every curl line was tried");
 
     let cli = lines.iter().find(|l| l.contains("keys list")).unwrap();
-    let cli = cli.trim().replace("cargo run --release --", env!("CARGO_BIN_EXE_kbgate"));
+    let cli = cli
+        .trim()
+        .replace("cargo run --release --", env!("CARGO_BIN_EXE_kbgate"));
     let output = Command::new("sh").arg("-c").arg(&cli).output().unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{cli}: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(table.contains("Chatbot Integration") && table.contains("Content Sync"), "{table}");
+    assert!(
+        output.status.success(),
+        "{cli}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        table.contains("Chatbot Integration") && table.contains("Content Sync"),
+        "{table}"
+    );
 
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "the demo stops cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "the demo stops cleanly on SIGTERM: {status}"
+    );
 }

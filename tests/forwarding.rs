@@ -29,22 +29,40 @@ async fn upstream_sees_the_injected_credential_and_never_the_client_key() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "client-trace-7");
-    assert!(response.headers().get("x-upstream-hop").is_none(), "response hop-by-hop headers are dropped");
+    assert!(
+        response.headers().get("x-upstream-hop").is_none(),
+        "response hop-by-hop headers are dropped"
+    );
 
     let seen = upstream.last();
-    assert_eq!(seen.path_and_query, "/v1/search?query=reset&page=2", "key removed from the query");
-    assert_eq!(seen.headers["authorization"], format!("Bearer {UPSTREAM_CREDENTIAL}"));
+    assert_eq!(
+        seen.path_and_query, "/v1/search?query=reset&page=2",
+        "key removed from the query"
+    );
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {UPSTREAM_CREDENTIAL}")
+    );
     assert!(seen.headers.get("x-api-key").is_none());
     for (name, value) in &seen.headers {
         let value = value.to_str().unwrap_or("");
-        assert!(!value.contains(&key), "client key leaked upstream in {name}");
+        assert!(
+            !value.contains(&key),
+            "client key leaked upstream in {name}"
+        );
     }
-    assert!(seen.headers.get("x-private-hop").is_none(), "headers named in Connection are dropped");
+    assert!(
+        seen.headers.get("x-private-hop").is_none(),
+        "headers named in Connection are dropped"
+    );
     assert!(seen.headers.get("keep-alive").is_none());
     assert_eq!(seen.headers["x-kbgate-key-id"], id.as_str());
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
-    assert_eq!(seen.headers["x-forwarded-host"], gateway.addr.to_string().as_str());
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        gateway.addr.to_string().as_str()
+    );
     assert_eq!(seen.headers["x-request-id"], "client-trace-7");
     assert_eq!(seen.headers["host"], upstream.addr.to_string().as_str());
     assert_eq!(seen.headers["x-custom"], "kept");
@@ -60,10 +78,18 @@ async fn query_credential_injection() {
     })
     .await;
     let (_, key) = gateway.create_key(json!({})).await;
-    let response = gateway.client.get(gateway.url(&format!("/v1/article?key={key}"))).send().await.unwrap();
+    let response = gateway
+        .client
+        .get(gateway.url(&format!("/v1/article?key={key}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
-    assert_eq!(seen.path_and_query, "/v1/article?key=kb-upstream-credential");
+    assert_eq!(
+        seen.path_and_query,
+        "/v1/article?key=kb-upstream-credential"
+    );
     assert!(seen.headers.get("authorization").is_none());
     gateway.shutdown().await;
 }
@@ -107,6 +133,10 @@ async fn request_count_equals_the_requests_made_and_survives_a_restart() {
     };
     let (_, shown) = again.admin("GET", &format!("/v1/keys/{id}"), None).await;
     assert_eq!(shown["request_count"], 25);
-    assert_eq!(again.get("/v1/article", &key).await.0, 200, "keys survive a restart");
+    assert_eq!(
+        again.get("/v1/article", &key).await.0,
+        200,
+        "keys survive a restart"
+    );
     again.shutdown().await;
 }

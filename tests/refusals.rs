@@ -17,13 +17,20 @@ async fn a_read_key_gets_but_cannot_post() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&upstream).await;
     let (_, key) = gateway.create_key(json!({"name": "Chatbot"})).await;
-    assert_eq!(gateway.get("/v1/article/a1", &key).await, (200, String::new()));
+    assert_eq!(
+        gateway.get("/v1/article/a1", &key).await,
+        (200, String::new())
+    );
     assert_eq!(gateway.get("/v1/search?query=x", &key).await.0, 200);
     assert_eq!(
         gateway.send("POST", "/v1/article", &key).await,
         (403, "insufficient_permissions".into())
     );
-    assert_eq!(upstream.requests().len(), 2, "the refused POST never reached the upstream");
+    assert_eq!(
+        upstream.requests().len(),
+        2,
+        "the refused POST never reached the upstream"
+    );
     gateway.shutdown().await;
 }
 
@@ -31,15 +38,28 @@ async fn a_read_key_gets_but_cannot_post() {
 async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&upstream).await;
-    let response = gateway.client.get(gateway.url("/v1/article")).send().await.unwrap();
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/article"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(request_id.len(), 32);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_key");
-    assert!(body["error"]["message"].as_str().unwrap().contains("X-Api-Key"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Api-Key")
+    );
     assert_eq!(body.as_object().unwrap().len(), 1);
     gateway.shutdown().await;
 }
@@ -56,16 +76,37 @@ async fn key_refusals() {
     // missing
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(status_and_code(r).await, (401, "missing_key".into()));
-    let r = c.get(&url).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status_and_code(r).await, (401, "missing_key".into()));
 
     // ambiguous: two different keys, in any two places
-    let r = c.get(&url).bearer_auth(&key).header("x-api-key", &other).send().await.unwrap();
+    let r = c
+        .get(&url)
+        .bearer_auth(&key)
+        .header("x-api-key", &other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status_and_code(r).await, (400, "ambiguous_key".into()));
-    let r = c.get(format!("{url}?key={other}")).header("x-api-key", &key).send().await.unwrap();
+    let r = c
+        .get(format!("{url}?key={other}"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status_and_code(r).await, (400, "ambiguous_key".into()));
     // the same key twice is not ambiguous
-    let r = c.get(format!("{url}?key={key}")).bearer_auth(&key).send().await.unwrap();
+    let r = c
+        .get(format!("{url}?key={key}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(status_and_code(r).await, (200, String::new()));
 
     // invalid: malformed, wrong checksum and well-formed-but-unknown get the same answer
@@ -81,8 +122,15 @@ async fn key_refusals() {
         assert_eq!(body["error"]["code"], "invalid_key", "{bad}");
         bodies.push(body);
     }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "malformed and unknown keys look alike");
-    assert_eq!(upstream.requests().len(), 1, "only the one good request went upstream");
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "malformed and unknown keys look alike"
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the one good request went upstream"
+    );
     gateway.shutdown().await;
 }
 
@@ -92,17 +140,35 @@ async fn disabled_and_expired_keys() {
     let gateway = Gateway::start(&upstream).await;
     let (id, key) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
-    gateway.admin("PATCH", &format!("/v1/keys/{id}"), Some(json!({"enabled": false}))).await;
-    assert_eq!(gateway.get("/v1/article", &key).await, (401, "key_disabled".into()));
+    gateway
+        .admin(
+            "PATCH",
+            &format!("/v1/keys/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(
+        gateway.get("/v1/article", &key).await,
+        (401, "key_disabled".into())
+    );
 
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let (_, expiring) = gateway.create_key(json!({"expires_at": soon.to_rfc3339()})).await;
-    assert_eq!(gateway.get("/v1/article", &expiring).await.0, 200, "cached while valid");
+    let (_, expiring) = gateway
+        .create_key(json!({"expires_at": soon.to_rfc3339()}))
+        .await;
+    assert_eq!(
+        gateway.get("/v1/article", &expiring).await.0,
+        200,
+        "cached while valid"
+    );
     common::eventually("the key expires", || async {
         gateway.get("/v1/article", &expiring).await == (401, "key_expired".into())
     })
     .await;
-    assert!(chrono::Utc::now() >= soon, "refused as expired only after expires_at");
+    assert!(
+        chrono::Utc::now() >= soon,
+        "refused as expired only after expires_at"
+    );
     gateway.shutdown().await;
 }
 
@@ -114,13 +180,28 @@ async fn route_refusals() {
     let (_, narrow) = gateway
         .create_key(json!({"scope": "read_write", "permissions": ["search:read"]}))
         .await;
-    assert_eq!(gateway.get("/v1/unmapped", &read).await, (403, "route_not_allowed".into()));
-    assert_eq!(gateway.send("OPTIONS", "/v1/article", &read).await, (403, "route_not_allowed".into()));
-    assert_eq!(gateway.send("DELETE", "/v1/article/a1", &read).await, (403, "insufficient_permissions".into()));
+    assert_eq!(
+        gateway.get("/v1/unmapped", &read).await,
+        (403, "route_not_allowed".into())
+    );
+    assert_eq!(
+        gateway.send("OPTIONS", "/v1/article", &read).await,
+        (403, "route_not_allowed".into())
+    );
+    assert_eq!(
+        gateway.send("DELETE", "/v1/article/a1", &read).await,
+        (403, "insufficient_permissions".into())
+    );
     // specific permissions narrow the scope
     assert_eq!(gateway.get("/v1/search?query=a", &narrow).await.0, 200);
-    assert_eq!(gateway.get("/v1/article", &narrow).await, (403, "insufficient_permissions".into()));
-    assert_eq!(gateway.send("POST", "/v1/article", &narrow).await, (403, "insufficient_permissions".into()));
+    assert_eq!(
+        gateway.get("/v1/article", &narrow).await,
+        (403, "insufficient_permissions".into())
+    );
+    assert_eq!(
+        gateway.send("POST", "/v1/article", &narrow).await,
+        (403, "insufficient_permissions".into())
+    );
     assert_eq!(upstream.requests().len(), 1);
     gateway.shutdown().await;
 }
@@ -128,14 +209,23 @@ async fn route_refusals() {
 #[tokio::test]
 async fn upstream_unavailable_and_timeout() {
     // A port nothing listens on: bind, read the port, close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let upstream = Upstream::start().await;
     let gateway = Gateway::start_with(&upstream, |config| {
         config.upstream.origin = format!("http://{closed}/").parse().unwrap();
     })
     .await;
     let (_, key) = gateway.create_key(json!({})).await;
-    let response = gateway.client.get(gateway.url("/v1/article")).bearer_auth(&key).send().await.unwrap();
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/article"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     let (status, code) = status_and_code(response).await;
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
     gateway.shutdown().await;
@@ -147,9 +237,18 @@ async fn upstream_unavailable_and_timeout() {
     let (_, key) = gateway.create_key(json!({})).await;
     let response = gateway.get("/v1/article?delay_ms=5000", &key).await;
     assert_eq!(response, (504, "upstream_timeout".into()));
-    let body = gateway.client.get(gateway.url("/v1/article")).bearer_auth(&key).send().await.unwrap();
+    let body = gateway
+        .client
+        .get(gateway.url("/v1/article"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     let text = body.text().await.unwrap();
-    assert!(!text.contains("127.0.0.1"), "no upstream address leaks to clients");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "no upstream address leaks to clients"
+    );
     gateway.shutdown().await;
 }
 
@@ -214,7 +313,9 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
         down: down.clone(),
     };
     let config = common::config(&upstream.url(), dir.path());
-    let running = kbgate::app::start_with_store(config, Arc::new(store)).await.unwrap();
+    let running = kbgate::app::start_with_store(config, Arc::new(store))
+        .await
+        .unwrap();
     let gateway = Gateway {
         addr: running.addr,
         admin_addr: running.admin_addr,
@@ -227,13 +328,33 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
     assert_eq!(gateway.get("/v1/article", &cached).await.0, 200);
 
     down.store(true, Ordering::SeqCst);
-    assert_eq!(gateway.get("/v1/article", &uncached).await, (503, "store_unavailable".into()));
-    assert_eq!(gateway.get("/v1/article", &cached).await.0, 200, "the hot tier keeps serving");
-    let ready = gateway.client.get(gateway.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        gateway.get("/v1/article", &uncached).await,
+        (503, "store_unavailable".into())
+    );
+    assert_eq!(
+        gateway.get("/v1/article", &cached).await.0,
+        200,
+        "the hot tier keeps serving"
+    );
+    let ready = gateway
+        .client
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
-    assert_eq!(upstream.requests().len(), 2, "the unverified request never went upstream");
+    assert_eq!(
+        upstream.requests().len(),
+        2,
+        "the unverified request never went upstream"
+    );
 
     down.store(false, Ordering::SeqCst);
-    assert_eq!(gateway.get("/v1/article", &uncached).await.0, 200, "service resumes");
+    assert_eq!(
+        gateway.get("/v1/article", &uncached).await.0,
+        200,
+        "service resumes"
+    );
     gateway.shutdown().await;
 }

@@ -17,7 +17,7 @@ const DEFAULT_GRACE_SECONDS: u64 = 86_400;
 const MAX_GRACE_SECONDS: u64 = 90 * 86_400;
 const MAX_NAME_LEN: usize = 200;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: Option<String>,
@@ -60,12 +60,18 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("The body is not valid JSON: {e}")),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("The body is not valid JSON: {e}"),
+        ),
     })
 }
 
 fn timestamp(at: Option<DateTime<Utc>>) -> Value {
-    at.map_or(Value::Null, |at| Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true)))
+    at.map_or(Value::Null, |at| {
+        Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    })
 }
 
 /// The key object of the API, with usage not yet flushed added in so counts are exact.
@@ -124,9 +130,16 @@ impl Admin {
         let expires_at = future(request.expires_at, now)?;
         let new = secret::generate();
         let record = KeyRecord::new(name, scope, permissions, expires_at, &new, now);
-        self.keyring.store().create(&record).await.map_err(ApiError::store)?;
+        self.keyring
+            .store()
+            .create(&record)
+            .await
+            .map_err(ApiError::store)?;
         tracing::info!(key_id = %record.id, "key created");
-        Ok(json(StatusCode::CREATED, &with_secret(self.view(&record), new.secret)))
+        Ok(json(
+            StatusCode::CREATED,
+            &with_secret(self.view(&record), new.secret),
+        ))
     }
 
     pub(super) async fn edit(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -140,7 +153,10 @@ impl Admin {
         let scope = request.scope.unwrap_or(record.scope);
         let permissions = match request.permissions {
             Some(list) => self.permissions(list, scope)?,
-            None => self.permissions(record.permissions.iter().map(|p| p.to_string()).collect(), scope)?,
+            None => self.permissions(
+                record.permissions.iter().map(|p| p.to_string()).collect(),
+                scope,
+            )?,
         };
         record.scope = scope;
         record.permissions = permissions;
@@ -158,7 +174,9 @@ impl Admin {
 
     pub(super) async fn rotate(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
         let request: RotateKey = parse(body)?;
-        let grace = request.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+        let grace = request
+            .grace_period_seconds
+            .unwrap_or(DEFAULT_GRACE_SECONDS);
         if grace > MAX_GRACE_SECONDS {
             return Err(ApiError::invalid(format!(
                 "grace_period_seconds: at most {MAX_GRACE_SECONDS} (90 days)"
@@ -170,12 +188,20 @@ impl Admin {
         record.rotate(&new, chrono::Duration::seconds(grace as i64), Utc::now());
         self.save(&record).await?;
         tracing::info!(key_id = %record.id, grace_seconds = grace, "key rotated");
-        Ok(json(StatusCode::OK, &with_secret(self.view(&record), new.secret)))
+        Ok(json(
+            StatusCode::OK,
+            &with_secret(self.view(&record), new.secret),
+        ))
     }
 
     pub(super) async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
         let _write = self.writes.lock().await;
-        let record = self.keyring.store().delete(id).await.map_err(ApiError::store)?;
+        let record = self
+            .keyring
+            .store()
+            .delete(id)
+            .await
+            .map_err(ApiError::store)?;
         let record = record.ok_or_else(ApiError::not_found)?;
         self.keyring.forget(&record);
         tracing::info!(key_id = %record.id, "key deleted");
@@ -195,9 +221,18 @@ impl Admin {
 
     /// Writes a changed key, then drops it from the hot tier: the next request sees the change.
     async fn save(&self, record: &KeyRecord) -> Result<(), ApiError> {
-        let found = self.keyring.store().update(record).await.map_err(ApiError::store)?;
+        let found = self
+            .keyring
+            .store()
+            .update(record)
+            .await
+            .map_err(ApiError::store)?;
         self.keyring.forget(record);
-        if found { Ok(()) } else { Err(ApiError::not_found()) }
+        if found {
+            Ok(())
+        } else {
+            Err(ApiError::not_found())
+        }
     }
 
     /// Parses specific permissions and checks that the scope allows each one.
@@ -221,7 +256,8 @@ impl Admin {
 
 fn valid_name(name: String) -> Result<String, ApiError> {
     let name = name.trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
         return Err(ApiError::invalid(format!(
             "name: must be 1 to {MAX_NAME_LEN} printable characters"
         )));
@@ -229,7 +265,10 @@ fn valid_name(name: String) -> Result<String, ApiError> {
     Ok(name)
 }
 
-fn future(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+fn future(
+    at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     match at {
         Some(at) if at <= now => Err(ApiError::invalid("expires_at: must be in the future")),
         other => Ok(other),

@@ -65,7 +65,8 @@ impl Handler for Admin {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let result = self.route(request).await;
-        let response = result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, &request_id));
+        let response =
+            result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, &request_id));
         tracing::info!(target: "kbgate::admin", request_id = %request_id, %method, %path, status = response.status().as_u16());
         response
     }
@@ -92,7 +93,9 @@ impl Admin {
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            (&Method::GET, ["healthz"]) => {
+                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            }
             (&Method::GET, ["readyz"]) => Ok(self.readyz().await),
             (&Method::GET, ["openapi.json"]) => Ok(json_text(StatusCode::OK, OPENAPI)),
             (_, ["v1", "keys", ..]) => {
@@ -106,10 +109,18 @@ impl Admin {
                     (&Method::DELETE, [id]) => self.delete(id).await,
                     (&Method::POST, [id, "rotate"]) => self.rotate(id, &body).await,
                     (_, [] | [_] | [_, "rotate"]) => Err(method_not_allowed()),
-                    _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")),
+                    _ => Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "No such endpoint.",
+                    )),
                 }
             }
-            _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such endpoint.",
+            )),
         }
     }
 
@@ -176,8 +187,9 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 fn json_text(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(body::full(text.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -20,7 +20,11 @@ pub async fn run(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), Str
     result
 }
 
-async fn run_in(listen: SocketAddr, admin_listen: SocketAddr, data_dir: PathBuf) -> Result<(), String> {
+async fn run_in(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    data_dir: PathBuf,
+) -> Result<(), String> {
     let kb_credential = random_token("kbcred");
     let admin_token = random_token("admin");
     let kb_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -37,7 +41,9 @@ async fn run_in(listen: SocketAddr, admin_listen: SocketAddr, data_dir: PathBuf)
     let mut config = Config::parse_with_env(SHIPPED_CONFIG, &env).map_err(|e| e.to_string())?;
     config.listen = listen;
     config.admin.listen = admin_listen;
-    config.upstream.origin = format!("http://{kb_addr}/").parse().map_err(|e| format!("{e}"))?;
+    config.upstream.origin = format!("http://{kb_addr}/")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
     config.store = StoreConfig::Embedded {
         path: data_dir.join("kbgate.db"),
     };
@@ -53,8 +59,19 @@ async fn run_in(listen: SocketAddr, admin_listen: SocketAddr, data_dir: PathBuf)
         let record = KeyRecord::new(name.into(), scope, vec![], None, new, now);
         store.create(&record).await.map_err(|e| e.to_string())?;
     }
-    let running = start_with_store(config, store).await.map_err(|e| e.to_string())?;
-    println!("{}", tour(running.addr, running.admin_addr, &admin_token, &read.secret, &write.secret));
+    let running = start_with_store(config, store)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        tour(
+            running.addr,
+            running.admin_addr,
+            &admin_token,
+            &read.secret,
+            &write.secret
+        )
+    );
 
     app::shutdown_signal().await;
     running.shutdown().await;
@@ -69,7 +86,13 @@ fn random_token(prefix: &str) -> String {
 }
 
 /// The text printed for the user. Each `curl` line prints the body and then `-> HTTP <status>`.
-fn tour(gateway: SocketAddr, admin: SocketAddr, admin_token: &str, read: &str, write: &str) -> String {
+fn tour(
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    admin_token: &str,
+    read: &str,
+    write: &str,
+) -> String {
     let g = format!("http://{gateway}");
     let w = r#"-w ' -> HTTP %{http_code}\n'"#;
     format!(

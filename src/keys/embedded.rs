@@ -23,9 +23,11 @@ impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its folder and tables.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db =
+            Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(KEYS).map_err(unavailable)?;
         txn.open_table(HASHES).map_err(unavailable)?;
@@ -95,7 +97,9 @@ fn write_record(
         hashes.remove(old.0.as_slice()).map_err(unavailable)?;
     }
     for hash in record.hashes() {
-        hashes.insert(hash.0.as_slice(), record.id.as_str()).map_err(unavailable)?;
+        hashes
+            .insert(hash.0.as_slice(), record.id.as_str())
+            .map_err(unavailable)?;
     }
     keys.insert(record.id.as_str(), encode(record).as_slice())
         .map_err(unavailable)?;
@@ -108,7 +112,13 @@ impl KeyStore for EmbeddedStore {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            if txn.open_table(KEYS).map_err(unavailable)?.get(record.id.as_str()).map_err(unavailable)?.is_some() {
+            if txn
+                .open_table(KEYS)
+                .map_err(unavailable)?
+                .get(record.id.as_str())
+                .map_err(unavailable)?
+                .is_some()
+            {
                 return Err(StoreError::Conflict(record.id.clone()));
             }
             write_record(&txn, &record, None)?;
@@ -147,7 +157,12 @@ impl KeyStore for EmbeddedStore {
             for entry in keys.iter().map_err(unavailable)? {
                 let (id, bytes) = entry.map_err(unavailable)?;
                 let mut record = decode(bytes.value())?;
-                record.usage = usage_of(usage.get(id.value()).map_err(unavailable)?.map(|v| v.value()));
+                record.usage = usage_of(
+                    usage
+                        .get(id.value())
+                        .map_err(unavailable)?
+                        .map(|v| v.value()),
+                );
                 records.push(record);
             }
             records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -209,7 +224,11 @@ impl KeyStore for EmbeddedStore {
                 let keys = txn.open_table(KEYS).map_err(unavailable)?;
                 let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
                 for delta in &deltas {
-                    if keys.get(delta.key_id.as_str()).map_err(unavailable)?.is_none() {
+                    if keys
+                        .get(delta.key_id.as_str())
+                        .map_err(unavailable)?
+                        .is_none()
+                    {
                         continue;
                     }
                     let (count, last_ms) = usage
@@ -228,6 +247,7 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|db| db.begin_read().map(drop).map_err(unavailable)).await
+        self.run(|db| db.begin_read().map(drop).map_err(unavailable))
+            .await
     }
 }

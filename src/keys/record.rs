@@ -86,7 +86,9 @@ impl KeyRecord {
     }
 
     pub fn hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
-        self.secrets.iter().filter_map(|s| KeyHash::from_hex(&s.hash))
+        self.secrets
+            .iter()
+            .filter_map(|s| KeyHash::from_hex(&s.hash))
     }
 
     pub fn secret_for(&self, hash: &KeyHash) -> Option<&SecretEntry> {

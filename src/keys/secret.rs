@@ -31,7 +31,9 @@ impl KeyHash {
     }
 
     pub fn from_hex(hex: &str) -> Option<KeyHash> {
-        blake3::Hash::from_hex(hex).ok().map(|h| KeyHash(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| KeyHash(*h.as_bytes()))
     }
 }
 

@@ -53,7 +53,9 @@ impl Upstream {
         let log = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let log = log.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| answer(req, log.clone()));
@@ -75,15 +77,25 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.requests().last().cloned().expect("the upstream saw no request")
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
     }
 }
 
 type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Result<Response<TestBody>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    log: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<TestBody>, Infallible> {
     let method = req.method().to_string();
-    let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let headers = req.headers().clone();
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |name: &str| -> Option<u64> {
@@ -113,7 +125,8 @@ async fn answer(req: Request<Incoming>, log: Arc<Mutex<Vec<Seen>>>) -> Result<Re
     let response_body: TestBody = match param("size") {
         Some(size) => streaming_bytes(size),
         None => Full::new(Bytes::from(
-            serde_json::json!({ "ok": true, "path": path_and_query, "body_len": body_len }).to_string(),
+            serde_json::json!({ "ok": true, "path": path_and_query, "body_len": body_len })
+                .to_string(),
         ))
         .boxed(),
     };
@@ -133,14 +146,18 @@ pub fn streaming_bytes(size: u64) -> TestBody {
             return None;
         }
         let n = left.min(CHUNK);
-        Some((Ok(Frame::data(Bytes::from(vec![b'x'; n as usize]))), left - n))
+        Some((
+            Ok(Frame::data(Bytes::from(vec![b'x'; n as usize]))),
+            left - n,
+        ))
     });
     StreamBody::new(chunks).boxed()
 }
 
 /// The shipped config, pointed at `upstream`, on free ports, with its store in `dir`.
 pub fn config(upstream: &str, dir: &std::path::Path) -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
+        .unwrap();
     let env = |name: &str| match name {
         "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
         "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
@@ -214,12 +231,21 @@ impl Gateway {
     pub async fn create_key(&self, body: Value) -> (String, String) {
         let (status, key) = self.admin("POST", "/v1/keys", Some(body)).await;
         assert_eq!(status, 201, "create failed: {key}");
-        (key["id"].as_str().unwrap().to_string(), key["secret"].as_str().unwrap().to_string())
+        (
+            key["id"].as_str().unwrap().to_string(),
+            key["secret"].as_str().unwrap().to_string(),
+        )
     }
 
     /// GET `path` with `key` as a bearer token; returns (status, error code or "").
     pub async fn get(&self, path: &str, key: &str) -> (u16, String) {
-        let response = self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap();
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         status_and_code(response).await
     }
 
@@ -262,7 +288,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
