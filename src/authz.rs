@@ -138,6 +138,9 @@ pub struct RouteSpec {
     pub methods: Vec<String>,
     pub path: String,
     pub permission: String,
+    /// The largest request body this route accepts, instead of `limits.max_body`.
+    #[serde(default)]
+    pub max_body: Option<crate::config::ByteSize>,
 }
 
 /// A compile error for `routes[index].field`.
@@ -155,6 +158,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     pub template: String,
     pub permission: Permission,
+    /// The route's own request body limit, if it sets one.
+    pub max_body: Option<u64>,
     segments: Vec<Segment>,
 }
 
@@ -220,6 +225,7 @@ impl RouteTable {
                 methods,
                 template: spec.path.clone(),
                 permission,
+                max_body: spec.max_body.map(|size| size.0),
                 segments,
             };
             find_duplicate(&routes, &route).map_err(error("path"))?;
@@ -571,6 +577,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             path: path.to_owned(),
             permission: permission.to_owned(),
+            max_body: None,
         }
     }
 
@@ -846,6 +853,11 @@ mod tests {
         let json = r#"{"methods":["GET"],"path":"/v1/article","permission":"article:read"}"#;
         let spec: RouteSpec = serde_json::from_str(json).expect("deserialize");
         assert_eq!(spec.methods, vec!["GET"]);
+        assert_eq!(spec.max_body, None);
+        let limited = r#"{"methods":["POST"],"path":"/v1/article","permission":"article:write","max_body":"1MiB"}"#;
+        let spec: RouteSpec = serde_json::from_str(limited).expect("deserialize");
+        let table = compile(&[spec]).expect("compile");
+        assert_eq!(table.routes()[0].max_body, Some(1 << 20));
         let extra = r#"{"methods":["GET"],"path":"/","permission":"article:read","x":1}"#;
         assert!(serde_json::from_str::<RouteSpec>(extra).is_err());
     }

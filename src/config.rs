@@ -168,6 +168,11 @@ struct RawLimits {
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
     max_concurrent_streams: u32,
+    max_header_size: ByteSize,
+    max_uri_length: ByteSize,
+    max_body: ByteSize,
+    #[serde(with = "humantime_serde")]
+    body_timeout: Duration,
 }
 
 impl Default for RawLimits {
@@ -178,6 +183,63 @@ impl Default for RawLimits {
             tls_handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             max_concurrent_streams: 100,
+            // What browsers and most proxies accept; a KB API needs far less.
+            max_header_size: ByteSize(32 * 1024),
+            // RFC 9112 §3: senders and recipients should support at least 8000 octets.
+            max_uri_length: ByteSize(8 * 1024),
+            // Article bodies with inline images; a route's own `max_body` replaces it.
+            max_body: ByteSize(100 * 1024 * 1024),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A size in bytes, written as a number of bytes or with a unit: `512KiB`, `10MiB`, `1GB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512KiB, 10MiB)"))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" => 1 << 10,
+            "mb" => 1000 * 1000,
+            "mib" => 1 << 20,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
+        };
+        number
+            .checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ByteSize, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -261,6 +323,14 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_concurrent_streams: u32,
+    /// Request header fields, counted as on the wire (`name: value\r\n`): more is 431.
+    pub max_header_size: usize,
+    /// The request target: longer is 414.
+    pub max_uri_length: usize,
+    /// A request body, unless its route sets its own `max_body`: more is 413.
+    pub max_body: u64,
+    /// The longest wait for the next piece of a request body: longer is 408.
+    pub body_timeout: Duration,
 }
 
 /// Where `kbgate keys …` finds the admin API.
@@ -431,6 +501,18 @@ impl RawConfig {
         if limits.max_connections == 0 {
             return Err(field_error("limits.max_connections", "must be at least 1"));
         }
+        let within = |field: &str, size: ByteSize, max_kib: usize| {
+            usize::try_from(size.0)
+                .ok()
+                .filter(|n| (1024..=max_kib * 1024).contains(n))
+                .ok_or_else(|| field_error(field, format!("must be between 1KiB and {max_kib}KiB")))
+        };
+        let max_header_size = within("limits.max_header_size", limits.max_header_size, 1024)?;
+        // hyper refuses targets over 64 KiB itself, with a bare 414.
+        let max_uri_length = within("limits.max_uri_length", limits.max_uri_length, 64)?;
+        if limits.body_timeout.is_zero() {
+            return Err(field_error("limits.body_timeout", "must be above zero"));
+        }
         let log_level = self.log.level.unwrap_or_else(|| "info".into());
         if log_level
             .parse::<tracing_subscriber::filter::EnvFilter>()
@@ -463,6 +545,10 @@ impl RawConfig {
                 tls_handshake_timeout: limits.tls_handshake_timeout,
                 shutdown_grace: limits.shutdown_grace,
                 max_concurrent_streams: limits.max_concurrent_streams,
+                max_header_size,
+                max_uri_length,
+                max_body: limits.max_body.0,
+                body_timeout: limits.body_timeout,
             },
             log_format: self.log.format,
             log_level,
@@ -644,6 +730,35 @@ routes:
                 "expected {expected:?} in {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn sizes_take_bytes_or_a_unit() {
+        let size = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(size("1024"), Ok(1024));
+        assert_eq!(size("512KiB"), Ok(512 * 1024));
+        assert_eq!(size("10 MiB"), Ok(10 << 20));
+        assert_eq!(size("1GB"), Ok(1_000_000_000));
+        assert_eq!(size("0"), Ok(0));
+        assert!(size("ten").is_err());
+        assert!(size("5 parsecs").is_err());
+        assert!(size("-1").is_err());
+        assert!(size("99999999999999999999GiB").is_err());
+        let config = parse(&format!(
+            "{GOOD}limits: {{ max_body: 1MiB, max_header_size: 2048, body_timeout: 2s }}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.limits.max_body, 1 << 20);
+        assert_eq!(config.limits.max_header_size, 2048);
+        assert_eq!(config.limits.body_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.max_uri_length, 8 * 1024, "the default");
+        let error = error_of(&format!("{GOOD}limits: {{ max_uri_length: 1MiB }}\n"));
+        assert!(
+            error.contains("limits.max_uri_length: must be between"),
+            "{error}"
+        );
+        let error = error_of(&format!("{GOOD}limits: {{ max_body: lots }}\n"));
+        assert!(error.contains("limits.max_body"), "{error}");
     }
 
     #[test]
