@@ -5,8 +5,19 @@
 use crate::body::{self, Body};
 use http::{HeaderValue, Response, StatusCode, header};
 
+/// Every method a route may name (see `authz`), for the `Allow` header of a 405.
+const ROUTABLE_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
+    /// Framing or Host the gateway will not guess at (RFC 9112 §3.2, §6.1).
+    BadRequest,
+    ConnectNotAllowed,
+    UpgradeNotAllowed,
+    UriTooLong,
+    HeadersTooLarge,
+    BodyTooLarge,
+    BodyTimeout,
     InvalidPath,
     MissingKey,
     AmbiguousKey,
@@ -21,7 +32,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 18] = [
+        Rejection::BadRequest,
+        Rejection::ConnectNotAllowed,
+        Rejection::UpgradeNotAllowed,
+        Rejection::UriTooLong,
+        Rejection::HeadersTooLarge,
+        Rejection::BodyTooLarge,
+        Rejection::BodyTimeout,
         Rejection::InvalidPath,
         Rejection::MissingKey,
         Rejection::AmbiguousKey,
@@ -37,7 +55,15 @@ impl Rejection {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Rejection::InvalidPath | Rejection::AmbiguousKey => StatusCode::BAD_REQUEST,
+            Rejection::BadRequest
+            | Rejection::UpgradeNotAllowed
+            | Rejection::InvalidPath
+            | Rejection::AmbiguousKey => StatusCode::BAD_REQUEST,
+            Rejection::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::UriTooLong => StatusCode::URI_TOO_LONG,
+            Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::MissingKey
             | Rejection::InvalidKey
             | Rejection::KeyDisabled
@@ -54,6 +80,13 @@ impl Rejection {
     /// The stable, machine-readable code clients and dashboards key on.
     pub fn code(self) -> &'static str {
         match self {
+            Rejection::BadRequest => "bad_request",
+            Rejection::ConnectNotAllowed => "connect_not_allowed",
+            Rejection::UpgradeNotAllowed => "upgrade_not_allowed",
+            Rejection::UriTooLong => "uri_too_long",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::BodyTimeout => "body_timeout",
             Rejection::InvalidPath => "invalid_path",
             Rejection::MissingKey => "missing_key",
             Rejection::AmbiguousKey => "ambiguous_key",
@@ -70,6 +103,19 @@ impl Rejection {
 
     pub fn message(self) -> &'static str {
         match self {
+            Rejection::BadRequest => {
+                "The request is malformed: check its Host header, Transfer-Encoding and body framing."
+            }
+            Rejection::ConnectNotAllowed => {
+                "CONNECT tunnels are not available through the gateway."
+            }
+            Rejection::UpgradeNotAllowed => {
+                "Protocol upgrades (Upgrade, h2c, WebSocket) are not available through the gateway."
+            }
+            Rejection::UriTooLong => "The request URI is too long.",
+            Rejection::HeadersTooLarge => "The request header fields are too large.",
+            Rejection::BodyTooLarge => "The request body is larger than this route accepts.",
+            Rejection::BodyTimeout => "The request body did not arrive in time.",
             Rejection::InvalidPath => "The request path is not in canonical form.",
             Rejection::MissingKey => {
                 "An API key is required: send it as 'Authorization: Bearer <key>', 'X-Api-Key' or '?key='."
@@ -92,12 +138,29 @@ impl Rejection {
         }
     }
 
+    /// Refusals after which the rest of the connection cannot be trusted or is not worth
+    /// reading: the framing was doubtful, or an unread body may still be on its way.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Rejection::BadRequest | Rejection::BodyTooLarge | Rejection::BodyTimeout
+        )
+    }
+
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let mut response = error_response(self.status(), self.code(), self.message(), request_id);
-        if self.status() == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let headers = response.headers_mut();
+        match self.status() {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(ROUTABLE_METHODS));
+            }
+            _ => {}
+        }
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -139,6 +202,13 @@ mod tests {
         assert_eq!(
             table,
             vec![
+                (400, "bad_request"),
+                (405, "connect_not_allowed"),
+                (400, "upgrade_not_allowed"),
+                (414, "uri_too_long"),
+                (431, "headers_too_large"),
+                (413, "body_too_large"),
+                (408, "body_timeout"),
                 (400, "invalid_path"),
                 (401, "missing_key"),
                 (400, "ambiguous_key"),
@@ -166,5 +236,21 @@ mod tests {
         assert_eq!(json["error"]["code"], "key_disabled");
         assert_eq!(json["error"]["message"], Rejection::KeyDisabled.message());
         assert_eq!(json.as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn doubtful_framing_closes_the_connection() {
+        for rejection in Rejection::ALL {
+            let response = rejection.into_response("req-1");
+            assert_eq!(
+                response.headers().get("connection").is_some(),
+                rejection.closes_connection(),
+                "{rejection:?}"
+            );
+        }
+        assert!(Rejection::BadRequest.closes_connection());
+        assert!(!Rejection::InvalidKey.closes_connection());
+        let response = Rejection::ConnectNotAllowed.into_response("req-1");
+        assert_eq!(response.headers()["allow"], ROUTABLE_METHODS);
     }
 }
