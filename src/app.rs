@@ -84,6 +84,7 @@ pub async fn start_with_store(
         routes: config.routes,
         upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
         usage: usage.clone(),
+        limits: config.limits,
     });
     let admin = Arc::new(Admin::new(
         keyring.clone(),

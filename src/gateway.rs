@@ -2,24 +2,30 @@
 //! [`Gateway::handle_inner`] is the path of DESIGN.md, read top to bottom.
 
 use crate::authz::{self, RouteTable};
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
+use crate::config::Limits;
 use crate::keys::{Keyring, secret};
 use crate::rejection::Rejection;
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream};
 use crate::usage::UsageRecorder;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response, Version};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Instant;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 pub struct Gateway {
     pub keyring: Arc<Keyring>,
     pub routes: RouteTable,
     pub upstream: Upstream,
     pub usage: Arc<UsageRecorder>,
+    pub limits: Limits,
 }
 
 /// What the access log says about a request beyond its status.
@@ -69,6 +75,7 @@ impl Gateway {
         request_id: &str,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
+        check_request(&request, &self.limits)?;
         let path =
             authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?;
         let (secret, forwarded_query) = extract_key(request.headers(), request.uri().query())?;
@@ -95,6 +102,8 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        let max_body = route.max_body.unwrap_or(self.limits.max_body);
+        let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
         let info = ForwardInfo {
             path: &path,
             query: forwarded_query.as_deref(),
@@ -107,7 +116,189 @@ impl Gateway {
         let upstream_started = Instant::now();
         let response = self.upstream.forward(request, info).await;
         log.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
-        response
+        // A request that failed because its own body did is the client's fault, not the KB's.
+        response.map_err(|rejection| body_fault.get().map_or(rejection, |f| f.rejection()))
+    }
+}
+
+/// The checks of the request itself that hyper leaves to the application: no tunnels or
+/// upgrades, sizes within the limits, one Host that agrees with the target (RFC 9112 §3.2),
+/// and a Transfer-Encoding that is exactly `chunked` (anything else cannot be forwarded as
+/// it was meant: the gateway re-frames every body).
+fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
+    if request.method() == Method::CONNECT {
+        return Err(Rejection::ConnectNotAllowed);
+    }
+    let headers = request.headers();
+    if headers.contains_key(header::UPGRADE) {
+        return Err(Rejection::UpgradeNotAllowed);
+    }
+    let uri = request.uri();
+    let uri_length = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_length > limits.max_uri_length {
+        return Err(Rejection::UriTooLong);
+    }
+    // As on the wire: `name: value\r\n`.
+    let header_size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_size > limits.max_header_size {
+        return Err(Rejection::HeadersTooLarge);
+    }
+    check_host(request.version(), uri, headers)?;
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(coding), None) if coding.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(Rejection::BadRequest),
+    }
+}
+
+/// HTTP/1.1 needs exactly one Host; no version may carry two, an invalid one, or one that
+/// disagrees with the authority of an absolute-form target or HTTP/2 `:authority`.
+fn check_host(version: Version, uri: &http::Uri, headers: &HeaderMap) -> Result<(), Rejection> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (host, second) = (hosts.next(), hosts.next());
+    let valid = |host: &HeaderValue| {
+        host.is_empty()
+            || http::uri::Authority::try_from(host.as_bytes())
+                .is_ok_and(|a| !a.as_str().contains('@'))
+    };
+    match (host, second, uri.authority()) {
+        (_, Some(_), _) => Err(Rejection::BadRequest),
+        (None, None, _) if version == Version::HTTP_11 => Err(Rejection::BadRequest),
+        (Some(host), None, _) if !valid(host) => Err(Rejection::BadRequest),
+        (Some(host), None, Some(authority))
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(Rejection::BadRequest)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Why the gateway cut a request body off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyFault {
+    /// More than the route's `max_body`.
+    TooLarge,
+    /// No data for `limits.body_timeout`.
+    Stalled,
+    /// Malformed chunking, or the client went away mid-upload.
+    Broken,
+}
+
+impl BodyFault {
+    fn rejection(self) -> Rejection {
+        match self {
+            BodyFault::TooLarge => Rejection::BodyTooLarge,
+            BodyFault::Stalled => Rejection::BodyTimeout,
+            BodyFault::Broken => Rejection::BadRequest,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.rejection().message())
+    }
+}
+
+impl std::error::Error for BodyFault {}
+
+/// Refuses a body declared larger than `max_body` at once; wraps any other non-empty body so
+/// that it fails, and the upstream request with it, when it grows past `max_body` or stalls
+/// for `idle`. The returned cell says why, once it has failed.
+fn guard_body(
+    request: Request<Body>,
+    max_body: u64,
+    idle: Duration,
+) -> Result<(Request<Body>, Arc<OnceLock<BodyFault>>), Rejection> {
+    let fault = Arc::new(OnceLock::new());
+    if request.body().is_end_stream() {
+        return Ok((request, fault));
+    }
+    if request.body().size_hint().lower() > max_body {
+        return Err(Rejection::BodyTooLarge);
+    }
+    let guarded = request.map(|inner| {
+        body::stream(GuardedBody {
+            inner,
+            left: max_body,
+            idle,
+            stall: None,
+            fault: fault.clone(),
+        })
+    });
+    Ok((guarded, fault))
+}
+
+/// A request body with a size limit and an idle timeout (see [`guard_body`]).
+struct GuardedBody {
+    inner: Body,
+    left: u64,
+    idle: Duration,
+    /// Armed while the gateway waits on the client; disarmed by every frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    fault: Arc<OnceLock<BodyFault>>,
+}
+
+impl GuardedBody {
+    fn fail(&mut self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let _ = self.fault.set(fault);
+        Poll::Ready(Some(Err(Box::new(fault))))
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(&fault) = this.fault.get() {
+            // Never end cleanly after a failure: that would frame a cut body as complete.
+            return this.fail(fault);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall = None;
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                match this.left.checked_sub(len) {
+                    Some(left) => this.left = left,
+                    None => return this.fail(BodyFault::TooLarge),
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let _ = this.fault.set(BodyFault::Broken);
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let idle = this.idle;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(stall.as_mut().poll(cx));
+                this.fail(BodyFault::Stalled)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
