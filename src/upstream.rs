@@ -5,7 +5,8 @@ use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
 use crate::rejection::Rejection;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
+use http_body::Body as _;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 
 /// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -22,16 +23,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// Client-sent headers that would let a client pose as the gateway or leak its key upstream.
+/// Client-sent headers that would let a client pose as the gateway or leak its key upstream,
+/// and `Expect`: the gateway itself answered the client's `100-continue`.
 const CLIENT_ONLY: [HeaderName; 6] = [
     header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
     header::HOST,
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-request-id"),
-    header::UPGRADE,
+    header::EXPECT,
 ];
 
 /// What the gateway knows about the request that the upstream should hear.
@@ -107,8 +110,15 @@ impl Upstream {
         }
         add_forwarding_headers(headers, &info);
 
-        let response =
-            tokio::time::timeout(self.config.timeout, self.client.request(request)).await;
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let replay = replayable(&request);
+        let mut response = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        if let (Some(again), Ok(Err(error))) = (replay, &response)
+            && closed_before_answering(error)
+        {
+            tracing::debug!(%error, "upstream closed the connection before answering; retrying once");
+            response = tokio::time::timeout_at(deadline, self.client.request(again)).await;
+        }
         let mut response = match response {
             Err(_elapsed) => return Err(Rejection::UpstreamTimeout),
             Ok(Err(error)) => {
@@ -117,7 +127,13 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-        strip_hop_by_hop(response.headers_mut());
+        let headers = response.headers_mut();
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // The body was read as chunked; a Content-Length beside it is a lie that would
+            // frame a cut body as complete (RFC 9112 §6.3).
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        strip_hop_by_hop(headers);
         Ok(response.map(body::stream))
     }
 
@@ -140,6 +156,54 @@ impl Upstream {
         parts.path_and_query = Some(path_and_query.parse().map_err(|_| Rejection::InvalidPath)?);
         Uri::from_parts(parts).map_err(|_| Rejection::InvalidPath)
     }
+}
+
+/// A copy to send again when `request` is safe to repeat: an idempotent method (RFC 9110
+/// §9.2.2) and no body, so nothing is lost or sent twice. Bodies are streamed, never kept,
+/// so a request with one is not repeated.
+fn replayable(request: &Request<Body>) -> Option<Request<Body>> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut again = Request::new(body::empty());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    Some(again)
+}
+
+/// The upstream took the request on an open connection and closed or reset it without an
+/// answer: what a kept-alive connection the KB had just timed out looks like. (A request that
+/// never started is retried by hyper-util itself; a refused connection is not this.)
+fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Removes hop-by-hop headers, including every header named in any `Connection` line.
