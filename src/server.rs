@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// hyper panics on a smaller HTTP/1 buffer.
+const HYPER_MIN_BUF_SIZE: usize = 8192;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -74,37 +77,55 @@ pub async fn serve<H: Handler>(
         let builder = builder.clone();
         let handler = handler.clone();
         let tls = tls.clone();
-        let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let conn = ConnInfo {
                 remote,
                 tls: tls.is_some(),
             };
+            let deadline = limits.tls_handshake_timeout * u32::from(tls.is_some())
+                + limits.header_read_timeout;
+            let first_request = Arc::new(AtomicBool::new(false));
+            let started = first_request.clone();
             let service = service_fn(move |request| {
                 let handler = handler.clone();
+                started.store(true, Ordering::Release);
                 async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
             });
-            let result = match tls {
-                None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+            let connection = async {
+                match tls {
+                    None => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let accept = acceptor.accept(stream);
+                        let stream = match tokio::time::timeout(
+                            limits.tls_handshake_timeout,
+                            accept,
+                        )
+                        .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %remote, "TLS handshake failed");
+                                return Ok(());
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return Ok(());
+                            }
+                        };
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
                 }
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            return tracing::debug!(%error, %remote, "TLS handshake failed");
-                        }
-                        Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
-                    };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+            };
+            let result = tokio::select! {
+                result = connection => result,
+                () = first_request_deadline(deadline, &first_request) => {
+                    tracing::debug!(%remote, "no request within the header read timeout");
+                    Ok(())
                 }
             };
             if let Err(error) = result {
@@ -121,16 +142,32 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// Resolves when no request has reached the service `limit` after the connection was accepted.
+/// hyper's own header timer only starts once it knows the connection speaks HTTP/1; before
+/// that (a silent client, a trickled HTTP/2 preface, a TLS client that never sends a request)
+/// nothing else would free the connection slot.
+async fn first_request_deadline(limit: Duration, first_request: &AtomicBool) {
+    tokio::time::sleep(limit).await;
+    if first_request.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    // Heads up to the configured limits reach the gateway, which refuses them with its own JSON
+    // (431, 414); only heads far beyond get hyper's bare 431 (or 414 past 64 KiB of target).
+    let head_room = 2 * (limits.max_header_size + limits.max_uri_length);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(head_room.max(HYPER_MIN_BUF_SIZE));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams);
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(head_room).unwrap_or(u32::MAX));
     builder
 }
 
