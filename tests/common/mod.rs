@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod raw;
+pub mod raw_upstream;
 pub mod tls;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -29,6 +30,9 @@ pub struct Seen {
     pub path_and_query: String,
     pub headers: http::HeaderMap,
     pub body_len: u64,
+    /// False when the body ended in an error (the gateway aborted it): a real KB would drop
+    /// such a request, so it must never be mistaken for a complete one of `body_len` bytes.
+    pub body_complete: bool,
 }
 
 /// A real HTTP server standing in for the KB. It records every request and answers 200 with
@@ -110,10 +114,14 @@ async fn answer(
     // Count the body as it streams, never holding it whole.
     let mut body = req.into_body();
     let mut body_len = 0u64;
+    let mut body_complete = true;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => body_len += frame.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => break,
+            Err(_) => {
+                body_complete = false;
+                break;
+            }
         }
     }
     log.lock().unwrap().push(Seen {
@@ -121,6 +129,7 @@ async fn answer(
         path_and_query: path_and_query.clone(),
         headers,
         body_len,
+        body_complete,
     });
     let response_body: TestBody = match param("size") {
         Some(size) => streaming_bytes(size),
@@ -190,8 +199,13 @@ impl Gateway {
 
     /// Starts with the test config, changed by `adjust` first.
     pub async fn start_with(upstream: &Upstream, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        Gateway::start_at(&upstream.url(), adjust).await
+    }
+
+    /// Starts in front of any upstream URL (e.g. a `raw_upstream::RawUpstream`).
+    pub async fn start_at(upstream_url: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(&upstream.url(), dir.path());
+        let mut config = config(upstream_url, dir.path());
         adjust(&mut config);
         let running = kbgate::start(config).await.unwrap();
         Gateway {
@@ -205,6 +219,13 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Creates a read-write key and returns its secret.
+    pub async fn read_write_key(&self) -> String {
+        self.create_key(serde_json::json!({"scope": "read_write"}))
+            .await
+            .1
     }
 
     pub fn admin_url(&self, path: &str) -> String {

@@ -128,3 +128,200 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
         rest = &rest[size + 2..];
     }
 }
+
+/// One HTTP/1 message read off a connection: its start line, header block and body.
+#[derive(Debug)]
+pub struct Message {
+    /// `HTTP/1.1 200 OK` or `GET /x HTTP/1.1`.
+    pub start: String,
+    /// Every header line, `\n`-separated.
+    pub headers: String,
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// The status code of a response.
+    pub fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {:?}", self.start))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// Every value of the header called `name`, one per line.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error.code` of the one JSON error body, or "".
+    pub fn code(&self) -> String {
+        error_code(&self.text())
+    }
+}
+
+/// A byte stream read message by message: the client side of a kept-open connection to the
+/// gateway, or the server side of a connection from it (see `raw_upstream`).
+pub struct Wire {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    pub fn new(stream: TcpStream) -> Wire {
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads more bytes into the buffer; 0 at EOF (a reset counts as EOF).
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// The next `\r\n`-terminated line, without its end; None at EOF first.
+    async fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                return Some(line);
+            }
+            if self.fill().await == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill().await == 0 {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// Reads one message: None at a clean EOF before it starts. A message cut short panics,
+    /// unless it is close-delimited. `bodiless` is for responses that carry no body (to HEAD,
+    /// 1xx, 204, 304).
+    pub async fn message(&mut self, bodiless: bool) -> Option<Message> {
+        let start = self.line().await?;
+        let mut headers = String::new();
+        loop {
+            let line = self.line().await.expect("EOF inside a header block");
+            if line.is_empty() {
+                break;
+            }
+            headers.push_str(&line);
+            headers.push('\n');
+        }
+        let mut message = Message {
+            start,
+            headers,
+            body: Vec::new(),
+        };
+        let informational = message.start.starts_with("HTTP/") && message.status() < 200;
+        if bodiless || informational {
+            return Some(message);
+        }
+        let chunked = message
+            .header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+        let length = message.header("content-length").map(|n| n.parse().unwrap());
+        if chunked {
+            loop {
+                let size_line = self.line().await.expect("EOF before the last chunk");
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap(), 16)
+                    .unwrap_or_else(|_| panic!("bad chunk size {size_line:?}"));
+                if size == 0 {
+                    while !self.line().await.expect("EOF in the trailer").is_empty() {}
+                    break;
+                }
+                let data = self.exact(size + 2).await.expect("EOF inside a chunk");
+                message.body.extend_from_slice(&data[..size]);
+            }
+        } else if let Some(length) = length {
+            message.body = self.exact(length).await.unwrap_or_else(|| {
+                panic!("EOF inside a body of {length} bytes: {:?}", message.start)
+            });
+        } else if message.start.starts_with("HTTP/") {
+            while self.fill().await > 0 {}
+            message.body = std::mem::take(&mut self.buf);
+        }
+        Some(message)
+    }
+
+    /// Everything that arrives until the peer closes (or resets) the connection.
+    pub async fn rest(&mut self) -> Vec<u8> {
+        while self.fill().await > 0 {}
+        std::mem::take(&mut self.buf)
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+}
+
+/// A kept-open client connection to the gateway: send bytes, read responses one at a time,
+/// see whether the gateway closed it. Every read is bounded by [`TIMEOUT`].
+pub struct Conn {
+    pub wire: Wire,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            wire: Wire::new(TcpStream::connect(addr).await.expect("connect")),
+        }
+    }
+
+    /// Writes `bytes` as given; the gateway may already have closed, so errors are returned.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.wire.send(bytes).await
+    }
+
+    /// The next response; panics when none comes within [`TIMEOUT`].
+    pub async fn response(&mut self) -> Message {
+        self.next_response(false)
+            .await
+            .expect("the gateway closed the connection instead of answering")
+    }
+
+    /// The next response, or None when the gateway closes the connection first.
+    pub async fn next_response(&mut self, bodiless: bool) -> Option<Message> {
+        tokio::time::timeout(TIMEOUT, self.wire.message(bodiless))
+            .await
+            .expect("no response within the time limit")
+    }
+
+    /// Waits for the gateway to close the connection; returns what it sent until then.
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        tokio::time::timeout(TIMEOUT, self.wire.rest())
+            .await
+            .expect("the gateway kept the connection open")
+    }
+}
