@@ -445,6 +445,8 @@ pub enum PathError {
     InvalidChar,
     #[error("\".\" and \"..\" segments are not allowed in a path")]
     DotSegment,
+    #[error("percent-escapes must decode to UTF-8 (no overlong or partial sequences)")]
+    InvalidUtf8,
 }
 
 /// Canonicalize the raw path of a request URI (as `http::Uri::path()` gives it, no query).
@@ -481,15 +483,24 @@ pub fn canonicalize_path(raw: &str) -> Result<String, PathError> {
 /// Appends one raw segment to `out`, normalising its percent-escapes.
 fn push_segment(out: &mut String, part: &str) -> Result<(), PathError> {
     let mut rest = part.as_bytes();
+    let mut non_ascii = false;
     while let Some((&byte, tail)) = rest.split_first() {
         if byte == b'%' {
             let (value, after) = take_escape(tail)?;
+            non_ascii |= !value.is_ascii();
             push_escaped(out, value)?;
             rest = after;
         } else {
             check_raw_byte(byte)?;
             out.push(char::from(byte));
             rest = tail;
+        }
+    }
+    // Escaped bytes must spell UTF-8: an overlong `%C0%AE` is a "." to a lax decoder upstream.
+    if non_ascii {
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(part).collect();
+        if std::str::from_utf8(&decoded).is_err() {
+            return Err(PathError::InvalidUtf8);
         }
     }
     Ok(())
@@ -658,6 +669,12 @@ mod tests {
         ("/v1/a?b", PathError::InvalidChar),
         ("/v1/a#b", PathError::InvalidChar),
         ("/v1/a\0b", PathError::InvalidChar),
+        ("/v1/%c0%ae%c0%ae/admin", PathError::InvalidUtf8),
+        ("/v1/%e0%80%ae", PathError::InvalidUtf8),
+        ("/v1/caf%e9", PathError::InvalidUtf8),
+        ("/v1/%c3", PathError::InvalidUtf8),
+        ("/v1/%ff%fe", PathError::InvalidUtf8),
+        ("/v1/%ed%a0%80", PathError::InvalidUtf8),
     ];
 
     #[test]
