@@ -165,14 +165,22 @@ pub fn streaming_bytes(size: u64) -> TestBody {
 
 /// The shipped config, pointed at `upstream`, on free ports, with its store in `dir`.
 pub fn config(upstream: &str, dir: &std::path::Path) -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
-        .unwrap();
+    config_from(&shipped_yaml(), upstream, dir)
+}
+
+/// The text of config/kbgate.yaml.
+pub fn shipped_yaml() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml")).unwrap()
+}
+
+/// [`config`] from other YAML text (e.g. the shipped text with a route changed).
+pub fn config_from(text: &str, upstream: &str, dir: &std::path::Path) -> Config {
     let env = |name: &str| match name {
         "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
         "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
         _ => None,
     };
-    let mut config = Config::parse_with_env(&text, &env).unwrap();
+    let mut config = Config::parse_with_env(text, &env).unwrap();
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.upstream.origin = format!("{upstream}/").parse().unwrap();
@@ -204,8 +212,17 @@ impl Gateway {
 
     /// Starts in front of any upstream URL (e.g. a `raw_upstream::RawUpstream`).
     pub async fn start_at(upstream_url: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        Gateway::start_yaml(&shipped_yaml(), upstream_url, adjust).await
+    }
+
+    /// Starts from YAML text rather than the shipped config.
+    pub async fn start_yaml(
+        text: &str,
+        upstream_url: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(upstream_url, dir.path());
+        let mut config = config_from(text, upstream_url, dir.path());
         adjust(&mut config);
         let running = kbgate::start(config).await.unwrap();
         Gateway {
