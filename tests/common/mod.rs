@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub mod raw;
 pub mod raw_upstream;
+pub mod store;
 pub mod tls;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -225,6 +226,27 @@ impl Gateway {
         let mut config = config_from(text, upstream_url, dir.path());
         adjust(&mut config);
         let running = kbgate::start(config).await.unwrap();
+        Gateway {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            running: Some(running),
+            client: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Starts on the embedded store in its folder, with `hook` seeing every store call first.
+    pub async fn start_with_hook(upstream: &Upstream, hook: store::Hook) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::HookedStore {
+            inner: kbgate::keys::embedded::EmbeddedStore::open(&dir.path().join("kbgate.db"))
+                .unwrap(),
+            hook,
+        };
+        let config = config(&upstream.url(), dir.path());
+        let running = kbgate::app::start_with_store(config, std::sync::Arc::new(store))
+            .await
+            .unwrap();
         Gateway {
             addr: running.addr,
             admin_addr: running.admin_addr,

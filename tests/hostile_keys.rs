@@ -1,0 +1,410 @@
+//! Attacks on key handling.
+//!
+//! Lookup by hash only: a presented secret is hashed (blake3) and the hash is the only thing
+//! the hot tier and the store are asked about (`KeyStore::find_by_hash(&KeyHash)`; no store
+//! method takes a secret). No stored secret exists to compare against, so no byte comparison
+//! of a secret with a stored one can leak timing. (`extract_key` does compare the keys one
+//! request presents in several places, to refuse two different ones: both are the client's
+//! own.) The tests below watch every store call to hold the gateway to that, check that every
+//! malformed or unknown key gets the very same 401, and run the real binary at trace level to
+//! find no secret in any log line.
+
+mod common;
+
+use common::store::Call;
+use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use kbgate::keys::{KeyHash, secret};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the store was asked, reduced to what can be compared: hashes looked up, and records
+/// written (as JSON, to search for secrets in).
+#[derive(Default)]
+struct Watched {
+    lookups: Vec<KeyHash>,
+    written: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_store_only_ever_sees_hashes_of_secrets() {
+    let upstream = Upstream::start().await;
+    let watched = Arc::new(Mutex::new(Watched::default()));
+    let log = watched.clone();
+    let gateway = Gateway::start_with_hook(
+        &upstream,
+        Box::new(move |call| {
+            let mut log = log.lock().unwrap();
+            match call {
+                Call::FindByHash(hash) => log.lookups.push(*hash),
+                Call::Create(record) | Call::Update(record) => {
+                    log.written.push(serde_json::to_string(record).unwrap())
+                }
+                _ => {}
+            }
+            Ok(())
+        }),
+    )
+    .await;
+    let (id, first) = gateway.create_key(json!({"name": "watched"})).await;
+    let (_, rotated) = gateway
+        .admin("POST", &format!("/v1/keys/{id}/rotate"), Some(json!({})))
+        .await;
+    let second = rotated["secret"].as_str().unwrap().to_string();
+    let unknown = secret::generate().secret;
+
+    for key in [&first, &second, &unknown] {
+        gateway.get("/v1/article/a1", key).await;
+    }
+    // Malformed keys (a typo, a flood of random strings) never reach the store.
+    let mut typo = second.clone();
+    typo.replace_range(5..6, if &second[5..6] == "a" { "b" } else { "a" });
+    for key in [typo.as_str(), "kb_random", "nonsense"] {
+        assert_eq!(gateway.get("/v1/article/a1", key).await.0, 401);
+    }
+
+    let watched = watched.lock().unwrap();
+    let hash = |s: &str| KeyHash::of(s);
+    assert_eq!(
+        watched.lookups,
+        [hash(&first), hash(&second), hash(&unknown)],
+        "one lookup per well-formed key, by its hash; none for malformed ones"
+    );
+    assert!(watched.written.len() >= 2, "the create and the rotate");
+    for record in &watched.written {
+        for secret in [&first, &second] {
+            assert!(
+                !record.contains(secret.as_str()),
+                "a secret was stored: {record}"
+            );
+            assert!(
+                !record.contains(&secret[3..]),
+                "a secret was stored: {record}"
+            );
+        }
+    }
+    assert!(
+        watched
+            .written
+            .last()
+            .unwrap()
+            .contains(&hash(&second).to_hex())
+    );
+    drop(watched); // the shutdown flush calls the hook
+    gateway.shutdown().await;
+}
+
+/// Sends `request` raw and returns the status line, the headers that describe the refusal
+/// (everything but the per-request id and date), and the body.
+async fn refusal(addr: SocketAddr, request: &[u8]) -> (String, Vec<String>, String) {
+    let mut conn = common::raw::Conn::open(addr).await;
+    conn.send(request).await.unwrap();
+    let response = conn.response().await;
+    let headers = response
+        .headers
+        .lines()
+        .filter(|line| {
+            let name = line.split(':').next().unwrap().to_ascii_lowercase();
+            name != "x-request-id" && name != "date"
+        })
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let body = response.text();
+    (response.start, headers, body)
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_keys_get_the_very_same_401() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let (deleted_id, deleted) = gateway.create_key(json!({})).await;
+    assert_eq!(gateway.get("/v1/article/a1", &deleted).await.0, 200);
+    let (status, _) = gateway
+        .admin("DELETE", &format!("/v1/keys/{deleted_id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, real) = gateway.create_key(json!({})).await;
+
+    let unknown = secret::generate().secret;
+    let mut wrong_checksum = real.clone();
+    let last = wrong_checksum.pop().unwrap();
+    wrong_checksum.push(if last == 'A' { 'B' } else { 'A' });
+    let bearer = |key: &str| format!("Authorization: Bearer {key}\r\n").into_bytes();
+    let header_forms: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown, well-formed", bearer(&unknown)),
+        ("deleted", bearer(&deleted)),
+        ("wrong checksum", bearer(&wrong_checksum)),
+        ("one character short", bearer(&real[..real.len() - 1])),
+        ("one character long", bearer(&format!("{real}A"))),
+        ("other prefix", bearer(&real.replacen("kb_", "KB_", 1))),
+        ("prefix only", bearer("kb_")),
+        ("not a key at all", bearer("nonsense")),
+        ("non-ASCII", bearer("kb_\u{e9}\u{e9}\u{e9}")),
+        (
+            "obs-text bytes",
+            [b"Authorization: Bearer kb_\xe9\xff".as_slice(), b"\r\n"].concat(),
+        ),
+        (
+            "in X-Api-Key",
+            format!("X-Api-Key: {wrong_checksum}\r\n").into_bytes(),
+        ),
+        (
+            "X-Api-Key obs-text",
+            [b"X-Api-Key: \xff\xfe".as_slice(), b"\r\n"].concat(),
+        ),
+    ];
+    let mut forms: Vec<(&str, Vec<u8>)> = header_forms
+        .into_iter()
+        .map(|(what, header)| {
+            let request = [
+                b"GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\n".as_slice(),
+                &header,
+                b"\r\n",
+            ]
+            .concat();
+            (what, request)
+        })
+        .collect();
+    for (what, query) in [
+        ("in the query", format!("key={unknown}")),
+        ("escaped garbage in the query", "key=%ff%00kb_".to_string()),
+    ] {
+        let request = format!("GET /v1/article/a1?{query} HTTP/1.1\r\nHost: kb.example\r\n\r\n");
+        forms.push((what, request.into_bytes()));
+    }
+
+    let reference = refusal(gateway.addr, &forms[0].1).await;
+    assert_eq!(reference.0, "HTTP/1.1 401 Unauthorized");
+    assert_eq!(common::raw::error_code(&reference.2), "invalid_key");
+    assert!(
+        reference
+            .1
+            .contains(&"www-authenticate: bearer".to_string())
+    );
+    for (what, request) in &forms {
+        assert_eq!(
+            refusal(gateway.addr, request).await,
+            reference,
+            "{what}: told apart from an unknown key"
+        );
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        1,
+        "only the request before the delete"
+    );
+    gateway.shutdown().await;
+}
+
+/// A port that was free a moment ago (the config needs a number).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_any_log_line_at_trace_level() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway_addr, admin_addr) = (free_addr(), free_addr());
+    // The shipped config, injecting the KB credential both as a header and in the query.
+    let mut text = common::shipped_yaml();
+    for (from, to) in [
+        ("listen: 127.0.0.1:8080", format!("listen: {gateway_addr}")),
+        ("listen: 127.0.0.1:9090", format!("listen: {admin_addr}")),
+        (
+            "url: http://127.0.0.1:8081",
+            format!("url: {}", upstream.url()),
+        ),
+        (
+            "# query: { key: \"${KB_API_KEY}\" }",
+            "query: { key: \"${KB_API_KEY}\" } #".to_string(),
+        ),
+        (
+            "embedded: { path: data/kbgate.db }",
+            format!("embedded: {{ path: {:?} }}", dir.path().join("k.db")),
+        ),
+    ] {
+        assert_eq!(text.matches(from).count(), 1, "{from}");
+        text = text.replacen(from, &to, 1);
+    }
+    let config = dir.path().join("kbgate.yaml");
+    std::fs::write(&config, text).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("http://{admin_addr}{path}"))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let started = Instant::now();
+    while client
+        .get(format!("http://{admin_addr}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(child.try_wait().unwrap().is_none(), "kbgate exited");
+        assert!(started.elapsed() < Duration::from_secs(10), "never healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Keys created, rotated, edited through the admin API.
+    let (status, created) = admin(
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "logged"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap();
+    let first = created["secret"].as_str().unwrap().to_string();
+    let (_, rotated) = admin(
+        reqwest::Method::POST,
+        &format!("/v1/keys/{id}/rotate"),
+        Some(json!({})),
+    )
+    .await;
+    let second = rotated["secret"].as_str().unwrap().to_string();
+    let (_, other) = admin(
+        reqwest::Method::POST,
+        "/v1/keys",
+        Some(json!({"scope": "read"})),
+    )
+    .await;
+    let third = other["secret"].as_str().unwrap().to_string();
+    let unknown = secret::generate().secret;
+    let malformed = format!("{}X", &third[..third.len() - 1]);
+
+    // Keyed requests in every place a key can go, over HTTP/1.1 and HTTP/2.
+    let gateway = |path: &str| format!("http://{gateway_addr}{path}");
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for (client, key) in [
+        (&client, &first),
+        (&h2, &second),
+        (&client, &unknown),
+        (&h2, &malformed),
+    ] {
+        let response = client
+            .get(gateway("/v1/article/a1"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    let response = client
+        .get(gateway("/v1/search?query=x"))
+        .header("x-api-key", &third)
+        .send()
+        .await
+        .unwrap();
+    statuses.push(response.status().as_u16());
+    let response = client
+        .get(gateway(&format!("/v1/search?key={third}&query=y")))
+        .send()
+        .await
+        .unwrap();
+    statuses.push(response.status().as_u16());
+    // A raw request a log line might echo whole: a key in a malformed request.
+    let mut raw = tokio::net::TcpStream::connect(gateway_addr).await.unwrap();
+    raw.write_all(format!("GET /v1/article/a1?key={first} HTTP/1.1\r\nContent-Length: x\r\nAuthorization: Bearer {second}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer).await;
+    assert_eq!(statuses, [200, 200, 401, 401, 200, 200]);
+    let (status, _) = admin(
+        reqwest::Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let bad_admin = client
+        .get(format!("http://{admin_addr}/v1/keys"))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_admin.status(), 401);
+    // The credential went upstream in the query too (percent-encoded there).
+    let in_query = UPSTREAM_CREDENTIAL.replace('-', "%2D");
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|s| s.path_and_query.ends_with(&format!("key={in_query}"))),
+        "{:?}",
+        upstream.requests()
+    );
+
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("TRACE"), "trace logging was not on");
+    assert!(log.contains("kbgate::access"), "no access lines");
+    assert!(
+        log.lines().count() > 100,
+        "too little logged to prove anything"
+    );
+    for (what, secret) in [
+        ("a key secret", first.as_str()),
+        ("a rotated secret", second.as_str()),
+        ("a key sent in X-Api-Key and ?key=", third.as_str()),
+        ("an unknown key", unknown.as_str()),
+        ("a malformed key", malformed.as_str()),
+        ("the admin token", ADMIN_TOKEN),
+        ("the upstream credential", UPSTREAM_CREDENTIAL),
+        ("the upstream credential, query-encoded", in_query.as_str()),
+    ] {
+        let random_part = secret.strip_prefix("kb_").unwrap_or(secret);
+        for (n, line) in log.lines().enumerate() {
+            assert!(
+                !line.contains(random_part),
+                "{what} is in log line {}: {line}",
+                n + 1
+            );
+        }
+    }
+}
