@@ -123,14 +123,7 @@ async fn request_count_equals_the_requests_made_and_survives_a_restart() {
     running.unwrap().shutdown().await;
 
     let config = common::config(&upstream.url(), &store_path);
-    let restarted = kbgate::start(config).await.unwrap();
-    let again = Gateway {
-        addr: restarted.addr,
-        admin_addr: restarted.admin_addr,
-        running: Some(restarted),
-        client: reqwest::Client::new(),
-        dir,
-    };
+    let again = Gateway::from_running(kbgate::start(config).await.unwrap(), dir);
     let (_, shown) = again.admin("GET", &format!("/v1/keys/{id}"), None).await;
     assert_eq!(shown["request_count"], 25);
     assert_eq!(

@@ -3,10 +3,8 @@
 
 mod common;
 
-use async_trait::async_trait;
 use common::{Gateway, Upstream, status_and_code};
-use kbgate::keys::embedded::EmbeddedStore;
-use kbgate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, UsageDelta};
+use kbgate::keys::StoreError;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -252,77 +250,22 @@ async fn upstream_unavailable_and_timeout() {
     gateway.shutdown().await;
 }
 
-/// The embedded store with a switch that makes every call fail, as a lost disk or network would.
-struct SwitchableStore {
-    inner: EmbeddedStore,
-    down: Arc<AtomicBool>,
-}
-
-impl SwitchableStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("switched off by the test".into()));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl KeyStore for SwitchableStore {
-    async fn create(&self, r: &KeyRecord) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.create(r).await
-    }
-    async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn find_by_hash(&self, h: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.find_by_hash(h).await
-    }
-    async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.list().await
-    }
-    async fn update(&self, r: &KeyRecord) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.update(r).await
-    }
-    async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.check()?;
-        self.inner.delete(id).await
-    }
-    async fn add_usage(&self, d: &[UsageDelta]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.add_usage(d).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.ping().await
-    }
-}
-
 #[tokio::test]
 async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
     let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    // The embedded store with a switch that fails every call, as a lost disk or network would.
     let down = Arc::new(AtomicBool::new(false));
-    let store = SwitchableStore {
-        inner: EmbeddedStore::open(&dir.path().join("k.db")).unwrap(),
-        down: down.clone(),
-    };
-    let config = common::config(&upstream.url(), dir.path());
-    let running = kbgate::app::start_with_store(config, Arc::new(store))
-        .await
-        .unwrap();
-    let gateway = Gateway {
-        addr: running.addr,
-        admin_addr: running.admin_addr,
-        running: Some(running),
-        client: reqwest::Client::new(),
-        dir,
-    };
+    let switch = down.clone();
+    let gateway = Gateway::start_with_hook(
+        &upstream,
+        Box::new(move |_call| {
+            if switch.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("switched off by the test".into()));
+            }
+            Ok(())
+        }),
+    )
+    .await;
     let (_, cached) = gateway.create_key(json!({})).await;
     let (_, uncached) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &cached).await.0, 200);

@@ -225,7 +225,11 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_from(text, upstream_url, dir.path());
         adjust(&mut config);
-        let running = kbgate::start(config).await.unwrap();
+        Gateway::from_running(kbgate::start(config).await.unwrap(), dir)
+    }
+
+    /// Wraps a started kbgate whose store lives in `dir`.
+    pub fn from_running(running: kbgate::Running, dir: tempfile::TempDir) -> Gateway {
         Gateway {
             addr: running.addr,
             admin_addr: running.admin_addr,
@@ -247,13 +251,7 @@ impl Gateway {
         let running = kbgate::app::start_with_store(config, std::sync::Arc::new(store))
             .await
             .unwrap();
-        Gateway {
-            addr: running.addr,
-            admin_addr: running.admin_addr,
-            running: Some(running),
-            client: reqwest::Client::new(),
-            dir,
-        }
+        Gateway::from_running(running, dir)
     }
 
     pub fn url(&self, path: &str) -> String {
