@@ -5,12 +5,14 @@
 //!
 //! ```text
 //! accept (HTTP/1.1, HTTP/2, optional TLS)      server.rs
+//!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway.rs
 //!   -> canonical path          400 invalid_path                       authz.rs
 //!   -> extract key             401 missing_key / 400 ambiguous_key    gateway.rs
 //!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
 //!   -> verify                  hot tier, then store                   keys/keyring.rs
 //!   -> authorize               route table -> permission -> grant?    authz.rs
-//!   -> forward                 pooled client, header hygiene          upstream.rs
+//!   -> forward                 pooled client, header hygiene,         upstream.rs
+//!                              body limits (413, 408)                 gateway.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
 //! ```
 //!
