@@ -548,3 +548,31 @@ async fn parser_refusals_are_bare_and_close() {
     assert!(upstream.requests().is_empty());
     gateway.shutdown().await;
 }
+
+/// HTTP/2 carries the authority in `:authority`; a `Host` field beside it must agree.
+#[tokio::test]
+async fn http2_host_disagreeing_with_authority_is_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let send = |host: String| {
+        h2.get(gateway.url("/v1/article/a1"))
+            .bearer_auth(&key)
+            .header("host", host)
+            .send()
+    };
+    let agreeing = send(gateway.addr.to_string()).await.unwrap();
+    assert_eq!(agreeing.version(), http::Version::HTTP_2);
+    assert_eq!(agreeing.status(), 200);
+    let disagreeing = send("evil.example".into()).await.unwrap();
+    assert_eq!(
+        common::status_and_code(disagreeing).await,
+        (400, "bad_request".to_string())
+    );
+    assert_eq!(upstream.requests().len(), 1);
+    gateway.shutdown().await;
+}
