@@ -6,6 +6,9 @@ use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::{KeyStore, Keyring, StoreError};
+use crate::metrics::key_info::KeyInfo;
+use crate::metrics::requests::RequestMetrics;
+use crate::metrics::{self, StoreOp};
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -18,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often aged hot-tier entries are swept out.
 const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
+/// How often `kbgate_key_info` is re-read from the store, so keys changed through another
+/// instance on a shared store get their names within about a scrape or four.
+const KEY_INFO_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -73,24 +79,34 @@ pub async fn start_with_store(
     let addr = local_addr("gateway", &listener)?;
     let admin_addr = local_addr("admin", &admin_listener)?;
 
+    let prometheus = metrics::install();
     let keyring = Arc::new(Keyring::new(
         store.clone(),
         config.hot_tier.max_age,
         config.hot_tier.max_entries,
     ));
     let usage = Arc::new(UsageRecorder::default());
+    let request_metrics = RequestMetrics::new(&config.routes, &config.metrics);
+    let key_info = config.metrics.per_key.then(Arc::<KeyInfo>::default);
+    if let Some(key_info) = &key_info {
+        refresh_key_info(key_info, store.as_ref()).await;
+    }
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
         routes: config.routes,
         upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
         usage: usage.clone(),
+        metrics: request_metrics,
     });
-    let admin = Arc::new(Admin::new(
-        keyring.clone(),
-        usage.clone(),
-        &config.admin.token,
-        config.resources,
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            keyring.clone(),
+            usage.clone(),
+            &config.admin.token,
+            config.resources,
+        )
+        .with_metrics(prometheus.clone(), key_info.clone()),
+    );
 
     let shutdown = CancellationToken::new();
     let servers = vec![
@@ -115,6 +131,10 @@ pub async fn start_with_store(
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
+    tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    if let Some(key_info) = key_info {
+        tokio::spawn(keep_key_info(key_info, keyring.clone(), shutdown.clone()));
+    }
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
         addr,
@@ -162,6 +182,29 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => keyring.evict_aged(),
+        }
+    }
+}
+
+/// Reads every key's name and scope for `kbgate_key_info`; on a store error keeps what it has.
+async fn refresh_key_info(key_info: &KeyInfo, store: &dyn KeyStore) {
+    let changes = key_info.changes();
+    match store.list().await {
+        Ok(records) => key_info.replace_all(&records, changes),
+        Err(error) => {
+            metrics::fixed().store_error(StoreOp::Admin, &error);
+            tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
+        }
+    }
+}
+
+async fn keep_key_info(key_info: Arc<KeyInfo>, keyring: Arc<Keyring>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(KEY_INFO_REFRESH);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => refresh_key_info(&key_info, keyring.store().as_ref()).await,
         }
     }
 }

@@ -52,6 +52,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +191,23 @@ struct RawLog {
     level: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    per_key: bool,
+    per_key_limit: usize,
+}
+
+/// Per-key series on, capped so a flood of keys cannot grow the scrape without bound.
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            per_key: true,
+            per_key_limit: 10_000,
+        }
+    }
+}
+
 // ---------- typed config ----------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -213,6 +232,15 @@ pub struct Config {
     pub limits: Limits,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub metrics: MetricsConfig,
+}
+
+/// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsConfig {
+    pub per_key: bool,
+    /// Keys beyond this many are counted under `key_id="other"`.
+    pub per_key_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +459,12 @@ impl RawConfig {
         if limits.max_connections == 0 {
             return Err(field_error("limits.max_connections", "must be at least 1"));
         }
+        if self.metrics.per_key_limit == 0 {
+            return Err(field_error(
+                "metrics.per_key_limit",
+                "must be at least 1 (per_key: false switches per-key metrics off)",
+            ));
+        }
         let log_level = self.log.level.unwrap_or_else(|| "info".into());
         if log_level
             .parse::<tracing_subscriber::filter::EnvFilter>()
@@ -466,6 +500,10 @@ impl RawConfig {
             },
             log_format: self.log.format,
             log_level,
+            metrics: MetricsConfig {
+                per_key: self.metrics.per_key,
+                per_key_limit: self.metrics.per_key_limit,
+            },
         })
     }
 }
@@ -591,6 +629,10 @@ routes:
         assert_eq!(config.upstream.inject_query, "key=kb%20secret");
         assert_eq!(config.hot_tier.max_age, Duration::from_secs(30));
         assert_eq!(config.routes.routes().len(), 1);
+        assert!(config.metrics.per_key);
+        assert_eq!(config.metrics.per_key_limit, 10_000);
+        let off = parse(&format!("{GOOD}metrics: {{ per_key: false }}\n")).unwrap();
+        assert!(!off.metrics.per_key);
     }
 
     #[test]
@@ -631,6 +673,10 @@ routes:
             (
                 GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"),
                 "store: choose a store",
+            ),
+            (
+                format!("{GOOD}metrics: {{ per_key_limit: 0 }}\n"),
+                "metrics.per_key_limit: must be at least 1",
             ),
             (
                 GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"),

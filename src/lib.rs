@@ -33,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

@@ -3,6 +3,7 @@
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::metrics::{self, UpstreamError};
 use crate::rejection::Rejection;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -110,8 +111,17 @@ impl Upstream {
         let response =
             tokio::time::timeout(self.config.timeout, self.client.request(request)).await;
         let mut response = match response {
-            Err(_elapsed) => return Err(Rejection::UpstreamTimeout),
+            Err(_elapsed) => {
+                metrics::fixed().upstream_error(UpstreamError::Timeout);
+                return Err(Rejection::UpstreamTimeout);
+            }
             Ok(Err(error)) => {
+                let kind = if error.is_connect() {
+                    UpstreamError::Connect
+                } else {
+                    UpstreamError::Request
+                };
+                metrics::fixed().upstream_error(kind);
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "upstream request failed");
                 return Err(Rejection::UpstreamUnavailable);
             }

@@ -7,6 +7,7 @@
 
 use crate::authz::{Permission, Scope};
 use crate::keys::{KeyHash, KeyRecord, KeyStore};
+use crate::metrics::{self, StoreOp};
 use crate::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -85,19 +86,28 @@ impl Keyring {
     pub async fn verify(&self, secret: &str) -> Result<Arc<KeyGrant>, Rejection> {
         let hash = KeyHash::of(secret);
         let now = Utc::now();
+        let counters = metrics::fixed();
         if let Some(grant) = self.cached(&hash) {
+            counters.hot_tier_hit.increment(1);
             grant.check(now)?;
             return Ok(grant);
         }
+        counters.hot_tier_miss.increment(1);
         let generation = self.generation.load(Ordering::SeqCst);
         let record = match self.store.find_by_hash(&hash).await {
             Ok(Some(record)) => record,
-            Ok(None) => return Err(Rejection::InvalidKey),
+            Ok(None) => {
+                counters.store_not_found.increment(1);
+                return Err(Rejection::InvalidKey);
+            }
             Err(error) => {
+                counters.store_error.increment(1);
+                counters.store_error(StoreOp::Lookup, &error);
                 tracing::warn!(%error, "key lookup failed");
                 return Err(Rejection::StoreUnavailable);
             }
         };
+        counters.store_found.increment(1);
         let grant = Arc::new(KeyGrant::from_record(&record, &hash));
         self.remember(hash, grant.clone(), generation);
         grant.check(now)?;
