@@ -6,7 +6,7 @@ use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::{KeyStore, Keyring, StoreError};
-use crate::metrics::key_info::KeyInfo;
+use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
 use crate::metrics::{self, StoreOp};
 use crate::server::{self, tls_acceptor};
@@ -86,11 +86,14 @@ pub async fn start_with_store(
         config.hot_tier.max_entries,
     ));
     let usage = Arc::new(UsageRecorder::default());
-    let request_metrics = RequestMetrics::new(&config.routes, &config.metrics);
-    let key_info = config.metrics.per_key.then(Arc::<KeyInfo>::default);
-    if let Some(key_info) = &key_info {
-        refresh_key_info(key_info, store.as_ref()).await;
+    let key_metrics = config
+        .metrics
+        .per_key
+        .then(|| Arc::new(KeyMetrics::new(config.metrics.per_key_limit)));
+    if let Some(key_metrics) = &key_metrics {
+        refresh_key_metrics(key_metrics, store.as_ref()).await;
     }
+    let request_metrics = RequestMetrics::new(&config.routes, key_metrics.clone());
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
         routes: config.routes,
@@ -105,7 +108,7 @@ pub async fn start_with_store(
             &config.admin.token,
             config.resources,
         )
-        .with_metrics(prometheus.clone(), key_info.clone()),
+        .with_metrics(prometheus.clone(), key_metrics.clone()),
     );
 
     let shutdown = CancellationToken::new();
@@ -132,8 +135,12 @@ pub async fn start_with_store(
     );
     tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
-    if let Some(key_info) = key_info {
-        tokio::spawn(keep_key_info(key_info, keyring.clone(), shutdown.clone()));
+    if let Some(key_metrics) = key_metrics {
+        tokio::spawn(keep_key_metrics(
+            key_metrics,
+            keyring.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
@@ -187,10 +194,10 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
 }
 
 /// Reads every key's name and scope for `kbgate_key_info`; on a store error keeps what it has.
-async fn refresh_key_info(key_info: &KeyInfo, store: &dyn KeyStore) {
-    let changes = key_info.changes();
+async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
+    let changes = key_metrics.changes();
     match store.list().await {
-        Ok(records) => key_info.replace_all(&records, changes),
+        Ok(records) => key_metrics.replace_all(&records, changes),
         Err(error) => {
             metrics::fixed().store_error(StoreOp::Admin, &error);
             tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
@@ -198,13 +205,17 @@ async fn refresh_key_info(key_info: &KeyInfo, store: &dyn KeyStore) {
     }
 }
 
-async fn keep_key_info(key_info: Arc<KeyInfo>, keyring: Arc<Keyring>, shutdown: CancellationToken) {
+async fn keep_key_metrics(
+    key_metrics: Arc<KeyMetrics>,
+    keyring: Arc<Keyring>,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(KEY_INFO_REFRESH);
     ticker.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => refresh_key_info(&key_info, keyring.store().as_ref()).await,
+            _ = ticker.tick() => refresh_key_metrics(&key_metrics, keyring.store().as_ref()).await,
         }
     }
 }

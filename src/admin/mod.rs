@@ -6,7 +6,7 @@ mod keys;
 
 use crate::body::{self, Body};
 use crate::keys::{KeyRecord, Keyring};
-use crate::metrics::key_info::KeyInfo;
+use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
 use crate::rejection::error_response;
 use crate::server::{ConnInfo, Handler};
@@ -27,8 +27,8 @@ pub struct Admin {
     /// Serialises read-modify-write changes to keys made through this instance.
     writes: tokio::sync::Mutex<()>,
     prometheus: Option<PrometheusHandle>,
-    /// `kbgate_key_info`, when per-key metrics are on.
-    key_info: Option<Arc<KeyInfo>>,
+    /// Per-key counters and `kbgate_key_info`, when per-key metrics are on.
+    key_metrics: Option<Arc<KeyMetrics>>,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -94,31 +94,32 @@ impl Admin {
             resources,
             writes: tokio::sync::Mutex::new(()),
             prometheus: None,
-            key_info: None,
+            key_metrics: None,
         }
     }
 
-    /// Serves `/metrics` from `prometheus`, and keeps `key_info` in step with key changes.
+    /// Serves `/metrics` from `prometheus`, and keeps `key_metrics` in step with key changes.
     pub fn with_metrics(
         mut self,
         prometheus: PrometheusHandle,
-        key_info: Option<Arc<KeyInfo>>,
+        key_metrics: Option<Arc<KeyMetrics>>,
     ) -> Admin {
         self.prometheus = Some(prometheus);
-        self.key_info = key_info;
+        self.key_metrics = key_metrics;
         self
     }
 
-    /// A key was created or changed: its `kbgate_key_info` series follows.
+    /// A key was created or changed: its `kbgate_key_info` series follows, and a new key's
+    /// request counter starts at 0.
     fn key_changed(&self, record: &KeyRecord) {
-        if let Some(key_info) = &self.key_info {
-            key_info.set(record);
+        if let Some(key_metrics) = &self.key_metrics {
+            key_metrics.set(record);
         }
     }
 
     fn key_deleted(&self, id: &str) {
-        if let Some(key_info) = &self.key_info {
-            key_info.remove(id);
+        if let Some(key_metrics) = &self.key_metrics {
+            key_metrics.remove(id);
         }
     }
 
@@ -201,7 +202,7 @@ impl Admin {
                 "Metrics are not enabled.",
             )
         })?;
-        let text = metrics::render(handle, self.key_info.as_ref());
+        let text = metrics::render(handle, self.key_metrics.as_ref());
         let mut response = Response::new(body::full(text));
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -7,9 +7,9 @@
 //! - [`fixed`] holds the handles whose labels are known in advance (auth decisions, lookups,
 //!   errors, in-flight); before [`install`] they are no-ops.
 //! - [`requests::RequestMetrics`] holds one gateway's per-route and per-key handles.
-//! - [`key_info::KeyInfo`] renders `kbgate_key_info`, kept in sync with the keys.
+//! - [`keys::KeyMetrics`] counts requests per key and renders `kbgate_key_info`.
 
-pub mod key_info;
+pub mod keys;
 pub mod requests;
 
 use crate::keys::StoreError;
@@ -269,10 +269,10 @@ impl Drop for InFlight {
 }
 
 /// `/metrics`: the recorder's text followed by `kbgate_key_info`.
-pub fn render(handle: &PrometheusHandle, key_info: Option<&Arc<key_info::KeyInfo>>) -> String {
+pub fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>) -> String {
     let mut text = handle.render();
-    if let Some(key_info) = key_info {
-        key_info.render(&mut text);
+    if let Some(per_key) = per_key {
+        per_key.render(&mut text);
     }
     text
 }

@@ -1,10 +1,10 @@
 //! One gateway's request metrics. Every handle is registered on first use and cached (per-route
-//! slots are laid out when the gateway is built), so a route or key that sees no traffic adds
-//! no series, and a request only hashes a few small words and increments.
+//! slots are laid out when the gateway is built), so a route that sees no traffic adds no
+//! series, and a request only hashes a few small words and increments.
 
-use super::{KEY_REQUESTS, REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
+use super::keys::KeyMetrics;
+use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
 use crate::authz::RouteTable;
-use crate::config::MetricsConfig;
 use dashmap::DashMap;
 use http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
@@ -13,8 +13,6 @@ use std::time::Duration;
 
 /// The route label of a request refused before its route was known (bad path, key refused).
 pub const NO_ROUTE: &str = "none";
-/// The key label that counts every key past `metrics.per_key_limit`.
-pub const OTHER_KEYS: &str = "other";
 
 /// What a finished request tells the metrics.
 pub struct Observation<'a> {
@@ -47,17 +45,11 @@ pub struct RequestMetrics {
     /// One per route in table order, then one for [`NO_ROUTE`].
     routes: Vec<RouteHandles>,
     requests: DashMap<CounterKey, Counter>,
-    per_key: Option<PerKey>,
-}
-
-struct PerKey {
-    limit: usize,
-    keys: DashMap<Arc<str>, Counter>,
-    other: Counter,
+    per_key: Option<Arc<KeyMetrics>>,
 }
 
 impl RequestMetrics {
-    pub fn new(routes: &RouteTable, config: &MetricsConfig) -> RequestMetrics {
+    pub fn new(routes: &RouteTable, per_key: Option<Arc<KeyMetrics>>) -> RequestMetrics {
         let labels = routes
             .routes()
             .iter()
@@ -70,11 +62,6 @@ impl RequestMetrics {
                 upstream: OnceLock::new(),
             })
             .collect();
-        let per_key = config.per_key.then(|| PerKey {
-            limit: config.per_key_limit,
-            keys: DashMap::new(),
-            other: counter!(KEY_REQUESTS, "key_id" => OTHER_KEYS),
-        });
         RequestMetrics {
             routes,
             requests: DashMap::new(),
@@ -119,21 +106,6 @@ impl RequestMetrics {
 /// The route's histogram `name`, registered on first use.
 fn lazy<'a>(slot: &'a OnceLock<Histogram>, name: &'static str, route: &str) -> &'a Histogram {
     slot.get_or_init(|| histogram!(name, "route" => route.to_string()))
-}
-
-impl PerKey {
-    fn count(&self, id: &Arc<str>) {
-        if let Some(counter) = self.keys.get(id) {
-            return counter.increment(1);
-        }
-        if self.keys.len() >= self.limit {
-            return self.other.increment(1);
-        }
-        self.keys
-            .entry(id.clone())
-            .or_insert_with(|| counter!(KEY_REQUESTS, "key_id" => id.to_string()))
-            .increment(1);
-    }
 }
 
 /// The method label: a route-table method, or `other` so no client can grow the label set.

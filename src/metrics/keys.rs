@@ -1,30 +1,80 @@
-//! `kbgate_key_info{key_id,name,scope} 1`: one series per existing key, so PromQL can put names
-//! on the per-key counters. Rendered here rather than through the recorder because the
-//! recorder cannot drop a series, and a renamed or deleted key must lose its old one.
+//! Per-key metrics, when `metrics.per_key` is on:
+//!
+//! - `kbgate_key_requests_total{key_id}`: requests with a verified key. Each existing key's
+//!   counter is registered at 0 (at start and on create), so `increase()` sees its first use;
+//!   past `per_key_limit` keys, requests count under `key_id="other"`.
+//! - `kbgate_key_info{key_id,name,scope} 1`: one series per existing key, so PromQL can put
+//!   names on ids. Rendered here rather than through the recorder because the recorder cannot
+//!   drop a series, and a renamed or deleted key must lose its old one.
 
-use super::KEY_INFO;
+use super::{KEY_INFO, KEY_REQUESTS};
 use crate::authz::Scope;
 use crate::keys::KeyRecord;
+use dashmap::DashMap;
+use metrics::{Counter, counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-#[derive(Default)]
-pub struct KeyInfo {
+/// The key label that counts every key past `metrics.per_key_limit`.
+pub const OTHER_KEYS: &str = "other";
+
+pub struct KeyMetrics {
     /// key id -> (name, scope), sorted so the output is stable.
-    keys: RwLock<BTreeMap<String, (String, Scope)>>,
+    info: RwLock<BTreeMap<String, (String, Scope)>>,
     /// Bumped by every `set` and `remove`, so a store listing that raced with a change made
     /// here is not allowed to undo it.
     changes: AtomicU64,
+    limit: usize,
+    counters: DashMap<Arc<str>, Counter>,
+    other: Counter,
 }
 
-impl KeyInfo {
+impl KeyMetrics {
+    pub fn new(per_key_limit: usize) -> KeyMetrics {
+        KeyMetrics {
+            info: RwLock::default(),
+            changes: AtomicU64::new(0),
+            limit: per_key_limit,
+            counters: DashMap::new(),
+            other: counter!(KEY_REQUESTS, "key_id" => OTHER_KEYS),
+        }
+    }
+
+    /// Counts one request for a verified key (the request path: a map lookup and an add).
+    pub fn count(&self, id: &Arc<str>) {
+        match self.counters.get(id) {
+            Some(counter) => counter.increment(1),
+            None => self.counter(id).increment(1),
+        }
+    }
+
+    /// The key's own counter, registered now if the cap allows, else the shared one.
+    fn counter(&self, id: &str) -> Counter {
+        if let Some(counter) = self.counters.get(id) {
+            return counter.clone();
+        }
+        if self.counters.len() >= self.limit {
+            return self.other.clone();
+        }
+        self.counters
+            .entry(id.into())
+            .or_insert_with(|| counter!(KEY_REQUESTS, "key_id" => id.to_string()))
+            .clone()
+    }
+
+    /// Registers the key's counter at 0, so `increase()` sees its first request.
+    fn register(&self, id: &str) {
+        let _registered = self.counter(id);
+    }
+
     /// Adds or updates a key (after create, edit, rotate).
     pub fn set(&self, record: &KeyRecord) {
         let mut keys = self.write();
         keys.insert(record.id.clone(), (record.name.clone(), record.scope));
         self.changes.fetch_add(1, Ordering::SeqCst);
+        self.register(&record.id);
     }
 
     pub fn remove(&self, id: &str) {
@@ -33,7 +83,7 @@ impl KeyInfo {
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Call before listing the store; pass the result to [`KeyInfo::replace_all`].
+    /// Call before listing the store; pass the result to [`KeyMetrics::replace_all`].
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
     }
@@ -48,6 +98,10 @@ impl KeyInfo {
                 .iter()
                 .map(|r| (r.id.clone(), (r.name.clone(), r.scope)))
                 .collect();
+        }
+        drop(keys);
+        for record in records {
+            self.register(&record.id);
         }
     }
 
@@ -78,11 +132,11 @@ impl KeyInfo {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (String, Scope)>> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner())
+        self.info.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (String, Scope)>> {
-        self.keys.write().unwrap_or_else(|e| e.into_inner())
+        self.info.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -120,7 +174,7 @@ mod tests {
 
     #[test]
     fn renders_escaped_sorted_series_and_forgets_deleted_keys() {
-        let info = KeyInfo::default();
+        let info = KeyMetrics::new(10);
         let a = record("Chatbot \"prod\" \\ eu");
         let b = record("Export");
         info.set(&a);
