@@ -78,11 +78,12 @@ async fn serve(path: PathBuf) -> ExitCode {
         Err(e) => return fail(&format!("config error: {e}"), 2),
     };
     init_tracing(config.log_format, &config.log_level);
+    let signal = kbgate::app::shutdown_signal();
     let running = match kbgate::start(config).await {
         Ok(running) => running,
         Err(e) => return fail(&e.to_string(), 1),
     };
-    kbgate::app::shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: draining connections");
     running.shutdown().await;
     ExitCode::SUCCESS
