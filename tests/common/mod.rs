@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod metrics;
+pub mod process;
 pub mod raw;
 pub mod tls;
 
