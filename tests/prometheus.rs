@@ -48,8 +48,14 @@ impl Prometheus {
         let listen = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(binary)
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={listen}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -76,11 +82,19 @@ impl Prometheus {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("prometheus exited ({status}):\n{}", self.log());
             }
-            let ready = self.client.get(format!("{}/-/ready", self.url)).send().await;
+            let ready = self
+                .client
+                .get(format!("{}/-/ready", self.url))
+                .send()
+                .await;
             if ready.is_ok_and(|r| r.status() == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "prometheus never became ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never became ready:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -127,7 +141,8 @@ fn value_of(result: &[Value], label: &str, value: &str) -> Option<f64> {
 
 /// The README's ```promql blocks, each as (first comment line, whole query).
 fn readme_queries() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     readme
         .split("```promql\n")
         .skip(1)
@@ -186,7 +201,10 @@ async fn prometheus_scrapes_per_key_counts_and_answers_the_readme_queries() {
                 .any(|s| s["metric"]["key_id"] == used.as_str() && s["metric"]["name"] == "Chatbot")
         })
         .await;
-    assert!(value_of(&named, "key_id", &used).unwrap() > 0.0, "{named:?}");
+    assert!(
+        value_of(&named, "key_id", &used).unwrap() > 0.0,
+        "{named:?}"
+    );
 
     let unused = prometheus
         .query(readme_query(&queries, "# Keys unused for 30 days"))
@@ -201,7 +219,8 @@ async fn prometheus_scrapes_per_key_counts_and_answers_the_readme_queries() {
         })
         .await;
 
-    let dashboard: Value = serde_json::from_str(include_str!("../deploy/grafana/kbgate-dashboard.json")).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../deploy/grafana/kbgate-dashboard.json")).unwrap();
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             prometheus.query(target["expr"].as_str().unwrap()).await;
@@ -209,24 +228,18 @@ async fn prometheus_scrapes_per_key_counts_and_answers_the_readme_queries() {
     }
 
     // The shipped alert rules load and evaluate against the real series without error.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let rules: Value = prometheus
-            .client
-            .get(format!("{}/api/v1/rules", prometheus.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rules = rules["data"]["groups"][0]["rules"].as_array().cloned().unwrap_or_default();
+    let shipped = include_str!("../deploy/prometheus/alerts.yml")
+        .matches("- alert:")
+        .count();
+    let rules_url = format!("{}/api/v1/rules", prometheus.url);
+    common::eventually("the shipped alert rules evaluate", || async {
+        let response = prometheus.client.get(&rules_url).send().await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        let rules = body["data"]["groups"][0]["rules"].as_array().cloned();
+        let rules = rules.unwrap_or_default();
         assert!(rules.iter().all(|r| r["health"] != "err"), "{rules:?}");
-        if rules.len() == 5 && rules.iter().all(|r| r["health"] == "ok") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "rules never evaluated: {rules:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        rules.len() == shipped && rules.iter().all(|r| r["health"] == "ok")
+    })
+    .await;
     gateway.shutdown().await;
 }

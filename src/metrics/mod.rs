@@ -128,17 +128,13 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version of the running kbgate.");
 }
 
-/// The refusals that are auth decisions (the others are about the path or the upstream).
-const AUTH_REFUSALS: [Rejection; 8] = [
-    Rejection::MissingKey,
-    Rejection::AmbiguousKey,
-    Rejection::InvalidKey,
-    Rejection::KeyDisabled,
-    Rejection::KeyExpired,
-    Rejection::StoreUnavailable,
-    Rejection::RouteNotAllowed,
-    Rejection::InsufficientPermissions,
-];
+/// Is this refusal an auth decision? The others are about the path or the upstream.
+fn is_auth_refusal(rejection: Rejection) -> bool {
+    !matches!(
+        rejection,
+        Rejection::InvalidPath | Rejection::UpstreamUnavailable | Rejection::UpstreamTimeout
+    )
+}
 
 /// Where a store error happened.
 #[derive(Clone, Copy, Debug)]
@@ -180,7 +176,7 @@ const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
 /// Handles whose label sets are known before the first request.
 pub struct Fixed {
     auth_allowed: Counter,
-    auth_refused: [Counter; AUTH_REFUSALS.len()],
+    auth_refused: Vec<(Rejection, Counter)>,
     pub hot_tier_hit: Counter,
     pub hot_tier_miss: Counter,
     pub store_found: Counter,
@@ -195,7 +191,7 @@ impl Fixed {
     const fn noop() -> Fixed {
         Fixed {
             auth_allowed: Counter::noop(),
-            auth_refused: [const { Counter::noop() }; AUTH_REFUSALS.len()],
+            auth_refused: Vec::new(),
             hot_tier_hit: Counter::noop(),
             hot_tier_miss: Counter::noop(),
             store_found: Counter::noop(),
@@ -212,7 +208,11 @@ impl Fixed {
         let lookup = |name: &'static str, result: &'static str| counter!(name, "result" => result);
         Fixed {
             auth_allowed: counter!(AUTH_DECISIONS, "outcome" => "allowed"),
-            auth_refused: AUTH_REFUSALS.map(|r| counter!(AUTH_DECISIONS, "outcome" => r.code())),
+            auth_refused: Rejection::ALL
+                .into_iter()
+                .filter(|r| is_auth_refusal(*r))
+                .map(|r| (r, counter!(AUTH_DECISIONS, "outcome" => r.code())))
+                .collect(),
             hot_tier_hit: lookup(HOT_TIER_LOOKUPS, "hit"),
             hot_tier_miss: lookup(HOT_TIER_LOOKUPS, "miss"),
             store_found: lookup(STORE_LOOKUPS, "found"),
@@ -235,8 +235,9 @@ impl Fixed {
                 self.auth_allowed.increment(1)
             }
             Err(rejection) => {
-                if let Some(i) = AUTH_REFUSALS.iter().position(|r| *r == rejection) {
-                    self.auth_refused[i].increment(1);
+                if let Some((_, counter)) = self.auth_refused.iter().find(|(r, _)| *r == rejection)
+                {
+                    counter.increment(1);
                 }
             }
         }
