@@ -12,6 +12,7 @@
 //!   -> authorize               route table -> permission -> grant?    authz.rs
 //!   -> forward                 pooled client, header hygiene          upstream.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
+//!                              Prometheus metrics, access log          metrics/, gateway.rs
 //! ```
 //!
 //! Every refusal is one JSON body from one enum ([`rejection::Rejection`]).
@@ -21,7 +22,8 @@
 //! `config` YAML -> validated `Config` · `app` wires the parts and runs them · `server` listeners,
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
-//! `upstream` the forwarding client · `usage` per-key counters · `admin` the admin API ·
+//! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
+//! handles, per-key series · `admin` the admin API (with `/metrics`) ·
 //! `cli` `kbgate keys …` · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
