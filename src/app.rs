@@ -5,7 +5,8 @@ use crate::admin::Admin;
 use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
-use crate::keys::{KeyStore, Keyring, StoreError};
+use crate::keys::redis::RedisStore;
+use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -49,6 +50,7 @@ pub struct Running {
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
+        StoreConfig::Redis(redis) => Ok(Arc::new(RedisStore::open(redis)?)),
     }
 }
 
@@ -73,11 +75,16 @@ pub async fn start_with_store(
     let addr = local_addr("gateway", &listener)?;
     let admin_addr = local_addr("admin", &admin_listener)?;
 
+    let shutdown = CancellationToken::new();
+    let changes = store.watch(shutdown.clone());
     let keyring = Arc::new(Keyring::new(
         store.clone(),
-        config.hot_tier.max_age,
-        config.hot_tier.max_entries,
+        config.hot_tier,
+        changes.is_none(),
     ));
+    if let Some(changes) = changes {
+        tokio::spawn(follow_changes(keyring.clone(), changes));
+    }
     let usage = Arc::new(UsageRecorder::default());
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
@@ -92,7 +99,6 @@ pub async fn start_with_store(
         config.resources,
     ));
 
-    let shutdown = CancellationToken::new();
     let servers = vec![
         tokio::spawn(server::serve(
             listener,
@@ -154,6 +160,16 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
         addr: fallback,
         source,
     })
+}
+
+/// Applies a shared store's change feed to the hot tier, in order.
+async fn follow_changes(
+    keyring: Arc<Keyring>,
+    mut changes: tokio::sync::mpsc::Receiver<StoreEvent>,
+) {
+    while let Some(event) = changes.recv().await {
+        keyring.apply(event).await;
+    }
 }
 
 async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {

@@ -2,6 +2,7 @@
 //! `validate()` -> a typed [`Config`]. Every error names the field it is about.
 
 use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use crate::keys::keyring::CacheLimits;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -117,6 +118,29 @@ struct RawInject {
 struct RawStore {
     #[serde(default)]
     embedded: Option<RawEmbedded>,
+    #[serde(default)]
+    redis: Option<RawRedis>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    cluster: Option<Vec<String>>,
+    #[serde(default = "default_redis_prefix")]
+    prefix: String,
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+fn default_redis_prefix() -> String {
+    "kbgate:".into()
+}
+/// A verification waits at most this long for Redis before failing closed with 503.
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(500)
 }
 
 #[derive(Deserialize)]
@@ -131,6 +155,9 @@ struct RawHotTier {
     #[serde(with = "humantime_serde")]
     max_age: Duration,
     max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    negative_ttl: Duration,
+    negative_max_entries: usize,
 }
 
 impl Default for RawHotTier {
@@ -138,6 +165,8 @@ impl Default for RawHotTier {
         RawHotTier {
             max_age: Duration::from_secs(30),
             max_entries: 100_000,
+            negative_ttl: Duration::from_secs(5),
+            negative_max_entries: 100_000,
         }
     }
 }
@@ -208,7 +237,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub resources: Vec<String>,
     pub routes: RouteTable,
-    pub hot_tier: HotTierConfig,
+    pub hot_tier: CacheLimits,
     pub usage_flush_interval: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
@@ -246,12 +275,28 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Embedded { path: PathBuf },
+    Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct HotTierConfig {
-    pub max_age: Duration,
-    pub max_entries: usize,
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// One URL, or a cluster's seed nodes. May hold a password: never log it.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub prefix: String,
+    pub timeout: Duration,
+}
+
+/// Shows the nodes without their credentials.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -410,17 +455,7 @@ impl RawConfig {
         }
         let routes = RouteTable::compile(&self.routes, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
-        let store = match self.store.embedded {
-            Some(embedded) => StoreConfig::Embedded {
-                path: embedded.path,
-            },
-            None => {
-                return Err(field_error(
-                    "store",
-                    "choose a store: embedded: { path: … }",
-                ));
-            }
-        };
+        let store = self.store.validate()?;
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
         }
@@ -452,9 +487,11 @@ impl RawConfig {
             store,
             resources,
             routes,
-            hot_tier: HotTierConfig {
+            hot_tier: CacheLimits {
                 max_age: self.hot_tier.max_age,
                 max_entries: self.hot_tier.max_entries,
+                negative_ttl: self.hot_tier.negative_ttl,
+                negative_max_entries: self.hot_tier.negative_max_entries,
             },
             usage_flush_interval: self.usage.flush_interval,
             limits: Limits {
@@ -466,6 +503,73 @@ impl RawConfig {
             },
             log_format: self.log.format,
             log_level,
+        })
+    }
+}
+
+impl RawStore {
+    fn validate(self) -> Result<StoreConfig, ConfigError> {
+        match (self.embedded, self.redis) {
+            (Some(embedded), None) => Ok(StoreConfig::Embedded {
+                path: embedded.path,
+            }),
+            (None, Some(redis)) => redis.validate().map(StoreConfig::Redis),
+            (Some(_), Some(_)) => Err(field_error("store", "choose one store: embedded or redis")),
+            (None, None) => Err(field_error(
+                "store",
+                "choose a store: embedded: { path: … } or redis: { url: … }",
+            )),
+        }
+    }
+}
+
+impl RawRedis {
+    fn validate(self) -> Result<RedisConfig, ConfigError> {
+        let (urls, cluster, field) = match (self.url, self.cluster) {
+            (Some(url), None) => (vec![url], false, "store.redis.url"),
+            (None, Some(nodes)) if !nodes.is_empty() => (nodes, true, "store.redis.cluster"),
+            (None, Some(_)) => {
+                return Err(field_error(
+                    "store.redis.cluster",
+                    "needs at least one node URL",
+                ));
+            }
+            _ => {
+                return Err(field_error(
+                    "store.redis",
+                    "give either url or cluster (a list of node URLs)",
+                ));
+            }
+        };
+        for url in &urls {
+            let scheme_ok = url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://");
+            // Checked without echoing the URL: it may carry a password.
+            if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+                return Err(field_error(
+                    field,
+                    "must be a redis://, rediss:// or unix:// URL",
+                ));
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err(field_error("store.redis.prefix", "must not be empty"));
+        }
+        if self.timeout.is_zero() {
+            return Err(field_error("store.redis.timeout", "must be above zero"));
+        }
+        // In a cluster every key of kbgate must live in one slot, so scripts may touch them all.
+        let prefix = if cluster && !self.prefix.contains('{') {
+            format!("{{{}}}", self.prefix)
+        } else {
+            self.prefix
+        };
+        Ok(RedisConfig {
+            urls,
+            cluster,
+            prefix,
+            timeout: self.timeout,
         })
     }
 }

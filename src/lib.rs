@@ -22,7 +22,7 @@
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `admin` the admin API ·
-//! `cli` `kbgate keys …` · `demo` the sample KB and the one-command tour.
+//! `cli` `kbgate keys …` · `migrate` copies keys between stores · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
 pub mod app;
@@ -33,6 +33,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod migrate;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

@@ -246,6 +246,31 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
+    async fn import(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let previous = {
+                let keys = txn.open_table(KEYS).map_err(unavailable)?;
+                let bytes = keys.get(record.id.as_str()).map_err(unavailable)?;
+                bytes.map(|b| decode(b.value())).transpose()?
+            };
+            write_record(&txn, &record, previous.as_ref())?;
+            {
+                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                let last_ms = record
+                    .usage
+                    .last_used_at
+                    .map_or(i64::MIN, |t| t.timestamp_millis());
+                usage
+                    .insert(record.id.as_str(), (record.usage.request_count, last_ms))
+                    .map_err(unavailable)?;
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|db| db.begin_read().map(drop).map_err(unavailable))
             .await
