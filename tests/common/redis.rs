@@ -15,7 +15,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server, or returns None (after saying so) when it is not installed.
     pub fn start() -> Option<RedisServer> {
-        if Command::new("redis-server").arg("--version").output().is_err() {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             assert!(
                 std::env::var("KBGATE_REQUIRE_REDIS").is_err(),
                 "KBGATE_REQUIRE_REDIS is set but redis-server is not installed"
@@ -51,7 +55,14 @@ impl RedisServer {
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -61,7 +72,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).as_deref() != Some("PONG") {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not come up");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not come up"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -77,7 +91,13 @@ impl RedisServer {
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a slow Redis, connections left open.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// Runs one command with a plain RESP client; None when the server does not answer.

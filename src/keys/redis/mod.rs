@@ -13,15 +13,17 @@ use crate::config::RedisConfig;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
 use connection::{Connection, Connector};
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, RedisResult, Script};
 use std::future::Future;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Creates a key unless its id exists; indexes its hashes; publishes them.
+/// Creates a key unless its id exists; indexes its hashes; publishes them. Creating the very
+/// same record twice succeeds, so a call retried after a lost reply is not a conflict.
 /// KEYS: record, ids, hash keys…; ARGV: json, id, created ms, channel, message.
 const CREATE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local current = redis.call('GET', KEYS[1])
+if current then return current == ARGV[1] and 1 or 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[2]) end
@@ -121,17 +123,24 @@ impl RedisStore {
     }
 
     /// Runs `work` on a connection within the store timeout; every failure is `Unavailable`.
+    /// A call that finds its connection dropped (Redis restarted) is tried once more on the
+    /// connection the manager re-establishes, so the first request after a recovery succeeds.
     async fn call<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(Connection) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self.connector.get().await.map_err(redis_error)?;
-            work(connection).await
+        let attempts = async {
+            let mut result = work(self.connector.get().await?).await;
+            if let Err(e) = &result
+                && (e.is_connection_dropped() || e.is_io_error())
+            {
+                result = work(self.connector.get().await?).await;
+            }
+            result
         };
-        match tokio::time::timeout(self.connector.timeout(), attempt).await {
-            Ok(result) => result,
+        match tokio::time::timeout(self.connector.timeout(), attempts).await {
+            Ok(result) => result.map_err(redis_error),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "redis: no answer within {:?}",
                 self.connector.timeout()
@@ -139,10 +148,18 @@ impl RedisStore {
         }
     }
 
+    async fn run_script(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<i64, StoreError> {
+        self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
     async fn read_json(&self, id: &str) -> Result<Option<String>, StoreError> {
         let key = self.record_key(id);
-        self.call(|mut c| async move { c.get(key).await.map_err(redis_error) })
-            .await
+        let key = &key;
+        self.call(|mut c| async move { c.get(key).await }).await
     }
 
     async fn read_usage(&self, ids: &[String]) -> Result<Vec<Usage>, StoreError> {
@@ -157,7 +174,10 @@ impl RedisStore {
                 .arg("last_used_ms");
         }
         let rows: Vec<(Option<u64>, Option<i64>)> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await.map_err(redis_error) })
+            .call(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
             .await?;
         Ok(rows
             .into_iter()
@@ -197,11 +217,7 @@ impl RedisStore {
                 .arg(Self::message(
                     old_hashes.iter().copied().chain(record.hashes()),
                 ));
-            let outcome: i64 =
-                self.call(|mut c| async move {
-                    invocation.invoke_async(&mut c).await.map_err(redis_error)
-                })
-                .await?;
+            let outcome: i64 = self.run_script(&invocation).await?;
             match outcome {
                 1 => return Ok(true),
                 -1 => return Ok(false),
@@ -240,9 +256,7 @@ impl KeyStore for RedisStore {
             .arg(record.created_at.timestamp_millis())
             .arg(self.channel())
             .arg(Self::message(record.hashes()));
-        let created: i64 = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await.map_err(redis_error) })
-            .await?;
+        let created: i64 = self.run_script(&invocation).await?;
         if created == 1 {
             Ok(())
         } else {
@@ -265,16 +279,13 @@ impl KeyStore for RedisStore {
 
     /// Two round trips: hash -> id, id -> record. Usage is not read: verification needs none.
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        let hash_key = self.hash_key(&hash.to_hex());
-        let prefix = self.prefix.clone();
+        let hash_key = &self.hash_key(&hash.to_hex());
+        let prefix = &self.prefix;
         let json: Option<String> = self
             .call(|mut c| async move {
-                let id: Option<String> = c.get(hash_key).await.map_err(redis_error)?;
+                let id: Option<String> = c.get(hash_key).await?;
                 match id {
-                    Some(id) => c
-                        .get(format!("{prefix}key:{id}"))
-                        .await
-                        .map_err(redis_error),
+                    Some(id) => c.get(format!("{prefix}key:{id}")).await,
                     None => Ok(None),
                 }
             })
@@ -283,17 +294,16 @@ impl KeyStore for RedisStore {
     }
 
     async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        let ids_key = self.ids_key();
+        let ids_key = &self.ids_key();
         let ids: Vec<String> = self
-            .call(|mut c| async move { c.zrange(ids_key, 0, -1).await.map_err(redis_error) })
+            .call(|mut c| async move { c.zrange(ids_key, 0, -1).await })
             .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.record_key(id)).collect();
-        let jsons: Vec<Option<String>> = self
-            .call(|mut c| async move { c.mget(keys).await.map_err(redis_error) })
-            .await?;
+        let keys = &ids.iter().map(|id| self.record_key(id)).collect::<Vec<_>>();
+        let jsons: Vec<Option<String>> =
+            self.call(|mut c| async move { c.mget(keys).await }).await?;
         let usage = self.read_usage(&ids).await?;
         let mut records = Vec::with_capacity(ids.len());
         for (json, usage) in jsons.into_iter().zip(usage) {
@@ -327,11 +337,7 @@ impl KeyStore for RedisStore {
                 .arg(id)
                 .arg(self.channel())
                 .arg(Self::message(record.hashes()));
-            let outcome: i64 =
-                self.call(|mut c| async move {
-                    invocation.invoke_async(&mut c).await.map_err(redis_error)
-                })
-                .await?;
+            let outcome: i64 = self.run_script(&invocation).await?;
             match outcome {
                 1 => return Ok(Some(record)),
                 -1 => return Ok(None),
@@ -350,11 +356,7 @@ impl KeyStore for RedisStore {
                 .key(self.usage_key(&delta.key_id))
                 .arg(delta.requests)
                 .arg(delta.last_used_at.timestamp_millis());
-            let _: i64 =
-                self.call(|mut c| async move {
-                    invocation.invoke_async(&mut c).await.map_err(redis_error)
-                })
-                .await?;
+            let _: i64 = self.run_script(&invocation).await?;
         }
         Ok(())
     }
@@ -363,27 +365,24 @@ impl KeyStore for RedisStore {
         if !self.replace(record).await? {
             self.create(record).await?;
         }
-        let usage_key = self.usage_key(&record.id);
+        let usage_key = &self.usage_key(&record.id);
         let requests = record.usage.request_count;
         let last = record.usage.last_used_at.map(|t| t.timestamp_millis());
         self.call(|mut c| async move {
             let mut pipe = redis::pipe();
-            pipe.atomic().del(&usage_key).ignore();
-            pipe.hset(&usage_key, "requests", requests).ignore();
+            pipe.atomic().del(usage_key).ignore();
+            pipe.hset(usage_key, "requests", requests).ignore();
             if let Some(last) = last {
-                pipe.hset(&usage_key, "last_used_ms", last).ignore();
+                pipe.hset(usage_key, "last_used_ms", last).ignore();
             }
-            pipe.query_async::<()>(&mut c).await.map_err(redis_error)
+            pipe.query_async::<()>(&mut c).await
         })
         .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(|mut c| async move {
-            let _: String = redis::cmd("PING")
-                .query_async(&mut c)
-                .await
-                .map_err(redis_error)?;
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
             Ok(())
         })
         .await
