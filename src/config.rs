@@ -751,6 +751,69 @@ routes:
     }
 
     #[test]
+    fn redis_stores() {
+        let store = |section: &str| {
+            let text = GOOD.replace("store: { embedded: { path: data/kbgate.db } }", section);
+            parse(&text).map(|c| c.store)
+        };
+        let single =
+            store("store: { redis: { url: \"rediss://:${KB}@cache.internal:6380/0\" } }").unwrap();
+        let StoreConfig::Redis(redis) = single else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            redis.urls,
+            vec!["rediss://:kb secret@cache.internal:6380/0".to_string()]
+        );
+        assert!(!redis.cluster);
+        assert_eq!(redis.prefix, "kbgate:");
+        assert!(
+            !format!("{redis:?}").contains("secret"),
+            "Debug hides the URL and its password"
+        );
+
+        let cluster = store("store: { redis: { cluster: [\"redis://a:7000\", \"redis://b:7001\"], prefix: \"kb:\" } }").unwrap();
+        let StoreConfig::Redis(redis) = cluster else {
+            panic!("not redis")
+        };
+        assert!(redis.cluster);
+        assert_eq!(
+            redis.prefix, "{kb:}",
+            "a hash tag keeps every key in one slot"
+        );
+
+        let errors = [
+            (
+                "store: { redis: { url: \"http://x\" } }",
+                "store.redis.url: must be a redis://",
+            ),
+            (
+                "store: { redis: { url: \"redis://x\", cluster: [\"redis://y\"] } }",
+                "store.redis: give either url or cluster",
+            ),
+            (
+                "store: { redis: { cluster: [] } }",
+                "store.redis.cluster: needs at least one node URL",
+            ),
+            (
+                "store: { redis: { url: \"redis://x\", prefix: \"\" } }",
+                "store.redis.prefix: must not be empty",
+            ),
+            (
+                "store: { embedded: { path: a.db }, redis: { url: \"redis://x\" } }",
+                "store: choose one store",
+            ),
+        ];
+        for (section, expected) in errors {
+            let message = store(section).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
+        }
+    }
+
+    #[test]
     fn env_references_expand_inside_strings() {
         assert_eq!(expand_string("a ${KB} b", &env).unwrap(), "a kb secret b");
         assert!(expand_string("${KB", &env).is_err());

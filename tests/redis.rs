@@ -378,3 +378,38 @@ async fn a_slow_redis_gives_503_after_the_store_timeout_not_a_hung_request() {
     .await;
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redis_cluster_serves_as_the_shared_store() {
+    if RedisServer::start().is_none() {
+        return;
+    }
+    let cluster = common::redis::RedisCluster::start().unwrap();
+    let upstream = Upstream::start().await;
+    let start = || {
+        Gateway::start_with(&upstream, |config| {
+            config.store = cluster.store("kbgate:");
+            config.hot_tier.max_age = Duration::from_secs(60);
+        })
+    };
+    let a = start().await;
+    let b = start().await;
+    let (id, key) = a.create_key(json!({"name": "On a cluster"})).await;
+    assert_eq!(b.get("/v1/article", &key).await.0, 200);
+    assert_eq!(
+        b.admin("GET", &format!("/v1/keys/{id}"), None).await.1["name"],
+        "On a cluster"
+    );
+    a.admin(
+        "PATCH",
+        &format!("/v1/keys/{id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    eventually("B enforces a change made on A", || async {
+        b.get("/v1/article", &key).await == (401, "key_disabled".into())
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -142,6 +142,15 @@ impl Keyring {
         }
     }
 
+    /// A new key exists: these hashes are no longer unknown. What is cached for them stays
+    /// (it can only be the new key itself, read from the store after it was created).
+    pub fn forget_unknown(&self, hashes: &[KeyHash]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for hash in hashes {
+            self.negative.remove(hash);
+        }
+    }
+
     pub fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.hot.clear();
@@ -152,6 +161,7 @@ impl Keyring {
     pub async fn apply(&self, event: StoreEvent) {
         match event {
             StoreEvent::Changed(hashes) => self.forget_hashes(&hashes),
+            StoreEvent::Created(hashes) => self.forget_unknown(&hashes),
             StoreEvent::Subscribed => {
                 // Changes may have been missed before the feed was up: start afresh.
                 self.forget_all();

@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 /// What a shared store tells each instance so its hot tier never outlives a change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreEvent {
-    /// These secret hashes changed (key edited, rotated, deleted or created) somewhere.
+    /// A key with these secret hashes was created somewhere (unknown until now).
+    Created(Vec<KeyHash>),
+    /// These secret hashes changed (key edited, rotated or deleted) somewhere.
     Changed(Vec<KeyHash>),
     /// The change feed is (again) listening: changes from now on will be heard.
     Subscribed,

@@ -53,8 +53,13 @@ impl RedisServer {
 
     /// (Re)starts the server on the same port and data folder, and waits until it answers.
     pub fn restart(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, extra: &[&str]) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args([
                 "--save",
                 "",
@@ -133,5 +138,67 @@ impl Drop for RedisServer {
             self.signal("-CONT");
         }
         self.kill();
+    }
+}
+
+/// Three redis-server nodes joined into a Redis Cluster (no replicas) by `redis-cli --cluster`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Option<RedisCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = super::free_port();
+            let mut node = RedisServer {
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+            };
+            node.start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is installed with redis-server");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| {
+            n.cli(&["CLUSTER", "INFO"])
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not become ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    pub fn store(&self, prefix: &str) -> StoreConfig {
+        StoreConfig::Redis(RedisConfig {
+            urls: self
+                .nodes
+                .iter()
+                .map(|n| n.url().replace("/0", ""))
+                .collect(),
+            cluster: true,
+            // A hash tag keeps all of kbgate's keys in one slot, as the config does for clusters.
+            prefix: format!("{{{prefix}}}"),
+            timeout: Duration::from_millis(1000),
+        })
     }
 }

@@ -53,9 +53,7 @@ pub fn spawn(
                 };
                 let Some(message) = message else { break };
                 let payload: String = message.get_payload().unwrap_or_default();
-                let hashes: Vec<KeyHash> =
-                    payload.split(' ').filter_map(KeyHash::from_hex).collect();
-                if events.send(StoreEvent::Changed(hashes)).await.is_err() {
+                if events.send(parse(&payload)).await.is_err() {
                     return;
                 }
             }
@@ -68,6 +66,17 @@ pub fn spawn(
     receiver
 }
 
+/// `created <hex>…` or `changed <hex>…`; anything else is treated as a change (the safe side).
+fn parse(payload: &str) -> StoreEvent {
+    let mut words = payload.split(' ');
+    let kind = words.next().unwrap_or_default();
+    let hashes: Vec<KeyHash> = words.filter_map(KeyHash::from_hex).collect();
+    match kind {
+        "created" => StoreEvent::Created(hashes),
+        _ => StoreEvent::Changed(hashes),
+    }
+}
+
 async fn subscribe(
     client: &redis::Client,
     channel: &str,
@@ -75,4 +84,23 @@ async fn subscribe(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let h = KeyHash::of("kb_x");
+        assert_eq!(
+            parse(&format!("created {}", h.to_hex())),
+            StoreEvent::Created(vec![h])
+        );
+        assert_eq!(
+            parse(&format!("changed {}", h.to_hex())),
+            StoreEvent::Changed(vec![h])
+        );
+        assert_eq!(parse("garbage zz"), StoreEvent::Changed(vec![]));
+    }
 }

@@ -56,6 +56,14 @@ redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1";
 
+/// Finds the record holding a secret hash in one round trip. The record key is derived from the
+/// id, so it is not declared; it shares the prefix (and in a cluster, the hash tag and slot).
+/// KEYS: hash key; ARGV: record key prefix.
+const FIND: &str = r"
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)";
+
 /// Adds requests to a live key's usage; keeps the latest last-used time.
 /// KEYS: record, usage; ARGV: requests, last used ms.
 const ADD_USAGE: &str = r"
@@ -74,6 +82,7 @@ pub struct RedisStore {
     /// A plain client for pub/sub (for a cluster: its first node; PUBLISH reaches every node).
     pubsub_client: redis::Client,
     create: Script,
+    find: Script,
     update: Script,
     delete: Script,
     add_usage: Script,
@@ -100,6 +109,7 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             pubsub_client,
             create: Script::new(CREATE),
+            find: Script::new(FIND),
             update: Script::new(UPDATE),
             delete: Script::new(DELETE),
             add_usage: Script::new(ADD_USAGE),
@@ -188,8 +198,12 @@ impl RedisStore {
             .collect())
     }
 
-    fn message(hashes: impl Iterator<Item = KeyHash>) -> String {
-        hashes.map(|h| h.to_hex()).collect::<Vec<_>>().join(" ")
+    /// The change message: `created` or `changed`, then the hex hashes concerned.
+    fn message(kind: &str, hashes: impl Iterator<Item = KeyHash>) -> String {
+        std::iter::once(kind.to_string())
+            .chain(hashes.map(|h| h.to_hex()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Replaces a record by compare-and-set against what is stored now.
@@ -215,6 +229,7 @@ impl RedisStore {
                 .arg(old_hashes.len())
                 .arg(self.channel())
                 .arg(Self::message(
+                    "changed",
                     old_hashes.iter().copied().chain(record.hashes()),
                 ));
             let outcome: i64 = self.run_script(&invocation).await?;
@@ -255,7 +270,7 @@ impl KeyStore for RedisStore {
             .arg(&record.id)
             .arg(record.created_at.timestamp_millis())
             .arg(self.channel())
-            .arg(Self::message(record.hashes()));
+            .arg(Self::message("created", record.hashes()));
         let created: i64 = self.run_script(&invocation).await?;
         if created == 1 {
             Ok(())
@@ -277,18 +292,13 @@ impl KeyStore for RedisStore {
         Ok(Some(record))
     }
 
-    /// Two round trips: hash -> id, id -> record. Usage is not read: verification needs none.
+    /// One round trip (a script). Usage is not read: verification needs none.
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
-        let hash_key = &self.hash_key(&hash.to_hex());
-        let prefix = &self.prefix;
+        let mut invocation = self.find.key(self.hash_key(&hash.to_hex()));
+        invocation.arg(format!("{}key:", self.prefix));
+        let invocation = &invocation;
         let json: Option<String> = self
-            .call(|mut c| async move {
-                let id: Option<String> = c.get(hash_key).await?;
-                match id {
-                    Some(id) => c.get(format!("{prefix}key:{id}")).await,
-                    None => Ok(None),
-                }
-            })
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         json.as_deref().map(decode).transpose()
     }
@@ -336,7 +346,7 @@ impl KeyStore for RedisStore {
                 .arg(&json)
                 .arg(id)
                 .arg(self.channel())
-                .arg(Self::message(record.hashes()));
+                .arg(Self::message("changed", record.hashes()));
             let outcome: i64 = self.run_script(&invocation).await?;
             match outcome {
                 1 => return Ok(Some(record)),
