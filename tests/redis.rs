@@ -246,10 +246,7 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
     );
 
     // Redis comes up on that port: service resumes without a restart.
-    let mut server = RedisServer::start().unwrap();
-    server.kill();
-    let mut late = LateServer::on(port, server);
-    late.start();
+    let _server = RedisServer::start_on(port).unwrap();
     eventually("ready once Redis is up", || async {
         gateway
             .client
@@ -264,21 +261,6 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
     let (_, key) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
     gateway.shutdown().await;
-}
-
-/// A RedisServer moved onto a chosen port (the gateway was configured before it existed).
-struct LateServer {
-    server: RedisServer,
-}
-
-impl LateServer {
-    fn on(port: u16, mut server: RedisServer) -> LateServer {
-        server.port = port;
-        LateServer { server }
-    }
-    fn start(&mut self) {
-        self.server.restart();
-    }
 }
 
 #[tokio::test]

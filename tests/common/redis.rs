@@ -15,6 +15,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server, or returns None (after saying so) when it is not installed.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_on(super::free_port())
+    }
+
+    /// Starts redis-server on `port` (e.g. one a gateway was configured with before).
+    pub fn start_on(port: u16) -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -27,7 +32,6 @@ impl RedisServer {
             eprintln!("SKIPPED: redis-server is not installed; this Redis test did not run");
             return None;
         }
-        let port = super::free_port();
         let mut server = RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
