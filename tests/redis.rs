@@ -398,7 +398,9 @@ async fn a_redis_cluster_serves_as_the_shared_store() {
 
 #[tokio::test]
 async fn losing_the_change_feed_while_redis_is_up_empties_the_hot_tier() {
-    let Some(server) = RedisServer::start() else { return };
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let upstream = Upstream::start().await;
     let (a, b) = pair(&upstream, &server).await;
     let (_, key) = a.create_key(json!({})).await;
@@ -409,7 +411,10 @@ async fn losing_the_change_feed_while_redis_is_up_empties_the_hot_tier() {
     // Drop every subscriber connection; Redis itself stays up.
     let killed = server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
     assert_ne!(killed, "0", "a subscription was there to kill");
-    eventually("B empties its hot tier", || async { keyring.hot_len() == 0 }).await;
+    eventually("B empties its hot tier", || async {
+        keyring.hot_len() == 0
+    })
+    .await;
     // It resubscribes by itself and goes on serving (and caching) as before.
     assert_eq!(b.get("/v1/article", &key).await.0, 200);
     a.shutdown().await;
