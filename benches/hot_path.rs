@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
 use kbgate::gateway::extract_key;
 use kbgate::keys::embedded::EmbeddedStore;
+use kbgate::keys::keyring::CacheLimits;
 use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
 use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
@@ -43,7 +44,13 @@ fn hot_path(c: &mut Criterion) {
         chrono::Utc::now(),
     );
     runtime.block_on(store.create(&record)).unwrap();
-    let keyring = Keyring::new(store, Duration::from_secs(3600), 100_000);
+    let limits = CacheLimits {
+        max_age: Duration::from_secs(3600),
+        max_entries: 100_000,
+        negative_ttl: Duration::from_secs(5),
+        negative_max_entries: 100_000,
+    };
+    let keyring = Keyring::new(store, limits, true);
     runtime.block_on(keyring.verify(&new.secret)).unwrap();
     let routes = shipped_routes();
     let mut headers = HeaderMap::new();

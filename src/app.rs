@@ -5,7 +5,8 @@ use crate::admin::Admin;
 use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
-use crate::keys::{KeyStore, Keyring, StoreError};
+use crate::keys::redis::RedisStore;
+use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
 use crate::metrics::{self, StoreOp};
@@ -55,6 +56,7 @@ pub struct Running {
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
+        StoreConfig::Redis(redis) => Ok(Arc::new(RedisStore::open(redis)?)),
     }
 }
 
@@ -80,11 +82,16 @@ pub async fn start_with_store(
     let admin_addr = local_addr("admin", &admin_listener)?;
 
     let prometheus = metrics::install();
+    let shutdown = CancellationToken::new();
+    let changes = store.watch(shutdown.clone());
     let keyring = Arc::new(Keyring::new(
         store.clone(),
-        config.hot_tier.max_age,
-        config.hot_tier.max_entries,
+        config.hot_tier,
+        changes.is_none(),
     ));
+    if let Some(changes) = changes {
+        tokio::spawn(follow_changes(keyring.clone(), changes));
+    }
     let usage = Arc::new(UsageRecorder::default());
     let key_metrics = config
         .metrics
@@ -111,7 +118,6 @@ pub async fn start_with_store(
         .with_metrics(prometheus.clone(), key_metrics.clone()),
     );
 
-    let shutdown = CancellationToken::new();
     let servers = vec![
         tokio::spawn(server::serve(
             listener,
@@ -181,6 +187,16 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
         addr: fallback,
         source,
     })
+}
+
+/// Applies a shared store's change feed to the hot tier, in order.
+async fn follow_changes(
+    keyring: Arc<Keyring>,
+    mut changes: tokio::sync::mpsc::Receiver<StoreEvent>,
+) {
+    while let Some(event) = changes.recv().await {
+        keyring.apply(event).await;
+    }
 }
 
 async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {

@@ -23,8 +23,8 @@
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
-//! handles, per-key series · `admin` the admin API (with `/metrics`) ·
-//! `cli` `kbgate keys …` · `demo` the sample KB and the one-command tour.
+//! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
+//! `migrate` copies keys between stores · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
 pub mod app;
@@ -36,6 +36,7 @@ pub mod demo;
 pub mod gateway;
 pub mod keys;
 pub mod metrics;
+pub mod migrate;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

@@ -41,6 +41,7 @@ async fn requests_are_counted_by_route_outcome_and_key() {
             200
         );
     }
+    let unknown = kbgate::keys::secret::generate().secret;
     let refusals = [
         (gateway.send("POST", "/v1/article", &secret).await, 403),
         (gateway.get("/v1/nowhere", &secret).await, 403),
@@ -56,12 +57,8 @@ async fn requests_are_counted_by_route_outcome_and_key() {
             .await,
             401,
         ),
-        (
-            gateway
-                .get("/v1/article", &kbgate::keys::secret::generate().secret)
-                .await,
-            401,
-        ),
+        (gateway.get("/v1/article", &unknown).await, 401),
+        (gateway.get("/v1/article", &unknown).await, 401),
     ];
     for ((status, code), want) in refusals {
         assert_eq!(status, want, "{code}");
@@ -107,6 +104,11 @@ async fn requests_are_counted_by_route_outcome_and_key() {
     assert!(grew(&before, &after, HOT_TIER_LOOKUPS, &[("result", "hit")]) >= 4.0);
     assert!(grew(&before, &after, STORE_LOOKUPS, &[("result", "found")]) >= 1.0);
     assert!(grew(&before, &after, STORE_LOOKUPS, &[("result", "not_found")]) >= 1.0);
+    let negative = [("result", "negative_hit")];
+    assert!(
+        grew(&before, &after, HOT_TIER_LOOKUPS, &negative) >= 1.0,
+        "the second try of an unknown key is answered by the negative cache"
+    );
 
     let route = [("route", "/v1/article/{id}")];
     let count = format!("{REQUEST_DURATION}_count");

@@ -298,6 +298,10 @@ impl KeyStore for SwitchableStore {
         self.check()?;
         self.inner.add_usage(d).await
     }
+    async fn import(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.import(r).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
         self.inner.ping().await

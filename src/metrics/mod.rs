@@ -110,7 +110,7 @@ fn describe() {
     );
     describe_counter!(
         HOT_TIER_LOOKUPS,
-        "In-process key cache lookups by result (hit, miss)."
+        "In-process key cache lookups by result (hit, negative_hit, miss)."
     );
     describe_counter!(
         STORE_LOOKUPS,
@@ -179,6 +179,8 @@ pub struct Fixed {
     auth_refused: Vec<(Rejection, Counter)>,
     pub hot_tier_hit: Counter,
     pub hot_tier_miss: Counter,
+    /// A well-formed secret the negative cache already knows to be unknown.
+    pub hot_tier_negative_hit: Counter,
     pub store_found: Counter,
     pub store_not_found: Counter,
     pub store_error: Counter,
@@ -194,6 +196,7 @@ impl Fixed {
             auth_refused: Vec::new(),
             hot_tier_hit: Counter::noop(),
             hot_tier_miss: Counter::noop(),
+            hot_tier_negative_hit: Counter::noop(),
             store_found: Counter::noop(),
             store_not_found: Counter::noop(),
             store_error: Counter::noop(),
@@ -215,6 +218,7 @@ impl Fixed {
                 .collect(),
             hot_tier_hit: lookup(HOT_TIER_LOOKUPS, "hit"),
             hot_tier_miss: lookup(HOT_TIER_LOOKUPS, "miss"),
+            hot_tier_negative_hit: lookup(HOT_TIER_LOOKUPS, "negative_hit"),
             store_found: lookup(STORE_LOOKUPS, "found"),
             store_not_found: lookup(STORE_LOOKUPS, "not_found"),
             store_error: lookup(STORE_LOOKUPS, "error"),

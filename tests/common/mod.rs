@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod metrics;
 pub mod process;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -296,4 +297,13 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A port nothing listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
