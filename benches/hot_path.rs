@@ -1,14 +1,20 @@
 //! The per-request work before forwarding, on a hot-tier hit: canonical path, key extraction,
-//! format and checksum check, blake3 hash + hot-tier lookup, route lookup and grant check.
+//! format and checksum check, blake3 hash + hot-tier lookup, route lookup and grant check; then
+//! the same plus metering (in-flight gauge, auth decision, request counter, latency histograms,
+//! per-key counter), first with no metrics recorder installed, then with the Prometheus one.
 //! Run: `cargo bench --bench hot_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
-use kbgate::authz::{self, DEFAULT_RESOURCES, RouteSpec, RouteTable, Scope};
+use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
 use kbgate::gateway::extract_key;
 use kbgate::keys::embedded::EmbeddedStore;
-use kbgate::keys::{KeyRecord, KeyStore, Keyring, secret};
+use kbgate::keys::keyring::CacheLimits;
+use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
+use kbgate::metrics::keys::KeyMetrics;
+use kbgate::metrics::requests::{Observation, RequestMetrics};
+use kbgate::metrics::{self, InFlight};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +44,13 @@ fn hot_path(c: &mut Criterion) {
         chrono::Utc::now(),
     );
     runtime.block_on(store.create(&record)).unwrap();
-    let keyring = Keyring::new(store, Duration::from_secs(3600), 100_000);
+    let limits = CacheLimits {
+        max_age: Duration::from_secs(3600),
+        max_entries: 100_000,
+        negative_ttl: Duration::from_secs(5),
+        negative_max_entries: 100_000,
+    };
+    let keyring = Keyring::new(store, limits, true);
     runtime.block_on(keyring.verify(&new.secret)).unwrap();
     let routes = shipped_routes();
     let mut headers = HeaderMap::new();
@@ -47,33 +59,70 @@ fn hot_path(c: &mut Criterion) {
         HeaderValue::from_str(&format!("Bearer {}", new.secret)).unwrap(),
     );
     headers.insert("accept", HeaderValue::from_static("application/json"));
-    let method = Method::GET;
+    let hit = || hot_path_hit(&keyring, &routes, &headers);
 
-    c.bench_function("hot_path_hit", |b| {
-        b.iter(|| {
-            let path = authz::canonicalize_path(black_box("/v1/article/a1")).unwrap();
-            let (key, _query) =
-                extract_key(black_box(&headers), black_box(Some("lang=en"))).unwrap();
-            assert!(secret::is_well_formed(&key));
-            let grant = keyring
-                .verify(&key)
-                .now_or_never()
-                .expect("a hot-tier hit never waits")
-                .unwrap();
-            let route = routes.lookup(&method, &path).unwrap();
-            black_box(authz::grants(
-                grant.scope,
-                &grant.permissions,
-                &route.permission,
-            ))
-        })
-    });
+    c.bench_function("hot_path_hit", |b| b.iter(|| black_box(hit())));
     // A random key of the right shape but a wrong checksum: refused with no lookup at all.
     let mut forged = secret::generate().secret;
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
     c.bench_function("forged_key_refusal", |b| {
         b.iter(|| secret::is_well_formed(black_box(&forged)))
+    });
+
+    // Handles registered before the recorder is installed stay no-ops: the cost of metering
+    // code when nothing collects. Then install the recorder (once per process) and register again.
+    let noop = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    c.bench_function("hot_path_hit_metered_no_recorder", |b| {
+        b.iter(|| metered(hit(), &noop))
+    });
+    let handle = metrics::install();
+    let live = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    c.bench_function("hot_path_hit_metered_prometheus", |b| {
+        b.iter(|| metered(hit(), &live))
+    });
+    assert!(
+        handle
+            .render()
+            .contains("kbgate_key_requests_total{key_id=")
+    );
+}
+
+/// The path up to forwarding; returns the grant and route for metering.
+fn hot_path_hit<'r>(
+    keyring: &Keyring,
+    routes: &'r RouteTable,
+    headers: &HeaderMap,
+) -> (Arc<KeyGrant>, &'r Route) {
+    let path = authz::canonicalize_path(black_box("/v1/article/a1")).unwrap();
+    let (key, _query) = extract_key(black_box(headers), black_box(Some("lang=en"))).unwrap();
+    assert!(secret::is_well_formed(&key));
+    let grant = keyring
+        .verify(&key)
+        .now_or_never()
+        .expect("a hot-tier hit never waits")
+        .unwrap();
+    let route = routes.lookup(&Method::GET, &path).unwrap();
+    assert!(authz::grants(
+        grant.scope,
+        &grant.permissions,
+        &route.permission
+    ));
+    (grant, route)
+}
+
+/// What `Gateway::handle` records for a forwarded request.
+fn metered((grant, route): (Arc<KeyGrant>, &Route), metrics: &RequestMetrics) {
+    let _in_flight = InFlight::start();
+    metrics::fixed().auth_decision(Ok(()));
+    metrics.observe(&Observation {
+        route: Some(route.index),
+        method: &Method::GET,
+        status: 200,
+        outcome: "forwarded",
+        key_id: Some(&grant.id),
+        elapsed: Duration::from_micros(900),
+        upstream: Some(Duration::from_micros(700)),
     });
 }
 

@@ -5,7 +5,11 @@ use crate::admin::Admin;
 use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
-use crate::keys::{KeyStore, Keyring, StoreError};
+use crate::keys::redis::RedisStore;
+use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
+use crate::metrics::keys::KeyMetrics;
+use crate::metrics::requests::RequestMetrics;
+use crate::metrics::{self, StoreOp};
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -18,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often aged hot-tier entries are swept out.
 const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
+/// How often `kbgate_key_info` is re-read from the store, so keys changed through another
+/// instance on a shared store get their names within about a scrape or four.
+const KEY_INFO_REFRESH: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -49,6 +56,7 @@ pub struct Running {
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
     match config {
         StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
+        StoreConfig::Redis(redis) => Ok(Arc::new(RedisStore::open(redis)?)),
     }
 }
 
@@ -73,27 +81,44 @@ pub async fn start_with_store(
     let addr = local_addr("gateway", &listener)?;
     let admin_addr = local_addr("admin", &admin_listener)?;
 
+    let prometheus = metrics::install();
+    let shutdown = CancellationToken::new();
+    let changes = store.watch(shutdown.clone());
     let keyring = Arc::new(Keyring::new(
         store.clone(),
-        config.hot_tier.max_age,
-        config.hot_tier.max_entries,
+        config.hot_tier,
+        changes.is_none(),
     ));
+    if let Some(changes) = changes {
+        tokio::spawn(follow_changes(keyring.clone(), changes));
+    }
     let usage = Arc::new(UsageRecorder::default());
+    let key_metrics = config
+        .metrics
+        .per_key
+        .then(|| Arc::new(KeyMetrics::new(config.metrics.per_key_limit)));
+    if let Some(key_metrics) = &key_metrics {
+        refresh_key_metrics(key_metrics, store.as_ref()).await;
+    }
+    let request_metrics = RequestMetrics::new(&config.routes, key_metrics.clone());
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
         routes: config.routes,
         upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
         usage: usage.clone(),
+        metrics: request_metrics,
         limits: config.limits,
     });
-    let admin = Arc::new(Admin::new(
-        keyring.clone(),
-        usage.clone(),
-        &config.admin.token,
-        config.resources,
-    ));
+    let admin = Arc::new(
+        Admin::new(
+            keyring.clone(),
+            usage.clone(),
+            &config.admin.token,
+            config.resources,
+        )
+        .with_metrics(prometheus.clone(), key_metrics.clone()),
+    );
 
-    let shutdown = CancellationToken::new();
     let servers = vec![
         tokio::spawn(server::serve(
             listener,
@@ -116,6 +141,14 @@ pub async fn start_with_store(
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
+    tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    if let Some(key_metrics) = key_metrics {
+        tokio::spawn(keep_key_metrics(
+            key_metrics,
+            keyring.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
         addr,
@@ -157,6 +190,16 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
     })
 }
 
+/// Applies a shared store's change feed to the hot tier, in order.
+async fn follow_changes(
+    keyring: Arc<Keyring>,
+    mut changes: tokio::sync::mpsc::Receiver<StoreEvent>,
+) {
+    while let Some(event) = changes.recv().await {
+        keyring.apply(event).await;
+    }
+}
+
 async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
     let mut ticker = tokio::time::interval(HOT_TIER_SWEEP);
     loop {
@@ -167,24 +210,58 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
     }
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Reads every key's name and scope for `kbgate_key_info`; on a store error keeps what it has.
+async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
+    let changes = key_metrics.changes();
+    match store.list().await {
+        Ok(records) => key_metrics.replace_all(&records, changes),
+        Err(error) => {
+            metrics::fixed().store_error(StoreOp::Admin, &error);
+            tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
+        }
+    }
+}
+
+async fn keep_key_metrics(
+    key_metrics: Arc<KeyMetrics>,
+    keyring: Arc<Keyring>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(KEY_INFO_REFRESH);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => refresh_key_metrics(&key_metrics, keyring.store().as_ref()).await,
+        }
+    }
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM. The handlers are installed by this
+/// call, not on first poll: call it before the listeners open, so a SIGTERM that follows the
+/// first healthy probe is always a graceful shutdown, never the default kill.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -155,6 +155,8 @@ pub struct RouteError {
 /// One compiled route.
 #[derive(Clone, Debug)]
 pub struct Route {
+    /// Position in the route table, so per-route handles (metrics) can be found without hashing.
+    pub index: usize,
     pub methods: Vec<Method>,
     pub template: String,
     pub permission: Permission,
@@ -222,6 +224,7 @@ impl RouteTable {
             let permission = Permission::parse(&spec.permission, known_resources)
                 .map_err(error("permission"))?;
             let route = Route {
+                index,
                 methods,
                 template: spec.path.clone(),
                 permission,

@@ -2,6 +2,7 @@
 //! `validate()` -> a typed [`Config`]. Every error names the field it is about.
 
 use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use crate::keys::keyring::CacheLimits;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -52,6 +53,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +120,29 @@ struct RawInject {
 struct RawStore {
     #[serde(default)]
     embedded: Option<RawEmbedded>,
+    #[serde(default)]
+    redis: Option<RawRedis>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    cluster: Option<Vec<String>>,
+    #[serde(default = "default_redis_prefix")]
+    prefix: String,
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+fn default_redis_prefix() -> String {
+    "kbgate:".into()
+}
+/// A verification waits at most this long for Redis before failing closed with 503.
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(500)
 }
 
 #[derive(Deserialize)]
@@ -131,6 +157,9 @@ struct RawHotTier {
     #[serde(with = "humantime_serde")]
     max_age: Duration,
     max_entries: usize,
+    #[serde(with = "humantime_serde")]
+    negative_ttl: Duration,
+    negative_max_entries: usize,
 }
 
 impl Default for RawHotTier {
@@ -138,6 +167,8 @@ impl Default for RawHotTier {
         RawHotTier {
             max_age: Duration::from_secs(30),
             max_entries: 100_000,
+            negative_ttl: Duration::from_secs(5),
+            negative_max_entries: 100_000,
         }
     }
 }
@@ -251,6 +282,23 @@ struct RawLog {
     level: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    per_key: bool,
+    per_key_limit: usize,
+}
+
+/// Per-key series on, capped so a flood of keys cannot grow the scrape without bound.
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            per_key: true,
+            per_key_limit: 10_000,
+        }
+    }
+}
+
 // ---------- typed config ----------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -270,11 +318,20 @@ pub struct Config {
     pub store: StoreConfig,
     pub resources: Vec<String>,
     pub routes: RouteTable,
-    pub hot_tier: HotTierConfig,
+    pub hot_tier: CacheLimits,
     pub usage_flush_interval: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub metrics: MetricsConfig,
+}
+
+/// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsConfig {
+    pub per_key: bool,
+    /// Keys beyond this many are counted under `key_id="other"`.
+    pub per_key_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -308,12 +365,28 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Embedded { path: PathBuf },
+    Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct HotTierConfig {
-    pub max_age: Duration,
-    pub max_entries: usize,
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// One URL, or a cluster's seed nodes. May hold a password: never log it.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub prefix: String,
+    pub timeout: Duration,
+}
+
+/// Shows the nodes without their credentials.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -480,17 +553,7 @@ impl RawConfig {
         }
         let routes = RouteTable::compile(&self.routes, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
-        let store = match self.store.embedded {
-            Some(embedded) => StoreConfig::Embedded {
-                path: embedded.path,
-            },
-            None => {
-                return Err(field_error(
-                    "store",
-                    "choose a store: embedded: { path: … }",
-                ));
-            }
-        };
+        let store = self.store.validate()?;
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
         }
@@ -513,6 +576,12 @@ impl RawConfig {
         if limits.body_timeout.is_zero() {
             return Err(field_error("limits.body_timeout", "must be above zero"));
         }
+        if self.metrics.per_key_limit == 0 {
+            return Err(field_error(
+                "metrics.per_key_limit",
+                "must be at least 1 (per_key: false switches per-key metrics off)",
+            ));
+        }
         let log_level = self.log.level.unwrap_or_else(|| "info".into());
         if log_level
             .parse::<tracing_subscriber::filter::EnvFilter>()
@@ -534,9 +603,11 @@ impl RawConfig {
             store,
             resources,
             routes,
-            hot_tier: HotTierConfig {
+            hot_tier: CacheLimits {
                 max_age: self.hot_tier.max_age,
                 max_entries: self.hot_tier.max_entries,
+                negative_ttl: self.hot_tier.negative_ttl,
+                negative_max_entries: self.hot_tier.negative_max_entries,
             },
             usage_flush_interval: self.usage.flush_interval,
             limits: Limits {
@@ -552,6 +623,77 @@ impl RawConfig {
             },
             log_format: self.log.format,
             log_level,
+            metrics: MetricsConfig {
+                per_key: self.metrics.per_key,
+                per_key_limit: self.metrics.per_key_limit,
+            },
+        })
+    }
+}
+
+impl RawStore {
+    fn validate(self) -> Result<StoreConfig, ConfigError> {
+        match (self.embedded, self.redis) {
+            (Some(embedded), None) => Ok(StoreConfig::Embedded {
+                path: embedded.path,
+            }),
+            (None, Some(redis)) => redis.validate().map(StoreConfig::Redis),
+            (Some(_), Some(_)) => Err(field_error("store", "choose one store: embedded or redis")),
+            (None, None) => Err(field_error(
+                "store",
+                "choose a store: embedded: { path: … } or redis: { url: … }",
+            )),
+        }
+    }
+}
+
+impl RawRedis {
+    fn validate(self) -> Result<RedisConfig, ConfigError> {
+        let (urls, cluster, field) = match (self.url, self.cluster) {
+            (Some(url), None) => (vec![url], false, "store.redis.url"),
+            (None, Some(nodes)) if !nodes.is_empty() => (nodes, true, "store.redis.cluster"),
+            (None, Some(_)) => {
+                return Err(field_error(
+                    "store.redis.cluster",
+                    "needs at least one node URL",
+                ));
+            }
+            _ => {
+                return Err(field_error(
+                    "store.redis",
+                    "give either url or cluster (a list of node URLs)",
+                ));
+            }
+        };
+        for url in &urls {
+            let scheme_ok = url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://");
+            // Checked without echoing the URL: it may carry a password.
+            if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+                return Err(field_error(
+                    field,
+                    "must be a redis://, rediss:// or unix:// URL",
+                ));
+            }
+        }
+        if self.prefix.is_empty() {
+            return Err(field_error("store.redis.prefix", "must not be empty"));
+        }
+        if self.timeout.is_zero() {
+            return Err(field_error("store.redis.timeout", "must be above zero"));
+        }
+        // In a cluster every key of kbgate must live in one slot, so scripts may touch them all.
+        let prefix = if cluster && !self.prefix.contains('{') {
+            format!("{{{}}}", self.prefix)
+        } else {
+            self.prefix
+        };
+        Ok(RedisConfig {
+            urls,
+            cluster,
+            prefix,
+            timeout: self.timeout,
         })
     }
 }
@@ -677,6 +819,10 @@ routes:
         assert_eq!(config.upstream.inject_query, "key=kb%20secret");
         assert_eq!(config.hot_tier.max_age, Duration::from_secs(30));
         assert_eq!(config.routes.routes().len(), 1);
+        assert!(config.metrics.per_key);
+        assert_eq!(config.metrics.per_key_limit, 10_000);
+        let off = parse(&format!("{GOOD}metrics: {{ per_key: false }}\n")).unwrap();
+        assert!(!off.metrics.per_key);
     }
 
     #[test]
@@ -719,6 +865,10 @@ routes:
                 "store: choose a store",
             ),
             (
+                format!("{GOOD}metrics: {{ per_key_limit: 0 }}\n"),
+                "metrics.per_key_limit: must be at least 1",
+            ),
+            (
                 GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"),
                 "upstream",
             ),
@@ -759,6 +909,69 @@ routes:
         );
         let error = error_of(&format!("{GOOD}limits: {{ max_body: lots }}\n"));
         assert!(error.contains("limits.max_body"), "{error}");
+    }
+
+    #[test]
+    fn redis_stores() {
+        let store = |section: &str| {
+            let text = GOOD.replace("store: { embedded: { path: data/kbgate.db } }", section);
+            parse(&text).map(|c| c.store)
+        };
+        let single =
+            store("store: { redis: { url: \"rediss://:${KB}@cache.internal:6380/0\" } }").unwrap();
+        let StoreConfig::Redis(redis) = single else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            redis.urls,
+            vec!["rediss://:kb secret@cache.internal:6380/0".to_string()]
+        );
+        assert!(!redis.cluster);
+        assert_eq!(redis.prefix, "kbgate:");
+        assert!(
+            !format!("{redis:?}").contains("secret"),
+            "Debug hides the URL and its password"
+        );
+
+        let cluster = store("store: { redis: { cluster: [\"redis://a:7000\", \"redis://b:7001\"], prefix: \"kb:\" } }").unwrap();
+        let StoreConfig::Redis(redis) = cluster else {
+            panic!("not redis")
+        };
+        assert!(redis.cluster);
+        assert_eq!(
+            redis.prefix, "{kb:}",
+            "a hash tag keeps every key in one slot"
+        );
+
+        let errors = [
+            (
+                "store: { redis: { url: \"http://x\" } }",
+                "store.redis.url: must be a redis://",
+            ),
+            (
+                "store: { redis: { url: \"redis://x\", cluster: [\"redis://y\"] } }",
+                "store.redis: give either url or cluster",
+            ),
+            (
+                "store: { redis: { cluster: [] } }",
+                "store.redis.cluster: needs at least one node URL",
+            ),
+            (
+                "store: { redis: { url: \"redis://x\", prefix: \"\" } }",
+                "store.redis.prefix: must not be empty",
+            ),
+            (
+                "store: { embedded: { path: a.db }, redis: { url: \"redis://x\" } }",
+                "store: choose one store",
+            ),
+        ];
+        for (section, expected) in errors {
+            let message = store(section).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
+        }
     }
 
     #[test]

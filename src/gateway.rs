@@ -5,6 +5,8 @@ use crate::authz::{self, RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::config::Limits;
 use crate::keys::{Keyring, secret};
+use crate::metrics::requests::{Observation, RequestMetrics};
+use crate::metrics::{self, InFlight};
 use crate::rejection::Rejection;
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream};
@@ -25,6 +27,7 @@ pub struct Gateway {
     pub routes: RouteTable,
     pub upstream: Upstream,
     pub usage: Arc<UsageRecorder>,
+    pub metrics: RequestMetrics,
     pub limits: Limits,
 }
 
@@ -32,19 +35,22 @@ pub struct Gateway {
 #[derive(Default)]
 struct RequestLog {
     key_id: Option<Arc<str>>,
-    route: Option<String>,
-    upstream_ms: Option<f64>,
+    /// Index in the route table.
+    route: Option<usize>,
+    upstream: Option<Duration>,
 }
 
 impl Handler for Gateway {
     async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
+        let _in_flight = InFlight::start();
         let request_id = request_id(request.headers());
         let method = request.method().clone();
         let mut log = RequestLog::default();
         let result = self
             .handle_inner(request.map(body::stream), &conn, &request_id, &mut log)
             .await;
+        metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
         let (mut response, outcome) = match result {
             Ok(response) => (response, "forwarded"),
             Err(rejection) => (rejection.into_response(&request_id), rejection.code()),
@@ -52,16 +58,28 @@ impl Handler for Gateway {
         if let Ok(id) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", id);
         }
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        self.metrics.observe(&Observation {
+            route: log.route,
+            method: &method,
+            status,
+            outcome,
+            key_id: log.key_id.as_ref(),
+            elapsed,
+            upstream: log.upstream,
+        });
+        let route = log.route.map(|i| self.routes.routes()[i].template.as_str());
         tracing::info!(
             target: "kbgate::access",
             request_id = %request_id,
             key_id = log.key_id.as_deref().unwrap_or("-"),
             method = %method,
-            route = log.route.as_deref().unwrap_or("-"),
-            status = response.status().as_u16(),
+            route = route.unwrap_or("-"),
+            status,
             outcome,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            upstream_ms = log.upstream_ms,
+            latency_ms = millis(elapsed),
+            upstream_ms = log.upstream.map(millis),
         );
         response
     }
@@ -90,7 +108,7 @@ impl Gateway {
             .routes
             .lookup(request.method(), &path)
             .ok_or(Rejection::RouteNotAllowed)?;
-        log.route = Some(route.template.clone());
+        log.route = Some(route.index);
         if !authz::grants(key.scope, &key.permissions, &route.permission) {
             return Err(Rejection::InsufficientPermissions);
         }
@@ -115,7 +133,7 @@ impl Gateway {
         };
         let upstream_started = Instant::now();
         let response = self.upstream.forward(request, info).await;
-        log.upstream_ms = Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
+        log.upstream = Some(upstream_started.elapsed());
         // A request that failed because its own body did is the client's fault, not the KB's.
         response.map_err(|rejection| body_fault.get().map_or(rejection, |f| f.rejection()))
     }
@@ -302,6 +320,11 @@ impl http_body::Body for GuardedBody {
     }
 }
 
+/// Milliseconds with three decimals (whole microseconds), so log lines stay short and exact.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
 /// Finds the client's key in `Authorization: Bearer`, `X-Api-Key` and `?key=`.
 /// Returns the key and the query to forward (without any `key` parameter).
 /// Two different keys in one request are ambiguous; the same key twice is fine.
@@ -448,6 +471,13 @@ mod tests {
             ("kb_a", None),
             "the same key twice is fine"
         );
+    }
+
+    #[test]
+    fn latencies_are_logged_as_round_milliseconds() {
+        assert_eq!(millis(Duration::from_nanos(1_234_567)).to_string(), "1.234");
+        assert_eq!(millis(Duration::from_micros(42)).to_string(), "0.042");
+        assert_eq!(millis(Duration::from_secs(2)).to_string(), "2000");
     }
 
     #[test]

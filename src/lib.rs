@@ -14,6 +14,7 @@
 //!   -> forward                 pooled client, header hygiene,         upstream.rs
 //!                              body limits (413, 408)                 gateway.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
+//!                              Prometheus metrics, access log          metrics/, gateway.rs
 //! ```
 //!
 //! Every refusal is one JSON body from one enum ([`rejection::Rejection`]).
@@ -23,8 +24,9 @@
 //! `config` YAML -> validated `Config` · `app` wires the parts and runs them · `server` listeners,
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
-//! `upstream` the forwarding client · `usage` per-key counters · `admin` the admin API ·
-//! `cli` `kbgate keys …` · `demo` the sample KB and the one-command tour.
+//! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
+//! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
+//! `migrate` copies keys between stores · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
 pub mod app;
@@ -35,6 +37,8 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
+pub mod migrate;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

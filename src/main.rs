@@ -38,6 +38,15 @@ enum Command {
     },
     /// Manage API keys through the admin API
     Keys(kbgate::cli::KeysArgs),
+    /// Copy every key, hash and usage figure from one config's store to another's
+    Migrate {
+        /// The config whose store is read
+        #[arg(long)]
+        from: PathBuf,
+        /// The config whose store is written
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -65,6 +74,7 @@ async fn main() -> ExitCode {
             }
             Err(e) => fail(&format!("config error: {e}"), 2),
         },
+        Command::Migrate { from, to } => migrate(from, to).await,
         Command::Keys(args) => match kbgate::cli::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e.to_string(), 1),
@@ -78,14 +88,34 @@ async fn serve(path: PathBuf) -> ExitCode {
         Err(e) => return fail(&format!("config error: {e}"), 2),
     };
     init_tracing(config.log_format, &config.log_level);
+    let signal = kbgate::app::shutdown_signal();
     let running = match kbgate::start(config).await {
         Ok(running) => running,
         Err(e) => return fail(&e.to_string(), 1),
     };
-    kbgate::app::shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: draining connections");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+async fn migrate(from: PathBuf, to: PathBuf) -> ExitCode {
+    let (source, destination) = match (Config::load(&from), Config::load(&to)) {
+        (Ok(source), Ok(destination)) => (source, destination),
+        (Err(e), _) => return fail(&format!("config error ({}): {e}", from.display()), 2),
+        (_, Err(e)) => return fail(&format!("config error ({}): {e}", to.display()), 2),
+    };
+    match kbgate::migrate::migrate(&source.store, &destination.store).await {
+        Ok(count) => {
+            println!(
+                "copied {count} keys from {} to {}",
+                from.display(),
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("migrate: {e}"), 1),
+    }
 }
 
 fn fail(message: &str, code: u8) -> ExitCode {

@@ -3,6 +3,7 @@
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::metrics::{self, UpstreamError};
 use crate::rejection::Rejection;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -120,8 +121,17 @@ impl Upstream {
             response = tokio::time::timeout_at(deadline, self.client.request(again)).await;
         }
         let mut response = match response {
-            Err(_elapsed) => return Err(Rejection::UpstreamTimeout),
+            Err(_elapsed) => {
+                metrics::fixed().upstream_error(UpstreamError::Timeout);
+                return Err(Rejection::UpstreamTimeout);
+            }
             Ok(Err(error)) => {
+                let kind = if error.is_connect() {
+                    UpstreamError::Connect
+                } else {
+                    UpstreamError::Request
+                };
+                metrics::fixed().upstream_error(kind);
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "upstream request failed");
                 return Err(Rejection::UpstreamUnavailable);
             }

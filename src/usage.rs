@@ -65,7 +65,8 @@ impl UsageRecorder {
             })
             .collect();
         let result = store.add_usage(&deltas).await;
-        if result.is_err() {
+        if let Err(error) = &result {
+            crate::metrics::fixed().store_error(crate::metrics::StoreOp::UsageFlush, error);
             for (id, p) in taken {
                 self.pending
                     .entry(id)

@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
                 "max_entries: 100000",
                 "max_entries: 100000\n  max_size: 5",
             ),
-            "hot_tier.max_size: unknown field `max_size`, expected `max_age` or `max_entries`",
+            "hot_tier.max_size: unknown field `max_size`, expected one of `max_age`, `max_entries`, `negative_ttl`, `negative_max_entries`",
         ),
         Case {
             remove_env: &["KB_API_KEY"],

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::redis::RedisServer;
 use common::{ADMIN_TOKEN, Gateway, Upstream, eventually};
 use serde_json::{Value, json};
 
@@ -273,7 +274,7 @@ macro_rules! for_each_store {
                 #[tokio::test]
                 async fn $suite() {
                     let upstream = Upstream::start().await;
-                    let Some(gateway) = ($start)(&upstream).await else { return };
+                    let Some((gateway, _redis)) = ($start)(&upstream).await else { return };
                     super::$suite(&gateway).await;
                     gateway.shutdown().await;
                 }
@@ -282,11 +283,27 @@ macro_rules! for_each_store {
     };
 }
 
-async fn embedded(upstream: &Upstream) -> Option<Gateway> {
-    Some(Gateway::start(upstream).await)
+async fn embedded(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
+    Some((Gateway::start(upstream).await, None))
+}
+
+/// The same suite on a real redis-server (skipped, and said so, where it is not installed).
+async fn redis(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
+    let server = RedisServer::start()?;
+    let store = server.store("lifecycle:");
+    let gateway = Gateway::start_with(upstream, |config| config.store = store).await;
+    Some((gateway, Some(server)))
 }
 
 for_each_store!(embedded => embedded;
+    create_with_defaults,
+    list_oldest_first,
+    admin_input_is_checked,
+    changes_hold_from_the_next_request,
+    rotation_with_grace,
+);
+
+for_each_store!(redis => redis;
     create_with_defaults,
     list_oldest_first,
     admin_input_is_checked,

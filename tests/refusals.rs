@@ -5,6 +5,7 @@ mod common;
 
 use common::{Gateway, Upstream, status_and_code};
 use kbgate::keys::StoreError;
+use kbgate::metrics::{AUTH_DECISIONS, STORE_ERRORS, STORE_LOOKUPS};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -269,6 +270,7 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
     let (_, cached) = gateway.create_key(json!({})).await;
     let (_, uncached) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &cached).await.0, 200);
+    let before = gateway.scrape().await;
 
     down.store(true, Ordering::SeqCst);
     assert_eq!(
@@ -287,6 +289,16 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    let after = gateway.scrape().await;
+    for (name, labels) in [
+        (STORE_LOOKUPS, &[("result", "error")][..]),
+        (STORE_ERRORS, &[("op", "lookup"), ("kind", "unavailable")]),
+        (STORE_ERRORS, &[("op", "ping"), ("kind", "unavailable")]),
+        (AUTH_DECISIONS, &[("outcome", "store_unavailable")]),
+    ] {
+        let grew = after.sum(name, labels) - before.sum(name, labels);
+        assert!(grew >= 1.0, "{name} {labels:?} grew by {grew}");
+    }
     assert_eq!(
         upstream.requests().len(),
         2,

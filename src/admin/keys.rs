@@ -135,6 +135,7 @@ impl Admin {
             .create(&record)
             .await
             .map_err(ApiError::store)?;
+        self.key_changed(&record);
         tracing::info!(key_id = %record.id, "key created");
         Ok(json(
             StatusCode::CREATED,
@@ -204,6 +205,7 @@ impl Admin {
             .map_err(ApiError::store)?;
         let record = record.ok_or_else(ApiError::not_found)?;
         self.keyring.forget(&record);
+        self.key_deleted(&record.id);
         tracing::info!(key_id = %record.id, "key deleted");
         let mut response = Response::new(crate::body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
@@ -229,6 +231,7 @@ impl Admin {
             .map_err(ApiError::store)?;
         self.keyring.forget(record);
         if found {
+            self.key_changed(record);
             Ok(())
         } else {
             Err(ApiError::not_found())

@@ -1,15 +1,19 @@
 //! The admin API: its own listener (loopback by default), bearer-token auth, key lifecycle at
-//! `/v1/keys`, health at `/healthz` and `/readyz`, and its OpenAPI document at `/openapi.json`.
+//! `/v1/keys`, health at `/healthz` and `/readyz`, Prometheus text at `/metrics`, and its OpenAPI
+//! document at `/openapi.json`. Health and metrics need no token: the listener is private.
 
 mod keys;
 
 use crate::body::{self, Body};
-use crate::keys::Keyring;
+use crate::keys::{KeyRecord, Keyring};
+use crate::metrics::keys::KeyMetrics;
+use crate::metrics::{self, StoreOp};
 use crate::rejection::error_response;
 use crate::server::{ConnInfo, Handler};
 use crate::usage::UsageRecorder;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -22,6 +26,9 @@ pub struct Admin {
     resources: Vec<String>,
     /// Serialises read-modify-write changes to keys made through this instance.
     writes: tokio::sync::Mutex<()>,
+    prometheus: Option<PrometheusHandle>,
+    /// Per-key counters and `kbgate_key_info`, when per-key metrics are on.
+    key_metrics: Option<Arc<KeyMetrics>>,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -50,6 +57,7 @@ impl ApiError {
     }
 
     fn store(error: crate::keys::StoreError) -> ApiError {
+        metrics::fixed().store_error(StoreOp::Admin, &error);
         tracing::error!(%error, "admin store operation failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +93,33 @@ impl Admin {
             token_hash: blake3::hash(token.as_bytes()),
             resources,
             writes: tokio::sync::Mutex::new(()),
+            prometheus: None,
+            key_metrics: None,
+        }
+    }
+
+    /// Serves `/metrics` from `prometheus`, and keeps `key_metrics` in step with key changes.
+    pub fn with_metrics(
+        mut self,
+        prometheus: PrometheusHandle,
+        key_metrics: Option<Arc<KeyMetrics>>,
+    ) -> Admin {
+        self.prometheus = Some(prometheus);
+        self.key_metrics = key_metrics;
+        self
+    }
+
+    /// A key was created or changed: its `kbgate_key_info` series follows, and a new key's
+    /// request counter starts at 0.
+    fn key_changed(&self, record: &KeyRecord) {
+        if let Some(key_metrics) = &self.key_metrics {
+            key_metrics.set(record);
+        }
+    }
+
+    fn key_deleted(&self, id: &str) {
+        if let Some(key_metrics) = &self.key_metrics {
+            key_metrics.remove(id);
         }
     }
 
@@ -97,6 +132,7 @@ impl Admin {
                 Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
             }
             (&Method::GET, ["readyz"]) => Ok(self.readyz().await),
+            (&Method::GET, ["metrics"]) => self.metrics(),
             (&Method::GET, ["openapi.json"]) => Ok(json_text(StatusCode::OK, OPENAPI)),
             (_, ["v1", "keys", ..]) => {
                 self.authenticate(&request)?;
@@ -146,6 +182,7 @@ impl Admin {
         match self.keyring.store().ping().await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Err(error) => {
+                metrics::fixed().store_error(StoreOp::Ping, &error);
                 tracing::warn!(%error, "readiness: store unreachable");
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -153,6 +190,25 @@ impl Admin {
                 )
             }
         }
+    }
+}
+
+impl Admin {
+    fn metrics(&self) -> Result<Response<Body>, ApiError> {
+        let handle = self.prometheus.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Metrics are not enabled.",
+            )
+        })?;
+        let text = metrics::render(handle, self.key_metrics.as_ref());
+        let mut response = Response::new(body::full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
     }
 }
 

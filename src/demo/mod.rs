@@ -59,6 +59,7 @@ async fn run_in(
         let record = KeyRecord::new(name.into(), scope, vec![], None, new, now);
         store.create(&record).await.map_err(|e| e.to_string())?;
     }
+    let signal = app::shutdown_signal();
     let running = start_with_store(config, store)
         .await
         .map_err(|e| e.to_string())?;
@@ -73,7 +74,7 @@ async fn run_in(
         )
     );
 
-    app::shutdown_signal().await;
+    signal.await;
     running.shutdown().await;
     kb.abort();
     Ok(())

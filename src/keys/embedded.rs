@@ -85,6 +85,13 @@ fn read_record(db: &Database, id: &str) -> Result<Option<KeyRecord>, StoreError>
     Ok(Some(record))
 }
 
+/// The record stored under `id`, read inside a write transaction.
+fn stored(txn: &redb::WriteTransaction, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    let keys = txn.open_table(KEYS).map_err(unavailable)?;
+    let bytes = keys.get(id).map_err(unavailable)?;
+    bytes.map(|b| decode(b.value())).transpose()
+}
+
 /// Writes `record` and makes the hash index match its secrets.
 fn write_record(
     txn: &redb::WriteTransaction,
@@ -112,13 +119,7 @@ impl KeyStore for EmbeddedStore {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            if txn
-                .open_table(KEYS)
-                .map_err(unavailable)?
-                .get(record.id.as_str())
-                .map_err(unavailable)?
-                .is_some()
-            {
+            if stored(&txn, &record.id)?.is_some() {
                 return Err(StoreError::Conflict(record.id.clone()));
             }
             write_record(&txn, &record, None)?;
@@ -175,13 +176,8 @@ impl KeyStore for EmbeddedStore {
         let record = record.clone();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            let previous = {
-                let keys = txn.open_table(KEYS).map_err(unavailable)?;
-                let bytes = keys.get(record.id.as_str()).map_err(unavailable)?;
-                match bytes {
-                    Some(bytes) => decode(bytes.value())?,
-                    None => return Ok(false),
-                }
+            let Some(previous) = stored(&txn, &record.id)? else {
+                return Ok(false);
             };
             write_record(&txn, &record, Some(&previous))?;
             txn.commit().map_err(unavailable)?;
@@ -240,6 +236,27 @@ impl KeyStore for EmbeddedStore {
                         .insert(delta.key_id.as_str(), (count + delta.requests, last_ms))
                         .map_err(unavailable)?;
                 }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn import(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let previous = stored(&txn, &record.id)?;
+            write_record(&txn, &record, previous.as_ref())?;
+            {
+                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+                let last_ms = record
+                    .usage
+                    .last_used_at
+                    .map_or(i64::MIN, |t| t.timestamp_millis());
+                usage
+                    .insert(record.id.as_str(), (record.usage.request_count, last_ms))
+                    .map_err(unavailable)?;
             }
             txn.commit().map_err(unavailable)
         })

@@ -3,15 +3,21 @@
 //! A hot-tier entry is a [`KeyGrant`]: what a request needs to know about its key. Every change
 //! made through the admin API calls [`Keyring::forget`] before it answers, so the next request
 //! reads the store again; entries also age out after `max_age`, which bounds how long a change
-//! made elsewhere (another instance on a shared store) can go unseen.
+//! made elsewhere (another instance on a shared store) can go unseen when its change message is
+//! lost. A shared store's change feed ([`StoreEvent`]) drops changed keys everywhere within
+//! milliseconds; while that feed is down, nothing new is cached.
+//!
+//! Well-formed but unknown secrets are remembered briefly (the negative cache), so a flood of
+//! wrong keys costs one store lookup each per `negative_ttl`, not one per request.
 
 use crate::authz::{Permission, Scope};
-use crate::keys::{KeyHash, KeyRecord, KeyStore};
+use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent};
+use crate::metrics::{self, StoreOp};
 use crate::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the request path needs to know about a verified key.
@@ -57,23 +63,37 @@ struct HotEntry {
     cached_at: Instant,
 }
 
+/// How the keyring caches: the hot tier's bounds and the negative cache's.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    pub max_age: Duration,
+    pub max_entries: usize,
+    pub negative_ttl: Duration,
+    pub negative_max_entries: usize,
+}
+
 pub struct Keyring {
     store: Arc<dyn KeyStore>,
     hot: DashMap<KeyHash, HotEntry>,
+    /// Unknown secrets and when they were found unknown.
+    negative: DashMap<KeyHash, Instant>,
     /// Bumped by every `forget`, so a lookup that raced with a change never caches stale data.
     generation: AtomicU64,
-    max_age: Duration,
-    max_entries: usize,
+    /// False while a shared store's change feed is down: what is cached then could go stale.
+    caching: AtomicBool,
+    limits: CacheLimits,
 }
 
 impl Keyring {
-    pub fn new(store: Arc<dyn KeyStore>, max_age: Duration, max_entries: usize) -> Keyring {
+    /// `caching` starts false for a store with a change feed, until the feed is listening.
+    pub fn new(store: Arc<dyn KeyStore>, limits: CacheLimits, caching: bool) -> Keyring {
         Keyring {
             store,
             hot: DashMap::new(),
+            negative: DashMap::new(),
             generation: AtomicU64::new(0),
-            max_age,
-            max_entries,
+            caching: AtomicBool::new(caching),
+            limits,
         }
     }
 
@@ -85,36 +105,95 @@ impl Keyring {
     pub async fn verify(&self, secret: &str) -> Result<Arc<KeyGrant>, Rejection> {
         let hash = KeyHash::of(secret);
         let now = Utc::now();
+        let counters = metrics::fixed();
         if let Some(grant) = self.cached(&hash) {
+            counters.hot_tier_hit.increment(1);
             grant.check(now)?;
             return Ok(grant);
         }
+        if self.known_unknown(&hash) {
+            counters.hot_tier_negative_hit.increment(1);
+            return Err(Rejection::InvalidKey);
+        }
+        counters.hot_tier_miss.increment(1);
         let generation = self.generation.load(Ordering::SeqCst);
         let record = match self.store.find_by_hash(&hash).await {
             Ok(Some(record)) => record,
-            Ok(None) => return Err(Rejection::InvalidKey),
+            Ok(None) => {
+                counters.store_not_found.increment(1);
+                self.remember_unknown(hash, generation);
+                return Err(Rejection::InvalidKey);
+            }
             Err(error) => {
+                counters.store_error.increment(1);
+                counters.store_error(StoreOp::Lookup, &error);
                 tracing::warn!(%error, "key lookup failed");
                 return Err(Rejection::StoreUnavailable);
             }
         };
+        counters.store_found.increment(1);
         let grant = Arc::new(KeyGrant::from_record(&record, &hash));
         self.remember(hash, grant.clone(), generation);
         grant.check(now)?;
         Ok(grant)
     }
 
-    /// Drops every hot-tier entry of this key; the next request reads the store.
+    /// Drops every cached entry of this key; the next request reads the store.
     pub fn forget(&self, record: &KeyRecord) {
+        self.forget_hashes(&record.hashes().collect::<Vec<_>>());
+    }
+
+    pub fn forget_hashes(&self, hashes: &[KeyHash]) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        for hash in record.hashes() {
-            self.hot.remove(&hash);
+        for hash in hashes {
+            self.hot.remove(hash);
+            self.negative.remove(hash);
         }
     }
 
-    /// Drops entries older than `max_age`; run periodically so memory follows live keys.
+    /// A new key exists: these hashes are no longer unknown. What is cached for them stays
+    /// (it can only be the new key itself, read from the store after it was created).
+    pub fn forget_unknown(&self, hashes: &[KeyHash]) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for hash in hashes {
+            self.negative.remove(hash);
+        }
+    }
+
+    pub fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.hot.clear();
+        self.negative.clear();
+    }
+
+    /// Applies what a shared store's change feed says.
+    pub async fn apply(&self, event: StoreEvent) {
+        match event {
+            StoreEvent::Changed(hashes) => self.forget_hashes(&hashes),
+            StoreEvent::Created(hashes) => self.forget_unknown(&hashes),
+            StoreEvent::Subscribed => {
+                // Changes may have been missed before the feed was up: start afresh.
+                self.forget_all();
+                self.caching.store(true, Ordering::SeqCst);
+            }
+            StoreEvent::Unsubscribed => {
+                self.caching.store(false, Ordering::SeqCst);
+                // With the store reachable, others can change keys we would not hear of: forget.
+                // With it down, nobody can change a key, so what is cached stays (until max_age).
+                if self.store.ping().await.is_ok() {
+                    tracing::warn!("change feed lost while the store is up: hot tier emptied");
+                    self.forget_all();
+                }
+            }
+        }
+    }
+
+    /// Drops entries older than their bounds; run periodically so memory follows live keys.
     pub fn evict_aged(&self) {
-        self.hot.retain(|_, e| e.cached_at.elapsed() < self.max_age);
+        self.hot
+            .retain(|_, e| e.cached_at.elapsed() < self.limits.max_age);
+        self.negative
+            .retain(|_, at| at.elapsed() < self.limits.negative_ttl);
     }
 
     pub fn hot_len(&self) -> usize {
@@ -123,24 +202,51 @@ impl Keyring {
 
     fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyGrant>> {
         let entry = self.hot.get(hash)?;
-        (entry.cached_at.elapsed() < self.max_age).then(|| entry.grant.clone())
+        (entry.cached_at.elapsed() < self.limits.max_age).then(|| entry.grant.clone())
+    }
+
+    fn known_unknown(&self, hash: &KeyHash) -> bool {
+        self.negative
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < self.limits.negative_ttl)
+    }
+
+    fn may_cache(&self, len: usize, max_entries: usize, ttl: Duration) -> bool {
+        self.caching.load(Ordering::SeqCst) && !ttl.is_zero() && len < max_entries
     }
 
     fn remember(&self, hash: KeyHash, grant: Arc<KeyGrant>, generation: u64) {
-        if self.max_age.is_zero() || self.hot.len() >= self.max_entries {
+        if !self.may_cache(self.hot.len(), self.limits.max_entries, self.limits.max_age) {
             return;
         }
-        self.hot.insert(
-            hash,
-            HotEntry {
-                grant,
-                cached_at: Instant::now(),
-            },
-        );
-        // Insert first, then check: a `forget` that ran after our store read either bumped the
-        // generation before this check (we undo), or removes our entry itself after it.
-        if self.generation.load(Ordering::SeqCst) != generation {
+        let entry = HotEntry {
+            grant,
+            cached_at: Instant::now(),
+        };
+        self.hot.insert(hash, entry);
+        if self.raced(generation) {
             self.hot.remove(&hash);
         }
+    }
+
+    fn remember_unknown(&self, hash: KeyHash, generation: u64) {
+        let limits = &self.limits;
+        if !self.may_cache(
+            self.negative.len(),
+            limits.negative_max_entries,
+            limits.negative_ttl,
+        ) {
+            return;
+        }
+        self.negative.insert(hash, Instant::now());
+        if self.raced(generation) {
+            self.negative.remove(&hash);
+        }
+    }
+
+    /// Insert first, then check: a `forget` that ran after our store read either bumped the
+    /// generation before this check (the caller undoes its insert), or removes the entry itself.
+    fn raced(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) != generation
     }
 }

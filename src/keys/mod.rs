@@ -4,10 +4,11 @@
 pub mod embedded;
 pub mod keyring;
 pub mod record;
+pub mod redis;
 pub mod secret;
 pub mod store;
 
 pub use keyring::{KeyGrant, Keyring};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
-pub use store::{KeyStore, StoreError};
+pub use store::{KeyStore, StoreError, StoreEvent};

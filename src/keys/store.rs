@@ -2,6 +2,21 @@
 
 use crate::keys::{KeyHash, KeyRecord, UsageDelta};
 use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a shared store tells each instance so its hot tier never outlives a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreEvent {
+    /// A key with these secret hashes was created somewhere (unknown until now).
+    Created(Vec<KeyHash>),
+    /// These secret hashes changed (key edited, rotated or deleted) somewhere.
+    Changed(Vec<KeyHash>),
+    /// The change feed is (again) listening: changes from now on will be heard.
+    Subscribed,
+    /// The change feed was lost: changes may be missed until `Subscribed`.
+    Unsubscribed,
+}
 
 /// A store failure. The message is for logs and operators, never for a gateway client.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +34,7 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Stores a new key and indexes its secret hashes.
     async fn create(&self, record: &KeyRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// The key holding this secret hash; its `usage` may be left empty (verification needs none).
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
     /// Every key, oldest first.
     async fn list(&self) -> Result<Vec<KeyRecord>, StoreError>;
@@ -29,6 +45,12 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
     /// Adds counted requests to each key's usage (keys deleted meanwhile are skipped).
     async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError>;
+    /// Writes a key exactly as given, with its usage, replacing any key with its id (migration).
+    async fn import(&self, record: &KeyRecord) -> Result<(), StoreError>;
     /// Is the store reachable? Used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A feed of changes made through other instances; None for a store only this process uses.
+    fn watch(&self, _shutdown: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
+        None
+    }
 }

@@ -16,8 +16,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod metrics;
+pub mod process;
 pub mod raw;
 pub mod raw_upstream;
+pub mod redis;
 pub mod store;
 pub mod tls;
 
@@ -352,4 +355,13 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A port nothing listens on right now (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

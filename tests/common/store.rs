@@ -16,6 +16,7 @@ pub enum Call<'a> {
     Update(&'a KeyRecord),
     Delete(&'a str),
     AddUsage(&'a [UsageDelta]),
+    Import(&'a KeyRecord),
     Ping,
 }
 
@@ -55,6 +56,10 @@ impl KeyStore for HookedStore {
     async fn add_usage(&self, d: &[UsageDelta]) -> Result<(), StoreError> {
         (self.hook)(Call::AddUsage(d))?;
         self.inner.add_usage(d).await
+    }
+    async fn import(&self, r: &KeyRecord) -> Result<(), StoreError> {
+        (self.hook)(Call::Import(r))?;
+        self.inner.import(r).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (self.hook)(Call::Ping)?;

@@ -1,0 +1,205 @@
+//! Per-key metrics, when `metrics.per_key` is on:
+//!
+//! - `kbgate_key_requests_total{key_id}`: requests with a verified key. Each existing key's
+//!   counter is registered at 0 (at start and on create), so `increase()` sees its first use;
+//!   past `per_key_limit` keys, requests count under `key_id="other"`.
+//! - `kbgate_key_info{key_id,name,scope} 1`: one series per existing key, so PromQL can put
+//!   names on ids. Rendered here rather than through the recorder because the recorder cannot
+//!   drop a series, and a renamed or deleted key must lose its old one.
+
+use super::{KEY_INFO, KEY_REQUESTS};
+use crate::authz::Scope;
+use crate::keys::KeyRecord;
+use dashmap::DashMap;
+use metrics::{Counter, counter};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The key label that counts every key past `metrics.per_key_limit`.
+pub const OTHER_KEYS: &str = "other";
+
+pub struct KeyMetrics {
+    /// key id -> (name, scope), sorted so the output is stable.
+    info: RwLock<BTreeMap<String, (String, Scope)>>,
+    /// Bumped by every `set` and `remove`, so a store listing that raced with a change made
+    /// here is not allowed to undo it.
+    changes: AtomicU64,
+    limit: usize,
+    counters: DashMap<Arc<str>, Counter>,
+    other: Counter,
+}
+
+impl KeyMetrics {
+    pub fn new(per_key_limit: usize) -> KeyMetrics {
+        KeyMetrics {
+            info: RwLock::default(),
+            changes: AtomicU64::new(0),
+            limit: per_key_limit,
+            counters: DashMap::new(),
+            other: counter!(KEY_REQUESTS, "key_id" => OTHER_KEYS),
+        }
+    }
+
+    /// Counts one request for a verified key (the request path: a map lookup and an add).
+    pub fn count(&self, id: &Arc<str>) {
+        match self.counters.get(id) {
+            Some(counter) => counter.increment(1),
+            None => self.counter(id).increment(1),
+        }
+    }
+
+    /// The key's own counter, registered now if the cap allows, else the shared one.
+    fn counter(&self, id: &str) -> Counter {
+        if let Some(counter) = self.counters.get(id) {
+            return counter.clone();
+        }
+        if self.counters.len() >= self.limit {
+            return self.other.clone();
+        }
+        self.counters
+            .entry(id.into())
+            .or_insert_with(|| counter!(KEY_REQUESTS, "key_id" => id.to_string()))
+            .clone()
+    }
+
+    /// Registers the key's counter at 0, so `increase()` sees its first request.
+    fn register(&self, id: &str) {
+        let _registered = self.counter(id);
+    }
+
+    /// Adds or updates a key (after create, edit, rotate).
+    pub fn set(&self, record: &KeyRecord) {
+        let mut keys = self.write();
+        keys.insert(record.id.clone(), (record.name.clone(), record.scope));
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        self.register(&record.id);
+    }
+
+    pub fn remove(&self, id: &str) {
+        let mut keys = self.write();
+        keys.remove(id);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Call before listing the store; pass the result to [`KeyMetrics::replace_all`].
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Replaces everything with the store's keys (at start, and periodically for changes made
+    /// through other instances on a shared store), unless a key changed here since `changes`
+    /// was read: then the listing may be stale and the next refresh tries again.
+    pub fn replace_all(&self, records: &[KeyRecord], changes: u64) {
+        let mut keys = self.write();
+        if self.changes() == changes {
+            *keys = records
+                .iter()
+                .map(|r| (r.id.clone(), (r.name.clone(), r.scope)))
+                .collect();
+        }
+        drop(keys);
+        for record in records {
+            self.register(&record.id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the series in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {KEY_INFO} Always 1: one series per key, to join names onto key_id.\n\
+             # TYPE {KEY_INFO} gauge"
+        );
+        for (id, (name, scope)) in self.read().iter() {
+            let _ = writeln!(
+                out,
+                "{KEY_INFO}{{key_id=\"{}\",name=\"{}\",scope=\"{}\"}} 1",
+                escape(id),
+                escape(name),
+                scope_label(*scope)
+            );
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (String, Scope)>> {
+        self.info.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (String, Scope)>> {
+        self.info.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn scope_label(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Read => "read",
+        Scope::ReadWrite => "read_write",
+    }
+}
+
+/// Escapes a label value as the text format requires: backslash, double quote, newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::secret;
+
+    fn record(name: &str) -> KeyRecord {
+        let new = secret::generate();
+        KeyRecord::new(
+            name.into(),
+            Scope::Read,
+            vec![],
+            None,
+            &new,
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn renders_escaped_sorted_series_and_forgets_deleted_keys() {
+        let info = KeyMetrics::new(10);
+        let a = record("Chatbot \"prod\" \\ eu");
+        let b = record("Export");
+        info.set(&a);
+        info.set(&b);
+        let mut text = String::new();
+        info.render(&mut text);
+        assert!(text.starts_with("# HELP kbgate_key_info "), "{text}");
+        let line = format!(
+            "kbgate_key_info{{key_id=\"{}\",name=\"Chatbot \\\"prod\\\" \\\\ eu\",scope=\"read\"}} 1",
+            a.id
+        );
+        assert!(text.contains(&line), "{text}");
+        info.remove(&a.id);
+        let mut text = String::new();
+        info.render(&mut text);
+        assert!(!text.contains(&a.id) && text.contains(&b.id), "{text}");
+        let before = info.changes();
+        info.set(&a);
+        info.replace_all(&[], before);
+        assert_eq!(
+            info.len(),
+            2,
+            "a listing older than a change is not applied"
+        );
+        info.replace_all(&[], info.changes());
+        assert!(info.is_empty());
+    }
+}

@@ -1,0 +1,296 @@
+//! Prometheus metrics: every name in one place, one recorder per process, handles registered
+//! once. The request path only increments handles it already holds; no metric label ever comes
+//! from a raw path or a secret (route templates, key ids and fixed words only).
+//!
+//! - [`install`] sets up the process-wide recorder (idempotent: tests run several gateways in
+//!   one process) and returns the handle that renders `/metrics`.
+//! - [`fixed`] holds the handles whose labels are known in advance (auth decisions, lookups,
+//!   errors, in-flight); before [`install`] they are no-ops.
+//! - [`requests::RequestMetrics`] holds one gateway's per-route and per-key handles.
+//! - [`keys::KeyMetrics`] counts requests per key and renders `kbgate_key_info`.
+
+pub mod keys;
+pub mod requests;
+
+use crate::keys::StoreError;
+use crate::rejection::Rejection;
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const REQUESTS: &str = "kbgate_requests_total";
+pub const REQUEST_DURATION: &str = "kbgate_request_duration_seconds";
+pub const UPSTREAM_DURATION: &str = "kbgate_upstream_duration_seconds";
+pub const IN_FLIGHT: &str = "kbgate_requests_in_flight";
+pub const AUTH_DECISIONS: &str = "kbgate_auth_decisions_total";
+pub const HOT_TIER_LOOKUPS: &str = "kbgate_hot_tier_lookups_total";
+pub const STORE_LOOKUPS: &str = "kbgate_store_lookups_total";
+pub const STORE_ERRORS: &str = "kbgate_store_errors_total";
+pub const UPSTREAM_ERRORS: &str = "kbgate_upstream_errors_total";
+pub const KEY_REQUESTS: &str = "kbgate_key_requests_total";
+pub const KEY_INFO: &str = "kbgate_key_info";
+pub const BUILD_INFO: &str = "kbgate_build_info";
+
+/// Latency buckets in seconds: from a hot-tier refusal (well under 1 ms) to the default
+/// upstream timeout (30 s), dense where a KB API usually answers (10-500 ms).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+/// How often histogram samples are folded in even when nobody scrapes, so memory stays flat.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static FIXED: OnceLock<Fixed> = OnceLock::new();
+static NOOP: Fixed = Fixed::noop();
+
+/// Installs the process-wide Prometheus recorder the first time it is called; every call
+/// returns a handle to that one recorder.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for name in [REQUEST_DURATION, UPSTREAM_DURATION] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), &LATENCY_BUCKETS)
+                    .expect("the buckets are not empty");
+            }
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::error!("another metrics recorder is installed; /metrics stays empty");
+            }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            let _ = FIXED.set(Fixed::register());
+            handle
+        })
+        .clone()
+}
+
+/// The fixed-label handles: live once [`install`] ran, no-ops before.
+pub fn fixed() -> &'static Fixed {
+    FIXED.get().unwrap_or(&NOOP)
+}
+
+/// Folds histogram samples in every few seconds until `shutdown`.
+pub async fn run_upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Gateway requests by route template, method, status class and outcome code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        "Time from request received to response headers sent, by route template."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        "Time the knowledge base took to send response headers, by route template."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        "Gateway requests being handled (until response headers)."
+    );
+    describe_counter!(
+        AUTH_DECISIONS,
+        "Key checks by outcome: allowed, or the refusal code."
+    );
+    describe_counter!(
+        HOT_TIER_LOOKUPS,
+        "In-process key cache lookups by result (hit, negative_hit, miss)."
+    );
+    describe_counter!(
+        STORE_LOOKUPS,
+        "Key store lookups after a hot-tier miss by result (found, not_found, error)."
+    );
+    describe_counter!(STORE_ERRORS, "Key store errors by operation and kind.");
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "Failed upstream requests by kind (connect, request, timeout)."
+    );
+    describe_counter!(
+        KEY_REQUESTS,
+        "Requests with a verified key, by key id (\"other\" past metrics.per_key_limit)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version of the running kbgate.");
+}
+
+/// Is this refusal an auth decision? The others are about the path or the upstream.
+fn is_auth_refusal(rejection: Rejection) -> bool {
+    !matches!(
+        rejection,
+        Rejection::BadRequest
+            | Rejection::ConnectNotAllowed
+            | Rejection::UpgradeNotAllowed
+            | Rejection::UriTooLong
+            | Rejection::HeadersTooLarge
+            | Rejection::InvalidPath
+            | Rejection::BodyTooLarge
+            | Rejection::BodyTimeout
+            | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamTimeout
+    )
+}
+
+/// Where a store error happened.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreOp {
+    /// Verifying a key after a hot-tier miss.
+    Lookup = 0,
+    /// A key change or read through the admin API.
+    Admin = 1,
+    /// Writing batched per-key usage.
+    UsageFlush = 2,
+    /// The readiness check.
+    Ping = 3,
+}
+
+const STORE_OPS: [&str; 4] = ["lookup", "admin", "usage_flush", "ping"];
+const STORE_ERROR_KINDS: [&str; 3] = ["unavailable", "corrupt", "conflict"];
+
+fn store_error_kind(error: &StoreError) -> usize {
+    match error {
+        StoreError::Unavailable(_) => 0,
+        StoreError::Corrupt(_) => 1,
+        StoreError::Conflict(_) => 2,
+    }
+}
+
+/// Why an upstream request failed.
+#[derive(Clone, Copy, Debug)]
+pub enum UpstreamError {
+    /// No connection could be made.
+    Connect = 0,
+    /// The connection failed while sending or before the response headers.
+    Request = 1,
+    /// No response headers within `upstream.timeout`.
+    Timeout = 2,
+}
+
+const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
+
+/// Handles whose label sets are known before the first request.
+pub struct Fixed {
+    auth_allowed: Counter,
+    auth_refused: Vec<(Rejection, Counter)>,
+    pub hot_tier_hit: Counter,
+    pub hot_tier_miss: Counter,
+    /// A well-formed secret the negative cache already knows to be unknown.
+    pub hot_tier_negative_hit: Counter,
+    pub store_found: Counter,
+    pub store_not_found: Counter,
+    pub store_error: Counter,
+    store_errors: [[Counter; STORE_ERROR_KINDS.len()]; STORE_OPS.len()],
+    upstream_errors: [Counter; UPSTREAM_ERROR_KINDS.len()],
+    pub in_flight: Gauge,
+}
+
+impl Fixed {
+    const fn noop() -> Fixed {
+        Fixed {
+            auth_allowed: Counter::noop(),
+            auth_refused: Vec::new(),
+            hot_tier_hit: Counter::noop(),
+            hot_tier_miss: Counter::noop(),
+            hot_tier_negative_hit: Counter::noop(),
+            store_found: Counter::noop(),
+            store_not_found: Counter::noop(),
+            store_error: Counter::noop(),
+            store_errors: [const { [const { Counter::noop() }; STORE_ERROR_KINDS.len()] };
+                STORE_OPS.len()],
+            upstream_errors: [const { Counter::noop() }; UPSTREAM_ERROR_KINDS.len()],
+            in_flight: Gauge::noop(),
+        }
+    }
+
+    fn register() -> Fixed {
+        let lookup = |name: &'static str, result: &'static str| counter!(name, "result" => result);
+        Fixed {
+            auth_allowed: counter!(AUTH_DECISIONS, "outcome" => "allowed"),
+            auth_refused: Rejection::ALL
+                .into_iter()
+                .filter(|r| is_auth_refusal(*r))
+                .map(|r| (r, counter!(AUTH_DECISIONS, "outcome" => r.code())))
+                .collect(),
+            hot_tier_hit: lookup(HOT_TIER_LOOKUPS, "hit"),
+            hot_tier_miss: lookup(HOT_TIER_LOOKUPS, "miss"),
+            hot_tier_negative_hit: lookup(HOT_TIER_LOOKUPS, "negative_hit"),
+            store_found: lookup(STORE_LOOKUPS, "found"),
+            store_not_found: lookup(STORE_LOOKUPS, "not_found"),
+            store_error: lookup(STORE_LOOKUPS, "error"),
+            store_errors: STORE_OPS.map(|op| {
+                STORE_ERROR_KINDS.map(|kind| counter!(STORE_ERRORS, "op" => op, "kind" => kind))
+            }),
+            upstream_errors: UPSTREAM_ERROR_KINDS
+                .map(|kind| counter!(UPSTREAM_ERRORS, "kind" => kind)),
+            in_flight: metrics::gauge!(IN_FLIGHT),
+        }
+    }
+
+    /// Counts the auth decision a request's outcome implies (none for a request refused before
+    /// any key is looked at: a malformed request or a non-canonical path).
+    pub fn auth_decision(&self, outcome: Result<(), Rejection>) {
+        match outcome {
+            Ok(())
+            | Err(
+                Rejection::UpstreamUnavailable
+                | Rejection::UpstreamTimeout
+                | Rejection::BodyTooLarge
+                | Rejection::BodyTimeout,
+            ) => self.auth_allowed.increment(1),
+            Err(rejection) => {
+                if let Some((_, counter)) = self.auth_refused.iter().find(|(r, _)| *r == rejection)
+                {
+                    counter.increment(1);
+                }
+            }
+        }
+    }
+
+    pub fn store_error(&self, op: StoreOp, error: &StoreError) {
+        self.store_errors[op as usize][store_error_kind(error)].increment(1);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].increment(1);
+    }
+}
+
+/// Counts a request as in flight until dropped, however the request ends.
+pub struct InFlight(&'static Fixed);
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        let fixed = fixed();
+        fixed.in_flight.increment(1.0);
+        InFlight(fixed)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.decrement(1.0);
+    }
+}
+
+/// `/metrics`: the recorder's text followed by `kbgate_key_info`.
+pub fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>) -> String {
+    let mut text = handle.render();
+    if let Some(per_key) = per_key {
+        per_key.render(&mut text);
+    }
+    text
+}

@@ -1,0 +1,123 @@
+//! One gateway's request metrics. Every handle is registered on first use and cached (per-route
+//! slots are laid out when the gateway is built), so a route that sees no traffic adds no
+//! series, and a request only hashes a few small words and increments.
+
+use super::keys::KeyMetrics;
+use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
+use crate::authz::RouteTable;
+use dashmap::DashMap;
+use http::Method;
+use metrics::{Counter, Histogram, counter, histogram};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The route label of a request refused before its route was known (bad path, key refused).
+pub const NO_ROUTE: &str = "none";
+
+/// What a finished request tells the metrics.
+pub struct Observation<'a> {
+    /// Index in the route table, when a route matched.
+    pub route: Option<usize>,
+    pub method: &'a Method,
+    pub status: u16,
+    /// `forwarded` or the refusal code.
+    pub outcome: &'static str,
+    pub key_id: Option<&'a Arc<str>>,
+    pub elapsed: Duration,
+    pub upstream: Option<Duration>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct CounterKey {
+    route: usize,
+    method: &'static str,
+    status_class: u16,
+    outcome: &'static str,
+}
+
+struct RouteHandles {
+    label: String,
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+}
+
+pub struct RequestMetrics {
+    /// One per route in table order, then one for [`NO_ROUTE`].
+    routes: Vec<RouteHandles>,
+    requests: DashMap<CounterKey, Counter>,
+    per_key: Option<Arc<KeyMetrics>>,
+}
+
+impl RequestMetrics {
+    pub fn new(routes: &RouteTable, per_key: Option<Arc<KeyMetrics>>) -> RequestMetrics {
+        let labels = routes
+            .routes()
+            .iter()
+            .map(|r| r.template.clone())
+            .chain([NO_ROUTE.to_string()]);
+        let routes = labels
+            .map(|label| RouteHandles {
+                label,
+                duration: OnceLock::new(),
+                upstream: OnceLock::new(),
+            })
+            .collect();
+        RequestMetrics {
+            routes,
+            requests: DashMap::new(),
+            per_key,
+        }
+    }
+
+    pub fn observe(&self, o: &Observation<'_>) {
+        let route = o.route.unwrap_or(self.routes.len() - 1);
+        let handles = &self.routes[route];
+        lazy(&handles.duration, REQUEST_DURATION, &handles.label).record(o.elapsed.as_secs_f64());
+        if let Some(upstream) = o.upstream {
+            lazy(&handles.upstream, UPSTREAM_DURATION, &handles.label)
+                .record(upstream.as_secs_f64());
+        }
+        let key = CounterKey {
+            route,
+            method: method_label(o.method),
+            status_class: o.status / 100,
+            outcome: o.outcome,
+        };
+        match self.requests.get(&key) {
+            Some(counter) => counter.increment(1),
+            None => self
+                .requests
+                .entry(key)
+                .or_insert_with(|| {
+                    counter!(REQUESTS,
+                        "route" => handles.label.clone(),
+                        "method" => key.method,
+                        "status_class" => format!("{}xx", key.status_class),
+                        "outcome" => key.outcome)
+                })
+                .increment(1),
+        }
+        if let (Some(per_key), Some(id)) = (&self.per_key, o.key_id) {
+            per_key.count(id);
+        }
+    }
+}
+
+/// The route's histogram `name`, registered on first use.
+fn lazy<'a>(slot: &'a OnceLock<Histogram>, name: &'static str, route: &str) -> &'a Histogram {
+    slot.get_or_init(|| histogram!(name, "route" => route.to_string()))
+}
+
+/// The method label: a route-table method, or `other` so no client can grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -1,0 +1,24 @@
+//! `kbgate migrate`: copies every key (id, secret hashes, settings and usage) from one store to
+//! another, so moving from the embedded store to Redis (or back) reissues no secret.
+
+use crate::app::open_store;
+use crate::config::StoreConfig;
+
+/// Copies all keys; a key already in the destination is replaced by the source's version.
+/// Returns how many keys were copied. Stop the gateways using the embedded store first: its
+/// file is locked by the process that has it open.
+pub async fn migrate(from: &StoreConfig, to: &StoreConfig) -> Result<usize, String> {
+    let source = open_store(from).map_err(|e| format!("source store: {e}"))?;
+    let destination = open_store(to).map_err(|e| format!("destination store: {e}"))?;
+    let records = source
+        .list()
+        .await
+        .map_err(|e| format!("source store: {e}"))?;
+    for record in &records {
+        destination
+            .import(record)
+            .await
+            .map_err(|e| format!("destination store, key {}: {e}", record.id))?;
+    }
+    Ok(records.len())
+}
