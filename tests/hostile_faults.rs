@@ -160,10 +160,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         }
 
         // With an HTTP client, over HTTP/1.1 and HTTP/2: reading the body fails.
-        let h2 = reqwest::Client::builder()
-            .http2_prior_knowledge()
-            .build()
-            .unwrap();
+        let h2 = common::h2c_client();
         for client in [&gateway.client, &h2] {
             let response = client
                 .get(gateway.url("/v1/article/a1"))

@@ -555,10 +555,7 @@ async fn http2_host_disagreeing_with_authority_is_refused() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(&upstream).await;
     let key = gateway.read_write_key().await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let send = |host: String| {
         h2.get(gateway.url("/v1/article/a1"))
             .bearer_auth(&key)

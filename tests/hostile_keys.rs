@@ -226,10 +226,7 @@ async fn secrets_never_appear_in_any_log_line_at_trace_level() {
     let malformed = format!("{}X", &second[..second.len() - 1]);
 
     let url = |path: &str| format!("http://{gateway}{path}");
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let mut statuses = Vec::new();
     for key in [
         &first,

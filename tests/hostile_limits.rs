@@ -218,10 +218,7 @@ async fn bodies_over_the_route_or_global_limit_get_413() {
     );
 
     // The same limit over HTTP/2.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     let response = h2
         .post(gateway.url("/v1/article"))
         .bearer_auth(&key)
@@ -333,10 +330,7 @@ async fn http2_streams_beyond_max_concurrent_streams_wait() {
     })
     .await;
     let key = gateway.read_write_key().await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = common::h2c_client();
     // Five requests at once on one HTTP/2 connection.
     let requests = (0..5).map(|i| {
         let request = h2

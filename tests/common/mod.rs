@@ -330,6 +330,14 @@ impl Gateway {
     }
 }
 
+/// An HTTP client that speaks HTTP/2 with prior knowledge (h2c on the plain listener).
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
 /// The status and, for refusals, the error code of the one JSON error body.
 pub async fn status_and_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
