@@ -267,7 +267,7 @@ async fn connections_beyond_max_connections_wait_to_be_accepted() {
 }
 
 /// An upstream that records how many requests it holds at once. Each waits until three are
-/// in flight (which a working stream cap never allows) or 300 ms have passed.
+/// in flight (which a working stream cap never allows) or 600 ms have passed.
 struct ConcurrencyUpstream {
     addr: std::net::SocketAddr,
     max_in_flight: Arc<AtomicUsize>,
@@ -291,7 +291,7 @@ impl ConcurrencyUpstream {
                     async move {
                         let current = now.fetch_add(1, Ordering::SeqCst) + 1;
                         max.fetch_max(current, Ordering::SeqCst);
-                        let deadline = Instant::now() + Duration::from_millis(300);
+                        let deadline = Instant::now() + Duration::from_millis(600);
                         while now.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
