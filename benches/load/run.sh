@@ -210,8 +210,8 @@ kbgate_config() {
   [[ $LOGS == on ]] && level=info
   [[ $store == embedded ]] && store="{ embedded: { path: $dir/kbgate.db } }"
   [[ $store == redis ]] && store="{ redis: { url: \"redis://127.0.0.1:${PORT[redis]}/0\", prefix: \"$name:\" } }"
-  pick_port $name
-  pick_port $name-admin
+  pick_port "$name"
+  pick_port "$name-admin"
   render "$HERE/kbgate.yaml.in" "$dir/kbgate.yaml" PORT="${PORT[$name]}" \
     ADMIN_PORT="${PORT[$name-admin]}" ADMIN_TOKEN="$ADMIN_TOKEN" UPSTREAM_PORT="${PORT[upstream]}" \
     UPSTREAM_TOKEN="$UPSTREAM_TOKEN" STORE="$store" MAX_AGE="$max_age" LOG_LEVEL="$level"
