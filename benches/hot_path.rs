@@ -8,7 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
 use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
-use kbgate::gateway::extract_key;
+use kbgate::gateway::{extract_key, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::keyring::CacheLimits;
 use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
@@ -62,6 +62,10 @@ fn hot_path(c: &mut Criterion) {
     let hit = || hot_path_hit(&keyring, &routes, &headers);
 
     c.bench_function("hot_path_hit", |b| b.iter(|| black_box(hit())));
+    // Every request without a usable X-Request-Id gets a fresh random one.
+    c.bench_function("request_id_new", |b| {
+        b.iter(|| request_id(black_box(&headers)))
+    });
     // A random key of the right shape but a wrong checksum: refused with no lookup at all.
     let mut forged = secret::generate().secret;
     let last = forged.pop().unwrap();

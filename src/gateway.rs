@@ -401,7 +401,7 @@ fn decode(component: &str) -> Cow<'_, str> {
 }
 
 /// The client's X-Request-Id when it is short and plain, else a new random one.
-pub(crate) fn request_id(headers: &HeaderMap) -> String {
+pub fn request_id(headers: &HeaderMap) -> String {
     let client = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -413,11 +413,20 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
         });
     match client {
         Some(id) => id.to_string(),
-        None => {
-            let bytes: [u8; 16] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        }
+        None => random_hex_id(),
     }
+}
+
+/// 128 random bits as 32 lowercase hex digits, built in one allocation (it runs per request).
+fn random_hex_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 16] = rand::random();
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    id
 }
 
 #[cfg(test)]
