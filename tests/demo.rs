@@ -5,6 +5,14 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn the_demo_curl_lines_work_as_printed() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have curl for the demo test"
+        );
+        eprintln!("SKIPPED: curl is not installed; the demo's curl lines were not tried");
+        return;
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbgate"))
         .args([
             "demo",
