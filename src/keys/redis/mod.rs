@@ -206,42 +206,54 @@ impl RedisStore {
             .join(" ")
     }
 
-    /// Replaces a record by compare-and-set against what is stored now.
-    async fn replace(&self, record: &KeyRecord) -> Result<bool, StoreError> {
-        let new_json = encode(record);
+    /// Reads the key, lets `change` build a script against what was read, and runs it; tried
+    /// again when another instance changed the key meanwhile. Returns the record the script
+    /// replaced or removed (None: no such key).
+    async fn compare_and_set<'s>(
+        &'s self,
+        id: &str,
+        change: impl Fn(&str, &KeyRecord) -> redis::ScriptInvocation<'s>,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(current_json) = self.read_json(&record.id).await? else {
-                return Ok(false);
+            let Some(json) = self.read_json(id).await? else {
+                return Ok(None);
             };
-            let current = decode(&current_json)?;
-            let old_hashes: Vec<KeyHash> = current.hashes().collect();
-            let mut invocation = self.update.key(self.record_key(&record.id));
-            for hash in &old_hashes {
-                invocation.key(self.hash_key(&hash.to_hex()));
-            }
-            for hash in record.hashes() {
-                invocation.key(self.hash_key(&hash.to_hex()));
-            }
-            invocation
-                .arg(&current_json)
-                .arg(&new_json)
-                .arg(&record.id)
-                .arg(old_hashes.len())
-                .arg(self.channel())
-                .arg(Self::message(
-                    "changed",
-                    old_hashes.iter().copied().chain(record.hashes()),
-                ));
-            let outcome: i64 = self.run_script(&invocation).await?;
-            match outcome {
-                1 => return Ok(true),
-                -1 => return Ok(false),
+            let current = decode(&json)?;
+            match self.run_script(&change(&json, &current)).await? {
+                1 => return Ok(Some(current)),
+                -1 => return Ok(None),
                 _ => continue,
             }
         }
         Err(StoreError::Unavailable(
             "redis: the key kept changing; try again".into(),
         ))
+    }
+
+    /// Replaces a record by compare-and-set against what is stored now.
+    async fn replace(&self, record: &KeyRecord) -> Result<bool, StoreError> {
+        let new_json = encode(record);
+        let replaced = self
+            .compare_and_set(&record.id, |current_json, current| {
+                let old_hashes: Vec<KeyHash> = current.hashes().collect();
+                let mut invocation = self.update.key(self.record_key(&record.id));
+                for hash in old_hashes.iter().copied().chain(record.hashes()) {
+                    invocation.key(self.hash_key(&hash.to_hex()));
+                }
+                invocation
+                    .arg(current_json)
+                    .arg(&new_json)
+                    .arg(&record.id)
+                    .arg(old_hashes.len())
+                    .arg(self.channel())
+                    .arg(Self::message(
+                        "changed",
+                        old_hashes.iter().copied().chain(record.hashes()),
+                    ));
+                invocation
+            })
+            .await?;
+        Ok(replaced.is_some())
     }
 }
 
@@ -332,31 +344,20 @@ impl KeyStore for RedisStore {
     }
 
     async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some(json) = self.read_json(id).await? else {
-                return Ok(None);
-            };
-            let record = decode(&json)?;
+        self.compare_and_set(id, |json, record| {
             let mut invocation = self.delete.key(self.record_key(id));
             invocation.key(self.usage_key(id)).key(self.ids_key());
             for hash in record.hashes() {
                 invocation.key(self.hash_key(&hash.to_hex()));
             }
             invocation
-                .arg(&json)
+                .arg(json)
                 .arg(id)
                 .arg(self.channel())
                 .arg(Self::message("changed", record.hashes()));
-            let outcome: i64 = self.run_script(&invocation).await?;
-            match outcome {
-                1 => return Ok(Some(record)),
-                -1 => return Ok(None),
-                _ => continue,
-            }
-        }
-        Err(StoreError::Unavailable(
-            "redis: the key kept changing; try again".into(),
-        ))
+            invocation
+        })
+        .await
     }
 
     async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
