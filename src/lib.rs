@@ -37,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod log_sink;
 pub mod metrics;
 pub mod migrate;
 pub mod rejection;

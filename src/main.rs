@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use kbgate::config::{Config, LogFormat};
+use kbgate::log_sink::{FlushOnDrop, LogSink};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,8 +59,10 @@ async fn main() -> ExitCode {
             listen,
             admin_listen,
         } => {
-            init_tracing(LogFormat::Text, "info");
-            match kbgate::demo::run(listen, admin_listen).await {
+            let logs = init_tracing(LogFormat::Text, "info");
+            let result = kbgate::demo::run(listen, admin_listen).await;
+            drop(logs);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("demo: {e}"), 1),
             }
@@ -87,15 +91,19 @@ async fn serve(path: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&format!("config error: {e}"), 2),
     };
-    init_tracing(config.log_format, &config.log_level);
+    let logs = init_tracing(config.log_format, &config.log_level);
     let signal = kbgate::app::shutdown_signal();
     let running = match kbgate::start(config).await {
         Ok(running) => running,
-        Err(e) => return fail(&e.to_string(), 1),
+        Err(e) => {
+            drop(logs); // what was logged before the error comes before it
+            return fail(&e.to_string(), 1);
+        }
     };
     signal.await;
     tracing::info!("shutting down: draining connections");
     running.shutdown().await;
+    drop(logs);
     ExitCode::SUCCESS
 }
 
@@ -123,15 +131,20 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Logs go to stderr (stdout is for command output); RUST_LOG overrides the configured level.
-fn init_tracing(format: LogFormat, level: &str) {
+/// Logs go to stderr (stdout is for command output) in batches, off the request path (see
+/// `log_sink`); RUST_LOG overrides the configured level. Colours only on a terminal. Keep the
+/// returned guard alive: dropping it writes what is pending.
+fn init_tracing(format: LogFormat, level: &str) -> FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (sink, guard) = LogSink::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(sink);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }

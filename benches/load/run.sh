@@ -3,6 +3,8 @@
 #
 #   bash benches/load/run.sh            the whole benchmark, then the profile (about 13 minutes)
 #   bash benches/load/run.sh profile    only the profile of arm C (about 2 minutes)
+#   bash benches/load/run.sh quick      only arms A, B and C, closed and open loop (about 3 minutes
+#                                       with REPEATS=1): the before/after check of one change
 #
 # Arms, all against the same upstream (nginx serving one static JSON article):
 #   A          direct to the upstream
@@ -37,6 +39,7 @@ RSS_KEYS=${RSS_KEYS:-1000000}  # keys in the store for the memory figure...
 RSS_HOT=${RSS_HOT:-100000}     # ...of which this many are warmed into the hot tier
 PROFILE=${PROFILE:-1}          # 1: profile arm C after the benchmark (perf, perf trace, valgrind)
 INSTALL=${INSTALL:-1}          # 1: apt-get/cargo install what is missing (needs root for apt-get)
+EXTRA_CONFIG=${EXTRA_CONFIG:-}  # YAML appended to every kbgate config, e.g. 'usage: { flush_interval: 60s }'
 KEEP_WORK=${KEEP_WORK:-0}      # 1: keep the temp dir (configs, logs, key files) for a post-mortem
 
 set -euo pipefail
@@ -215,6 +218,7 @@ kbgate_config() {
   render "$HERE/kbgate.yaml.in" "$dir/kbgate.yaml" PORT="${PORT[$name]}" \
     ADMIN_PORT="${PORT[$name-admin]}" ADMIN_TOKEN="$ADMIN_TOKEN" UPSTREAM_PORT="${PORT[upstream]}" \
     UPSTREAM_TOKEN="$UPSTREAM_TOKEN" STORE="$store" MAX_AGE="$max_age" LOG_LEVEL="$level"
+  [[ -n $EXTRA_CONFIG ]] && printf '%s\n' "$EXTRA_CONFIG" >>"$dir/kbgate.yaml"
   sed -n '/^routes:/,$p' "$ROOT/config/kbgate.yaml" >>"$dir/kbgate.yaml"
 }
 
@@ -632,7 +636,7 @@ report() {
   echo "- load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine makes every figure unreliable)"
   echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "- servers on CPU $SERVER_CPU, load generators on CPU $CLIENT_CPU; $CONNECTIONS connections; $REPEATS repeats of ${DURATION}s after ${WARMUP}s of warm-up, arm order shuffled each repeat; medians"
-  echo "- closed loop (max req/s): $( (wrk -v 2>&1 || true) | head -1 | cut -d' ' -f1-2); open loop (latencies): $(oha --version) at $rate req/s ($RATE) with latency correction; logs: $LOGS"
+  echo "- closed loop (max req/s): $( (wrk -v 2>&1 || true) | head -1 | cut -d' ' -f1-2); open loop (latencies): $(oha --version) at $rate req/s ($RATE) with latency correction; logs: $LOGS${EXTRA_CONFIG:+; extra kbgate config: \`$EXTRA_CONFIG\`}"
   echo
   echo "| arm | what | max req/s (closed) | vs A | CPU busy % servers / generator | p50 ms | p99 ms | p99.9 ms | achieved req/s | CPU busy % servers / generator | errors |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -705,7 +709,8 @@ report() {
 
 main() {
   local mode=${1:-bench}
-  [[ $mode == bench || $mode == profile ]] || die "usage: bash benches/load/run.sh [profile]"
+  [[ $mode == bench || $mode == profile || $mode == quick ]] ||
+    die "usage: bash benches/load/run.sh [profile|quick]"
   [[ $(nproc) -ge 2 ]] || die "needs 2 CPUs: one for the servers, one for the load generator"
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }' &&
@@ -723,6 +728,24 @@ main() {
     preflight
     RESULTS="$RESULTS_DIR/$STAMP-profile.md"
     profile_c >"$RESULTS"
+    cat "$RESULTS"
+    say "written to ${RESULTS#"$ROOT"/} in $((SECONDS - started)) s"
+    return
+  fi
+
+  if [[ $mode == quick ]]; then
+    ARMS=(A B C)
+    start_upstream
+    kbgate_arm C embedded 30s 1
+    KEY[A]=${KEY[C]}
+    KEY[B]=${KEY[C]}
+    start_nginx_proxy
+    preflight
+    closed_phase
+    rate=$(open_loop_rate)
+    open_phase "$rate"
+    RESULTS="$RESULTS_DIR/$STAMP-quick.md"
+    report "$rate" >"$RESULTS"
     cat "$RESULTS"
     say "written to ${RESULTS#"$ROOT"/} in $((SECONDS - started)) s"
     return
