@@ -51,9 +51,36 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match runtime() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => fail(&format!("cannot start the async runtime: {e}"), 1),
+    }
+}
+
+/// A worker thread per CPU this process may use (or `TOKIO_WORKER_THREADS`). With one, a
+/// current-thread runtime: the same single worker without the work-stealing machinery, which
+/// costs about a tenth of the CPU time per proxied request (benches/load, issue 5 notes).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build()
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Demo {
             listen,
@@ -148,3 +175,6 @@ fn init_tracing(format: LogFormat, level: &str) -> FlushOnDrop {
     }
     guard
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

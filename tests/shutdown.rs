@@ -53,11 +53,14 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
         &changes,
     );
 
-    let mut first = Process::spawn(
+    // The first process runs on one thread (the current-thread runtime kbgate picks on a
+    // one-CPU machine), the second on the machine's CPUs: the drain works on both.
+    let mut first = Process::spawn_with_env(
         &config,
         dir.path().join("first.log"),
         gateway_addr,
         admin_addr,
+        &[("TOKIO_WORKER_THREADS", "1")],
     )
     .await;
     let (status, key) = first
