@@ -27,7 +27,14 @@ struct Shared {
     pending: Mutex<Pending>,
     not_empty: Condvar,
     /// Held while a batch is taken and written, so batches reach the output in order.
-    output: Mutex<Box<dyn Write + Send>>,
+    output: Mutex<Output>,
+}
+
+struct Output {
+    writer: Box<dyn Write + Send>,
+    /// The previous batch's buffer, emptied: swapped in for the pending one, so the buffers
+    /// keep their capacity instead of growing anew for every batch.
+    spare: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -54,7 +61,10 @@ impl LogSink {
             shared: Arc::new(Shared {
                 pending: Mutex::new(Pending::default()),
                 not_empty: Condvar::new(),
-                output: Mutex::new(output),
+                output: Mutex::new(Output {
+                    writer: output,
+                    spare: Vec::new(),
+                }),
             }),
         };
         let writer = {
@@ -74,9 +84,11 @@ impl LogSink {
     /// Writes every pending line now.
     pub fn write_pending(&self) -> io::Result<()> {
         let mut output = lock(&self.shared.output);
-        let batch = std::mem::take(&mut lock(&self.shared.pending).bytes);
-        output.write_all(&batch)?;
-        output.flush()
+        let Output { writer, spare } = &mut *output;
+        std::mem::swap(spare, &mut lock(&self.shared.pending).bytes);
+        let written = writer.write_all(spare).and_then(|()| writer.flush());
+        spare.clear();
+        written
     }
 
     fn run_writer(&self) {
