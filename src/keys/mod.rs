@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod keyring;
+mod low_priority;
 pub mod record;
 pub mod redis;
 pub mod secret;
