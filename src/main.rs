@@ -176,5 +176,7 @@ fn init_tracing(format: LogFormat, level: &str) -> FlushOnDrop {
     guard
 }
 
+/// See the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

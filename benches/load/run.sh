@@ -560,16 +560,21 @@ syscall_summary() {
 
 # Heap allocations per request: a gateway like C (its own store and ports) under valgrind's DHAT,
 # twice, with a different number of requests; the difference divided by the difference in
-# requests leaves out start-up and shutdown.
+# requests leaves out start-up and shutdown. DHAT sees only malloc, so this gateway is built
+# with the system allocator (without the default mimalloc feature), in its own target dir.
 allocations_per_request() {
   local dir="$WORK/profile" n small=500 large=2500 blocks=() bytes=()
+  local kbgate="$ROOT/target/system-alloc/release/kbgate"
+  say "profile: building kbgate with the system allocator for DHAT"
+  (cd "$ROOT" && cargo build --release --quiet --no-default-features --bin kbgate \
+    --target-dir "$ROOT/target/system-alloc")
   say "profile: allocations per request (valgrind DHAT; slow)"
   kbgate_config dhat embedded 30s
   seed dhat 1
   KEY[dhat]=$(head -1 "$WORK/dhat/keys.txt")
   for n in $small $large; do
     start_server "dhat-$n" "$dir/dhat-$n.log" valgrind --tool=dhat --num-callers=40 \
-      --dhat-out-file="$dir/dhat-$n.json" "$KBGATE" serve --config "$WORK/dhat/kbgate.yaml"
+      --dhat-out-file="$dir/dhat-$n.json" "$kbgate" serve --config "$WORK/dhat/kbgate.yaml"
     curl -fs -o /dev/null --retry 60 --retry-delay 1 --retry-connrefused --max-time 10 \
       "http://127.0.0.1:${PORT[dhat-admin]}/readyz" || die "kbgate under valgrind did not start"
     taskset -c "$CLIENT_CPU" oha -n "$n" -c 4 --no-tui --output-format json \
