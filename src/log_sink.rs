@@ -200,7 +200,11 @@ mod tests {
         while output.text().len() < expected.len() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(output.text(), expected, "the writer thread wrote every line");
+        assert_eq!(
+            output.text(),
+            expected,
+            "the writer thread wrote every line"
+        );
         assert!(output.writes() < 1000, "{} writes", output.writes());
         drop(guard);
     }
@@ -220,7 +224,11 @@ mod tests {
         let (sink, guard) = LogSink::new(Box::new(output.clone()));
         let line = vec![b'x'; MAX_PENDING + 1];
         (&sink).write_all(&line).unwrap();
-        assert_eq!(output.text().len(), line.len(), "written before write returned");
+        assert_eq!(
+            output.text().len(),
+            line.len(),
+            "written before write returned"
+        );
         drop(guard);
     }
 }

@@ -268,7 +268,10 @@ async fn secrets_never_appear_in_any_log_line_at_trace_level() {
     let log = process.log();
     assert!(log.contains("TRACE"), "trace logging was not on");
     assert!(log.contains("kbgate::access"), "no access lines");
-    assert!(!log.contains('\x1b'), "colour codes in a log that is not a terminal");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log that is not a terminal"
+    );
     for (what, secret) in [
         ("a key secret", first.as_str()),
         ("a rotated secret", second.as_str()),
