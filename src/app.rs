@@ -15,6 +15,7 @@ use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -22,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often aged hot-tier entries are swept out.
 const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
-/// How often `kbgate_key_info` is re-read from the store, so keys changed through another
-/// instance on a shared store get their names within about a scrape or four.
-const KEY_INFO_REFRESH: Duration = Duration::from_secs(60);
+/// How often `kbgate_key_info` may be re-read from a shared store after the change feed told of
+/// a change made through another instance (a full listing: not on every event).
+const KEY_INFO_REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -89,8 +90,11 @@ pub async fn start_with_store(
         config.hot_tier,
         changes.is_none(),
     ));
-    if let Some(changes) = changes {
-        tokio::spawn(follow_changes(keyring.clone(), changes));
+    // Set by the change feed, read by the `kbgate_key_info` refresh. Without a feed (the
+    // embedded store) every change goes through this process's admin API: no refresh needed.
+    let changed_elsewhere = changes.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
+    if let (Some(changes), Some(flag)) = (changes, &changed_elsewhere) {
+        tokio::spawn(follow_changes(keyring.clone(), changes, flag.clone()));
     }
     let usage = Arc::new(UsageRecorder::default());
     let key_metrics = config
@@ -142,10 +146,11 @@ pub async fn start_with_store(
     );
     tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
-    if let Some(key_metrics) = key_metrics {
+    if let (Some(key_metrics), Some(changed_elsewhere)) = (key_metrics, changed_elsewhere) {
         tokio::spawn(keep_key_metrics(
             key_metrics,
             keyring.clone(),
+            changed_elsewhere,
             shutdown.clone(),
         ));
     }
@@ -194,8 +199,11 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
 async fn follow_changes(
     keyring: Arc<Keyring>,
     mut changes: tokio::sync::mpsc::Receiver<StoreEvent>,
+    changed_elsewhere: Arc<AtomicBool>,
 ) {
     while let Some(event) = changes.recv().await {
+        // Any event, including a feed lost and found again (changes may have been missed).
+        changed_elsewhere.store(true, Ordering::Release);
         keyring.apply(event).await;
     }
 }
@@ -222,9 +230,12 @@ async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
     }
 }
 
+/// Re-reads `kbgate_key_info` from a shared store when the change feed heard of a change; a
+/// full listing of a large store is seconds of work, so never on a timer alone.
 async fn keep_key_metrics(
     key_metrics: Arc<KeyMetrics>,
     keyring: Arc<Keyring>,
+    changed_elsewhere: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(KEY_INFO_REFRESH);
@@ -232,7 +243,11 @@ async fn keep_key_metrics(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => refresh_key_metrics(&key_metrics, keyring.store().as_ref()).await,
+            _ = ticker.tick() => {
+                if changed_elsewhere.swap(false, Ordering::AcqRel) {
+                    refresh_key_metrics(&key_metrics, keyring.store().as_ref()).await;
+                }
+            }
         }
     }
 }

@@ -420,3 +420,30 @@ async fn losing_the_change_feed_while_redis_is_up_empties_the_hot_tier() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_created_on_a_gets_its_name_in_b_metrics() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (a, b) = pair(&upstream, &server).await;
+    let (id, _) = a.create_key(json!({"name": "Named on A"})).await;
+    // B hears of the change on its feed and re-reads the names within a refresh (5 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrape = b.scrape().await;
+        let info = [("key_id", id.as_str()), ("name", "Named on A")];
+        if scrape.has(kbgate::metrics::KEY_INFO, &info) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never named the key:\n{}",
+            scrape.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
