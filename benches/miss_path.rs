@@ -87,9 +87,7 @@ fn start_redis() -> Option<(Server, u16)> {
 fn miss_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let embedded = StoreConfig::Embedded {
-        path: dir.path().join("bench.db"),
-    };
+    let embedded = StoreConfig::embedded(dir.path().join("bench.db"));
     bench_store(
         c,
         &runtime,

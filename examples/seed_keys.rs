@@ -89,7 +89,7 @@ enum Store {
 impl Store {
     fn open(config: &StoreConfig) -> Result<Store, kbgate::keys::StoreError> {
         Ok(match config {
-            StoreConfig::Embedded { path } => Store::Embedded(EmbeddedStore::open(path)?),
+            StoreConfig::Embedded { path, .. } => Store::Embedded(EmbeddedStore::open(path)?),
             StoreConfig::Redis(redis) => Store::Redis(Box::new(RedisStore::open(redis)?)),
         })
     }

@@ -56,7 +56,9 @@ pub struct Running {
 /// Opens the configured store.
 pub fn open_store(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
     match config {
-        StoreConfig::Embedded { path } => Ok(Arc::new(EmbeddedStore::open(path)?)),
+        StoreConfig::Embedded { path, cache_size } => Ok(Arc::new(
+            EmbeddedStore::open_with_cache_size(path, *cache_size)?,
+        )),
         StoreConfig::Redis(redis) => Ok(Arc::new(RedisStore::open(redis)?)),
     }
 }

@@ -149,6 +149,16 @@ fn default_redis_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 struct RawEmbedded {
     path: PathBuf,
+    #[serde(default = "default_cache_size")]
+    cache_size: ByteSize,
+}
+
+/// redb's own default is 1 GiB, all of it resident once a large store has been read. The hot
+/// tier answers most lookups, and the operating system caches the file besides.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+
+fn default_cache_size() -> ByteSize {
+    ByteSize(DEFAULT_CACHE_SIZE)
 }
 
 #[derive(Deserialize)]
@@ -364,8 +374,22 @@ pub struct UpstreamConfig {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Embedded { path: PathBuf },
+    /// A redb file; `cache_size` bytes of its pages are kept in memory.
+    Embedded {
+        path: PathBuf,
+        cache_size: u64,
+    },
     Redis(RedisConfig),
+}
+
+impl StoreConfig {
+    /// The embedded store at `path`, with the default cache size.
+    pub fn embedded(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig::Embedded {
+            path: path.into(),
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -636,6 +660,7 @@ impl RawStore {
         match (self.embedded, self.redis) {
             (Some(embedded), None) => Ok(StoreConfig::Embedded {
                 path: embedded.path,
+                cache_size: embedded.cache_size.0,
             }),
             (None, Some(redis)) => redis.validate().map(StoreConfig::Redis),
             (Some(_), Some(_)) => Err(field_error("store", "choose one store: embedded or redis")),
@@ -909,6 +934,25 @@ routes:
         );
         let error = error_of(&format!("{GOOD}limits: {{ max_body: lots }}\n"));
         assert!(error.contains("limits.max_body"), "{error}");
+    }
+
+    #[test]
+    fn the_embedded_cache_size_is_a_size_with_a_default() {
+        let cache_size = |config: Config| match config.store {
+            StoreConfig::Embedded { cache_size, .. } => cache_size,
+            StoreConfig::Redis(_) => panic!("not embedded"),
+        };
+        assert_eq!(cache_size(parse(GOOD).unwrap()), 64 << 20);
+        let small = GOOD.replace(
+            "embedded: { path: data/kbgate.db }",
+            "embedded: { path: data/kbgate.db, cache_size: 16MiB }",
+        );
+        assert_eq!(cache_size(parse(&small).unwrap()), 16 << 20);
+        let error = error_of(&GOOD.replace(
+            "embedded: { path: data/kbgate.db }",
+            "embedded: { path: data/kbgate.db, cache_size: big }",
+        ));
+        assert!(error.contains("store.embedded.cache_size"), "{error}");
     }
 
     #[test]

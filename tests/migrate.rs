@@ -61,9 +61,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let embedded_path = dir.path().join("first.db");
-    let embedded = StoreConfig::Embedded {
-        path: embedded_path.clone(),
-    };
+    let embedded = StoreConfig::embedded(embedded_path.clone());
 
     // On the embedded store: two keys, used, one rotated with a long grace.
     let gateway = start_on(&upstream, embedded).await;
@@ -133,7 +131,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
         &format!("  embedded: {{ path: {} }}", back_path.display()),
     );
     assert!(migrate(&to, &back).contains("copied 2 keys"));
-    let again = start_on(&upstream, StoreConfig::Embedded { path: back_path }).await;
+    let again = start_on(&upstream, StoreConfig::embedded(back_path)).await;
     assert_eq!(keys(&again).await, after_use);
     assert_eq!(again.get("/v1/article", &reader).await.0, 200);
     again.shutdown().await;

@@ -44,9 +44,7 @@ async fn run_in(
     config.upstream.origin = format!("http://{kb_addr}/")
         .parse()
         .map_err(|e| format!("{e}"))?;
-    config.store = StoreConfig::Embedded {
-        path: data_dir.join("kbgate.db"),
-    };
+    config.store = StoreConfig::embedded(data_dir.join("kbgate.db"));
 
     let store = open_store(&config.store).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now();

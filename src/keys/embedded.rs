@@ -25,12 +25,19 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its folder and tables.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_with_cache_size(path, crate::config::DEFAULT_CACHE_SIZE)
+    }
+
+    /// Like [`EmbeddedStore::open`], keeping up to `cache_size` bytes of pages in memory.
+    pub fn open_with_cache_size(path: &Path, cache_size: u64) -> Result<EmbeddedStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db =
-            Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(usize::try_from(cache_size).unwrap_or(usize::MAX))
+            .create(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
         txn.open_table(KEYS).map_err(unavailable)?;
         txn.open_table(HASHES).map_err(unavailable)?;

@@ -3,9 +3,11 @@
 //! - `kbgate_key_requests_total{key_id}`: requests with a verified key. Each existing key's
 //!   counter is registered at 0 (at start and on create), so `increase()` sees its first use;
 //!   past `per_key_limit` keys, requests count under `key_id="other"`.
-//! - `kbgate_key_info{key_id,name,scope} 1`: one series per existing key, so PromQL can put
-//!   names on ids. Rendered here rather than through the recorder because the recorder cannot
-//!   drop a series, and a renamed or deleted key must lose its old one.
+//! - `kbgate_key_info{key_id,name,scope} 1`: one series per existing key with its own counter
+//!   (the same cap), so PromQL can put names on ids. Rendered here rather than through the
+//!   recorder because the recorder cannot drop a series, and a renamed or deleted key must lose
+//!   its old one. Keys past the cap get no name series: their requests have no id to join on,
+//!   and a million-key store would otherwise put a million series in every scrape.
 
 use super::{KEY_INFO, KEY_REQUESTS};
 use crate::authz::Scope;
@@ -71,10 +73,12 @@ impl KeyMetrics {
 
     /// Adds or updates a key (after create, edit, rotate).
     pub fn set(&self, record: &KeyRecord) {
-        let mut keys = self.write();
-        keys.insert(record.id.clone(), (record.name.clone(), record.scope));
-        self.changes.fetch_add(1, Ordering::SeqCst);
         self.register(&record.id);
+        let mut keys = self.write();
+        if self.counters.contains_key(record.id.as_str()) {
+            keys.insert(record.id.clone(), (record.name.clone(), record.scope));
+        }
+        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn remove(&self, id: &str) {
@@ -92,16 +96,16 @@ impl KeyMetrics {
     /// through other instances on a shared store), unless a key changed here since `changes`
     /// was read: then the listing may be stale and the next refresh tries again.
     pub fn replace_all(&self, records: &[KeyRecord], changes: u64) {
+        for record in records {
+            self.register(&record.id);
+        }
         let mut keys = self.write();
         if self.changes() == changes {
             *keys = records
                 .iter()
+                .filter(|r| self.counters.contains_key(r.id.as_str()))
                 .map(|r| (r.id.clone(), (r.name.clone(), r.scope)))
                 .collect();
-        }
-        drop(keys);
-        for record in records {
-            self.register(&record.id);
         }
     }
 

@@ -188,9 +188,7 @@ pub fn config_from(text: &str, upstream: &str, dir: &std::path::Path) -> Config 
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.upstream.origin = format!("{upstream}/").parse().unwrap();
-    config.store = StoreConfig::Embedded {
-        path: dir.join("kbgate.db"),
-    };
+    config.store = StoreConfig::embedded(dir.join("kbgate.db"));
     config.usage_flush_interval = Duration::from_millis(100);
     config
 }
