@@ -539,7 +539,7 @@ profile_breakdown() {
       row("key: blake3 + hot-tier lookup (incl.)", incl0("^blake3::hash$") + incl0("^kbgate::keys::keyring::Keyring::cached$"))
       row("routes: `canonicalize_path` + `RouteTable::lookup` (incl.)", incl0("^kbgate::authz::canonicalize_path$") + incl0("^kbgate::authz::RouteTable::lookup$"))
       row("usage: `UsageRecorder::record` (incl.)", incl("^kbgate::usage::UsageRecorder::record$"))
-      row("malloc, free, realloc (self)", selfsum("^(malloc|_int_malloc|malloc_consolidate|cfree.*|free|_int_free|realloc|_int_realloc|__libc_(malloc|free|realloc))$"))
+      row("allocator: malloc/free (glibc) or mi_* (mimalloc) (self)", selfsum("^(malloc|_int_malloc|malloc_consolidate|cfree.*|free|_int_free|realloc|_int_realloc|__libc_(malloc|free|realloc)|_?mi_.*)$"))
       row("memmove / memcpy (self)", selfsum("^__mem(move|cpy)"))
       row("clock_gettime (self, vDSO + libc)", selfsum("clock_gettime"))
     }' "$1"

@@ -138,8 +138,7 @@ fn write_usage(db: &Database, deltas: &[UsageDelta]) -> Result<(), StoreError> {
 }
 
 /// Reads one record with its usage inside a read transaction.
-fn read_record(db: &Database, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-    let txn = db.begin_read().map_err(unavailable)?;
+fn read_record(txn: &redb::ReadTransaction, id: &str) -> Result<Option<KeyRecord>, StoreError> {
     let keys = txn.open_table(KEYS).map_err(unavailable)?;
     let usage = txn.open_table(USAGE).map_err(unavailable)?;
     let Some(bytes) = keys.get(id).map_err(unavailable)? else {
@@ -195,21 +194,23 @@ impl KeyStore for EmbeddedStore {
 
     async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let id = id.to_string();
-        self.run(move |db| read_record(db, &id)).await
+        self.run(move |db| read_record(&db.begin_read().map_err(unavailable)?, &id))
+            .await
     }
 
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         let hash = *hash;
         self.run(move |db| {
+            // One snapshot for the hash and the record it points to.
+            let txn = db.begin_read().map_err(unavailable)?;
             let id = {
-                let txn = db.begin_read().map_err(unavailable)?;
                 let hashes = txn.open_table(HASHES).map_err(unavailable)?;
                 match hashes.get(hash.0.as_slice()).map_err(unavailable)? {
                     Some(id) => id.value().to_string(),
                     None => return Ok(None),
                 }
             };
-            read_record(db, &id)
+            read_record(&txn, &id)
         })
         .await
     }
