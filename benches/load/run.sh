@@ -13,6 +13,8 @@
 #   D-embedded kbgate, hot tier off (max_age 0s): every request reads the embedded store
 #   D-redis    kbgate, hot tier off, Redis store (a redis-server started here)
 #   E          kbgate, 100k keys in the store and the hot tier, a random key per request
+#   H          the floor of kbgate's stack: examples/bare_proxy.rs, hyper-util server and pooled
+#              client on the same runtime and allocator, doing nothing else (no key check, no log)
 # Servers run on CPU $SERVER_CPU, the load generators on CPU $CLIENT_CPU. Each repeat runs the arms in
 # a new random order; a warm-up run before each measured run is discarded; medians are reported.
 # Closed loop (wrk): maximum throughput. Open loop (oha, fixed rate, latency corrected so a stall
@@ -56,8 +58,9 @@ UPSTREAM_TOKEN="kb-upstream-credential"
 ADMIN_TOKEN="load-benchmark-admin-token"
 KBGATE="$ROOT/target/release/kbgate"
 SEED="$ROOT/target/release/examples/seed_keys"
+BARE="$ROOT/target/release/examples/bare_proxy"
 WARM="$ROOT/target/release/examples/warm_keys"
-ARMS=(A B C D-embedded D-redis E)
+ARMS=(A B C D-embedded D-redis E H)
 
 declare -A PORT    # arm or server -> port
 declare -A KEY     # arm -> the secret it presents (E: a key file instead)
@@ -170,7 +173,8 @@ ensure_tools() {
 
 build() {
   say "building kbgate and the seeding and warming tools (release)"
-  (cd "$ROOT" && cargo build --release --quiet --bin kbgate --example seed_keys --example warm_keys)
+  (cd "$ROOT" && cargo build --release --quiet --bin kbgate --example seed_keys --example warm_keys \
+    --example bare_proxy)
 }
 
 # ---------- the servers ----------
@@ -184,6 +188,14 @@ start_upstream() {
   start_server upstream "$dir/stdout.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
   wait_for_port "${PORT[upstream]}" upstream
   PORT[A]=${PORT[upstream]}
+}
+
+# Arm H: the bare hyper-util proxy (it checks no key; it gets C's like every arm).
+start_bare_proxy() {
+  pick_port H
+  start_server H "$WORK/bare_proxy.log" "$BARE" "127.0.0.1:${PORT[H]}" "http://127.0.0.1:${PORT[upstream]}"
+  wait_for_port "${PORT[H]}" H
+  KEY[H]=${KEY[C]}
 }
 
 start_nginx_proxy() {
@@ -263,6 +275,7 @@ start_arms() {
   KEY[A]=${KEY[C]}
   KEY[B]=${KEY[C]}
   start_nginx_proxy
+  start_bare_proxy
   kbgate_arm D-embedded embedded 0s 1
   kbgate_arm D-redis redis 0s 1
   # E isolates what the number of keys costs on the hit path: a max_age above the run's length
@@ -279,7 +292,7 @@ preflight() {
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "$(url_of "$arm")")
     [[ $status == 200 ]] || die "arm $arm answered $status, not 200"
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${key}x" "$(url_of "$arm")")
-    [[ $arm == A || $status == 401 ]] || die "arm $arm let a wrong key through ($status)"
+    [[ $arm == A || $arm == H || $status == 401 ]] || die "arm $arm let a wrong key through ($status)"
   done
 }
 
@@ -630,6 +643,7 @@ describe() {
   D-embedded) echo "kbgate, hot tier off, embedded store" ;;
   D-redis) echo "kbgate, hot tier off, Redis store" ;;
   E) echo "kbgate, $E_KEYS keys, random key per request" ;;
+  H) echo "hyper-util proxy doing nothing else (kbgate's stack floor)" ;;
   esac
 }
 
@@ -669,6 +683,9 @@ report() {
   echo "| | C/A | C/B |"
   echo "|---|---:|---:|"
   echo "| max throughput | $(ratio "$(med closed $c rps)" "$(med closed $a rps)") | $(ratio "$(med closed $c rps)" "$(med closed $b rps)") |"
+  echo
+  echo "The floor of kbgate's stack, H (hyper-util proxying and nothing else), against nginx: H/B"
+  echo "$(ratio "$(med closed H rps)" "$(med closed $b rps)"); kbgate keeps C/H $(ratio "$(med closed $c rps)" "$(med closed H rps)") of it."
   echo
   echo "| added latency at $rate req/s (ms) | C − A (kbgate) | B − A (nginx auth proxy) |"
   echo "|---|---:|---:|"
@@ -739,12 +756,13 @@ main() {
   fi
 
   if [[ $mode == quick ]]; then
-    ARMS=(A B C)
+    ARMS=(A B C H)
     start_upstream
     kbgate_arm C embedded 30s 1
     KEY[A]=${KEY[C]}
     KEY[B]=${KEY[C]}
     start_nginx_proxy
+  start_bare_proxy
     preflight
     closed_phase
     rate=$(open_loop_rate)
