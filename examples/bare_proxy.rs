@@ -29,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .block_on(serve(listen, upstream))
 }
 
-async fn serve(listen: std::net::SocketAddr, upstream: Uri) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    listen: std::net::SocketAddr,
+    upstream: Uri,
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
