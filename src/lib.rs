@@ -26,7 +26,8 @@
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
-//! `migrate` copies keys between stores · `demo` the sample KB and the one-command tour.
+//! `migrate` copies keys between stores · `log_sink` writes log lines in batches off the request
+//! path · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
 pub mod app;
