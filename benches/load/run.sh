@@ -267,15 +267,21 @@ kbgate_arm() {
   start_kbgate "$name"
 }
 
-start_arms() {
-  say "starting the upstream, nginx (B), redis-server and the kbgate arms on CPU $SERVER_CPU"
+# The arms every mode but `profile` compares: the upstream itself (A), kbgate with its key in the
+# hot tier (C), and nginx (B) and the bare proxy (H), all presented C's key.
+start_compared_arms() {
   start_upstream
-  start_redis
   kbgate_arm C embedded 30s 1
   KEY[A]=${KEY[C]}
   KEY[B]=${KEY[C]}
   start_nginx_proxy
   start_bare_proxy
+}
+
+start_arms() {
+  say "starting the upstream, nginx (B), redis-server and the kbgate arms on CPU $SERVER_CPU"
+  start_compared_arms
+  start_redis
   kbgate_arm D-embedded embedded 0s 1
   kbgate_arm D-redis redis 0s 1
   # E isolates what the number of keys costs on the hit path: a max_age above the run's length
@@ -757,12 +763,7 @@ main() {
 
   if [[ $mode == quick ]]; then
     ARMS=(A B C H)
-    start_upstream
-    kbgate_arm C embedded 30s 1
-    KEY[A]=${KEY[C]}
-    KEY[B]=${KEY[C]}
-    start_nginx_proxy
-  start_bare_proxy
+    start_compared_arms
     preflight
     closed_phase
     rate=$(open_loop_rate)
