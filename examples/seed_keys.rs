@@ -89,7 +89,9 @@ enum Store {
 impl Store {
     fn open(config: &StoreConfig) -> Result<Store, kbgate::keys::StoreError> {
         Ok(match config {
-            StoreConfig::Embedded { path, .. } => Store::Embedded(EmbeddedStore::open(path)?),
+            StoreConfig::Embedded { path, cache_size } => {
+                Store::Embedded(EmbeddedStore::open_with_cache_size(path, *cache_size)?)
+            }
             StoreConfig::Redis(redis) => Store::Redis(Box::new(RedisStore::open(redis)?)),
         })
     }
