@@ -71,7 +71,7 @@ impl Handler for Gateway {
         });
         let route = log.route.map(|i| self.routes.routes()[i].template.as_str());
         tracing::info!(
-            target: "kbgate::access",
+            target: crate::log_format::ACCESS_TARGET,
             request_id = %request_id,
             key_id = log.key_id.as_deref().unwrap_or("-"),
             method = %method,

@@ -26,8 +26,8 @@
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
-//! `migrate` copies keys between stores · `log_sink` writes log lines in batches off the request
-//! path · `demo` the sample KB and the one-command tour.
+//! `migrate` copies keys between stores · `log_format` lays out log lines (the access line fast) · `log_sink` writes them in
+//! batches off the request path · `demo` the sample KB and the one-command tour.
 
 pub mod admin;
 pub mod app;
@@ -38,6 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
 pub mod migrate;

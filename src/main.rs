@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use kbgate::config::{Config, LogFormat};
+use kbgate::log_format::LineFormat;
 use kbgate::log_sink::{FlushOnDrop, LogSink};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -170,8 +171,8 @@ fn init_tracing(format: LogFormat, level: &str) -> FlushOnDrop {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(sink);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.event_format(LineFormat::text()).init(),
+        LogFormat::Json => builder.json().event_format(LineFormat::json()).init(),
     }
     guard
 }

@@ -1,0 +1,369 @@
+//! The layout of log lines, with a fast path for the access line.
+//!
+//! tracing-subscriber's formatters write every field through `Debug` and paint every part with
+//! an (empty) ANSI style; for the access line, written once per request, that was about a sixth
+//! of the gateway's instructions per request (benches/load, issue 5 notes). [`LineFormat`]
+//! writes the access line itself, in exactly the layout of tracing-subscriber's `Full` text or
+//! `Json` format, and hands every other event (rare: start-up, warnings, debug output) to
+//! those formatters unchanged. Colours on a terminal also go through them.
+
+use std::fmt::{self, Write};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The target of the one line per request (see `gateway.rs`).
+pub const ACCESS_TARGET: &str = "kbgate::access";
+
+/// Text or JSON lines; see the module documentation.
+pub struct LineFormat {
+    json: bool,
+    text_format: format::Format<format::Full>,
+    json_format: format::Format<format::Json>,
+}
+
+impl LineFormat {
+    pub fn text() -> LineFormat {
+        LineFormat::new(false)
+    }
+
+    pub fn json() -> LineFormat {
+        LineFormat::new(true)
+    }
+
+    fn new(json: bool) -> LineFormat {
+        LineFormat {
+            json,
+            text_format: format::Format::default(),
+            json_format: format::Format::default().json(),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let fast = event.metadata().target() == ACCESS_TARGET
+            && !writer.has_ansi_escapes()
+            && ctx.event_scope().is_none();
+        match (fast, self.json) {
+            (false, false) => self.text_format.format_event(ctx, writer, event),
+            (false, true) => self.json_format.format_event(ctx, writer, event),
+            (true, false) => {
+                write_timestamp(&mut writer)?;
+                write!(writer, " {:>5} {ACCESS_TARGET}: ", level(event))?;
+                let mut fields = TextFields {
+                    writer: &mut writer,
+                    first: true,
+                    result: Ok(()),
+                };
+                event.record(&mut fields);
+                fields.result?;
+                writer.write_char('\n')
+            }
+            (true, true) => {
+                writer.write_str("{\"timestamp\":\"")?;
+                write_timestamp(&mut writer)?;
+                write!(writer, "\",\"level\":\"{}\",\"fields\":{{", level(event))?;
+                let mut fields = JsonFields {
+                    writer: &mut writer,
+                    first: true,
+                    result: Ok(()),
+                };
+                event.record(&mut fields);
+                fields.result?;
+                writer.write_str("},\"target\":")?;
+                write_json_str(&mut writer, ACCESS_TARGET)?;
+                writer.write_str("}\n")
+            }
+        }
+    }
+}
+
+fn level(event: &Event<'_>) -> &'static str {
+    match *event.metadata().level() {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it.
+fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+    write!(
+        writer,
+        "{}",
+        humantime::format_rfc3339_micros(std::time::SystemTime::now())
+    )
+}
+
+/// `name=value` pairs separated by spaces: strings quoted and escaped as `Debug` does, other
+/// values as `Debug` writes them (a `%value` field: its `Display`). Plain strings and numbers
+/// are written directly: `core::fmt` is most of what formatting a field costs.
+struct TextFields<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl TextFields<'_, '_> {
+    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = [separator, field.name(), "="]
+            .into_iter()
+            .try_for_each(|part| self.writer.write_str(part))
+            .and_then(|()| value(&mut *self.writer));
+    }
+}
+
+impl Visit for TextFields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let plain = value
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        self.write(field, |w| match plain {
+            true => ["\"", value, "\""]
+                .into_iter()
+                .try_for_each(|part| w.write_str(part)),
+            false => write!(w, "{value:?}"),
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.write(field, |w| write_f64(w, value, "NaN", "inf", "-inf"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, |w| write!(w, "{value:?}"));
+    }
+}
+
+/// `"name":value` pairs: strings and `Debug` output as JSON strings, numbers as numbers.
+struct JsonFields<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl JsonFields<'_, '_> {
+    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { "," };
+        self.first = false;
+        self.result = self
+            .writer
+            .write_str(separator)
+            .and_then(|()| write_json_str(self.writer, field.name()))
+            .and_then(|()| self.writer.write_char(':'))
+            .and_then(|()| value(&mut *self.writer));
+    }
+}
+
+impl Visit for JsonFields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write(field, |w| write_json_str(w, value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.write(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinity; serde_json (and so tracing-subscriber) writes null.
+        self.write(field, |w| write_f64(w, value, "null", "null", "null"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, |w| {
+            w.write_char('"')?;
+            write!(JsonEscaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// A finite float as `Debug` (and serde_json) write it, shortest first: `1.5`, `2000.0`.
+fn write_f64(
+    writer: &mut Writer<'_>,
+    value: f64,
+    nan: &str,
+    infinity: &str,
+    minus_infinity: &str,
+) -> fmt::Result {
+    writer.write_str(match value {
+        v if v.is_nan() => nan,
+        f64::INFINITY => infinity,
+        f64::NEG_INFINITY => minus_infinity,
+        v => return writer.write_str(ryu::Buffer::new().format_finite(v)),
+    })
+}
+
+fn write_json_str(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
+    writer.write_char('"')?;
+    JsonEscaped(writer).write_str(value)?;
+    writer.write_char('"')
+}
+
+/// Writes what it is given with JSON string escapes (RFC 8259 §7).
+struct JsonEscaped<'w, 'a>(&'w mut Writer<'a>);
+
+impl Write for JsonEscaped<'_, '_> {
+    fn write_str(&mut self, value: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (at, byte) in value.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..0x20 => "",
+                _ => continue,
+            };
+            self.0.write_str(&value[plain..at])?;
+            match escape {
+                "" => write!(self.0, "\\u{byte:04x}")?,
+                escape => self.0.write_str(escape)?,
+            }
+            plain = at + 1;
+        }
+        self.0.write_str(&value[plain..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_sink::LogSink;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a sink writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines one access event and one other event make, through `format`.
+    fn lines(json: bool, format: impl FnOnce() -> Option<LineFormat>) -> Vec<String> {
+        let captured = Captured::default();
+        let (sink, guard) = LogSink::new(Box::new(captured.clone()));
+        let builder = tracing_subscriber::fmt().with_ansi(false).with_writer(sink);
+        let subscriber: Box<dyn Subscriber + Send + Sync> = match (json, format()) {
+            (false, None) => Box::new(builder.finish()),
+            (false, Some(format)) => Box::new(builder.event_format(format).finish()),
+            (true, None) => Box::new(builder.json().finish()),
+            (true, Some(format)) => Box::new(builder.json().event_format(format).finish()),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let method = http::Method::GET;
+            tracing::info!(
+                target: "kbgate::access",
+                request_id = %"abc-1",
+                key_id = "key_1",
+                method = %method,
+                route = "/v1/article/{id}",
+                odd = "quote \" backslash \\ tab \t bell \u{7} é",
+                quoted = "say \"hi\" \\o/",
+                status = 200u16,
+                signed = -3i64,
+                flag = true,
+                latency_ms = 1.5f64,
+                upstream_ms = Some(2000.0f64),
+                missing = None::<f64>,
+                not_a_number = f64::NAN,
+                infinite = f64::NEG_INFINITY,
+            );
+            tracing::warn!(target: "kbgate::app", answer = 42, "something else");
+        });
+        drop(guard);
+        let bytes = captured.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The timestamp is the only part that may differ between two formatters' lines.
+    fn without_timestamp(line: &str, json: bool) -> String {
+        match json {
+            false => line.split_once(' ').unwrap().1.to_string(),
+            true => {
+                let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+                let time = value["timestamp"].take();
+                assert!(
+                    humantime::parse_rfc3339(time.as_str().unwrap()).is_ok(),
+                    "{time}"
+                );
+                value.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn access_lines_are_laid_out_exactly_as_tracing_subscriber_lays_them_out() {
+        for json in [false, true] {
+            let ours = lines(json, || Some(LineFormat::new(json)));
+            let theirs = lines(json, || None);
+            assert_eq!(ours.len(), 2, "{ours:?}");
+            assert_eq!(theirs.len(), 2, "{theirs:?}");
+            for (ours, theirs) in ours.iter().zip(&theirs) {
+                assert_eq!(
+                    without_timestamp(ours, json),
+                    without_timestamp(theirs, json),
+                    "json: {json}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_timestamps_are_rfc3339_with_microseconds() {
+        let ours = lines(false, || Some(LineFormat::text()));
+        let time = ours[0].split_once(' ').unwrap().0;
+        assert_eq!(time.len(), "2026-11-27T04:39:02.972524Z".len(), "{time}");
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+    }
+}
