@@ -9,7 +9,7 @@ use crate::metrics::requests::{Observation, RequestMetrics};
 use crate::metrics::{self, InFlight};
 use crate::rejection::Rejection;
 use crate::server::{ConnInfo, Handler};
-use crate::upstream::{ForwardInfo, Upstream};
+use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
 use crate::usage::UsageRecorder;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -53,11 +53,14 @@ impl Handler for Gateway {
         metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
         let (mut response, outcome) = match result {
             Ok(response) => (response, "forwarded"),
-            Err(rejection) => (rejection.into_response(&request_id), rejection.code()),
+            Err(rejection) => (
+                rejection.into_response(request_id_str(&request_id)),
+                rejection.code(),
+            ),
         };
-        if let Ok(id) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert("x-request-id", id);
-        }
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         self.metrics.observe(&Observation {
@@ -72,7 +75,7 @@ impl Handler for Gateway {
         let route = log.route.map(|i| self.routes.routes()[i].template.as_str());
         tracing::info!(
             target: crate::log_format::ACCESS_TARGET,
-            request_id = %request_id,
+            request_id = %request_id_str(&request_id),
             key_id = log.key_id.as_deref().unwrap_or("-"),
             method = %method,
             route = route.unwrap_or("-"),
@@ -90,7 +93,7 @@ impl Gateway {
         &self,
         request: Request<Body>,
         conn: &ConnInfo,
-        request_id: &str,
+        request_id: &HeaderValue,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
         check_request(&request, &self.limits)?;
@@ -125,7 +128,7 @@ impl Gateway {
         let info = ForwardInfo {
             path: &path,
             query: forwarded_query.as_deref(),
-            client_ip: conn.remote.ip(),
+            client_ip: &conn.client_ip,
             proto: if conn.tls { "https" } else { "http" },
             host,
             request_id,
@@ -400,33 +403,37 @@ fn decode(component: &str) -> Cow<'_, str> {
     )
 }
 
-/// The client's X-Request-Id when it is short and plain, else a new random one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    let client = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+/// The client's X-Request-Id when it is short and plain, else a new random one. Kept as a
+/// header value: the response and the upstream request carry it without a copy each.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(X_REQUEST_ID)
         .filter(|id| {
             (1..=64).contains(&id.len())
                 && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        });
-    match client {
-        Some(id) => id.to_string(),
-        None => random_hex_id(),
-    }
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        })
+        .cloned()
+        .unwrap_or_else(random_request_id)
 }
 
-/// 128 random bits as 32 lowercase hex digits, built in one allocation (it runs per request).
-fn random_hex_id() -> String {
+/// 128 random bits as 32 lowercase hex digits.
+fn random_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 16] = rand::random();
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        id.push(HEX[usize::from(b >> 4)] as char);
-        id.push(HEX[usize::from(b & 0x0f)] as char);
+    let mut id = [0u8; 32];
+    for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    id
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// The request id as text: what [`request_id`] returns is always visible ASCII.
+pub fn request_id_str(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
 }
 
 #[cfg(test)]
@@ -496,6 +503,12 @@ mod tests {
         let h = headers(&[("x-request-id", "bad id with spaces")]);
         let id = request_id(&h);
         assert_eq!(id.len(), 32);
+        assert!(
+            request_id_str(&id)
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id:?}"
+        );
         assert_ne!(id, request_id(&h));
     }
 }

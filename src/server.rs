@@ -4,7 +4,7 @@
 
 use crate::body::Body;
 use crate::config::{Limits, TlsFiles};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,10 +27,25 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 const HYPER_MIN_BUF_SIZE: usize = 8192;
 
 /// Who is on the other end of a connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The remote IP address as a header value (`X-Forwarded-For`), formatted once per
+    /// connection rather than once per request.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, tls: bool) -> ConnInfo {
+        let client_ip = HeaderValue::from_str(&remote.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo {
+            remote,
+            tls,
+            client_ip,
+        }
+    }
 }
 
 /// Something that answers requests: the gateway or the admin API.
@@ -79,16 +94,14 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = ConnInfo {
-                remote,
-                tls: tls.is_some(),
-            };
+            let conn = ConnInfo::new(remote, tls.is_some());
             let deadline = limits.tls_handshake_timeout * u32::from(tls.is_some())
                 + limits.header_read_timeout;
             let first_request = Arc::new(AtomicBool::new(false));
             let started = first_request.clone();
             let service = service_fn(move |request| {
                 let handler = handler.clone();
+                let conn = conn.clone();
                 started.store(true, Ordering::Release);
                 async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
             });

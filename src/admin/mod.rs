@@ -73,9 +73,10 @@ impl Handler for Admin {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let result = self.route(request).await;
+        let request_id = crate::gateway::request_id_str(&request_id);
         let response =
-            result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, &request_id));
-        tracing::info!(target: "kbgate::admin", request_id = %request_id, %method, %path, status = response.status().as_u16());
+            result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, request_id));
+        tracing::info!(target: "kbgate::admin", %request_id, %method, %path, status = response.status().as_u16());
         response
     }
 }
