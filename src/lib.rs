@@ -48,4 +48,9 @@ pub mod upstream;
 pub mod usage;
 
 pub use app::{Running, start};
+
+/// The concurrent maps of the request path (hot tier, metrics, usage), hashed with foldhash
+/// instead of the default SipHash: a lookup hashes twice (shard, then slot), and SipHash was
+/// most of its cost. Their keys are blake3 hashes and ids the gateway made, not raw input.
+pub type FastMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
 pub use config::Config;

@@ -1,9 +1,9 @@
 //! Per-key usage: counted in memory on the request path (no store write there), flushed to the
 //! store in batches every `usage.flush_interval` and once more at shutdown.
 
+use crate::FastMap;
 use crate::keys::{KeyStore, StoreError, UsageDelta};
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ pub struct Pending {
 
 #[derive(Default)]
 pub struct UsageRecorder {
-    pending: DashMap<Arc<str>, Pending>,
+    pending: FastMap<Arc<str>, Pending>,
 }
 
 impl UsageRecorder {

@@ -10,12 +10,12 @@
 //! Well-formed but unknown secrets are remembered briefly (the negative cache), so a flood of
 //! wrong keys costs one store lookup each per `negative_ttl`, not one per request.
 
+use crate::FastMap;
 use crate::authz::{Permission, Scope};
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent};
 use crate::metrics::{self, StoreOp};
 use crate::rejection::Rejection;
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -74,9 +74,9 @@ pub struct CacheLimits {
 
 pub struct Keyring {
     store: Arc<dyn KeyStore>,
-    hot: DashMap<KeyHash, HotEntry>,
+    hot: FastMap<KeyHash, HotEntry>,
     /// Unknown secrets and when they were found unknown.
-    negative: DashMap<KeyHash, Instant>,
+    negative: FastMap<KeyHash, Instant>,
     /// Bumped by every `forget`, so a lookup that raced with a change never caches stale data.
     generation: AtomicU64,
     /// False while a shared store's change feed is down: what is cached then could go stale.
@@ -89,8 +89,8 @@ impl Keyring {
     pub fn new(store: Arc<dyn KeyStore>, limits: CacheLimits, caching: bool) -> Keyring {
         Keyring {
             store,
-            hot: DashMap::new(),
-            negative: DashMap::new(),
+            hot: FastMap::default(),
+            negative: FastMap::default(),
             generation: AtomicU64::new(0),
             caching: AtomicBool::new(caching),
             limits,

@@ -10,9 +10,9 @@
 //!   and a million-key store would otherwise put a million series in every scrape.
 
 use super::{KEY_INFO, KEY_REQUESTS};
+use crate::FastMap;
 use crate::authz::Scope;
 use crate::keys::KeyRecord;
-use dashmap::DashMap;
 use metrics::{Counter, counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -29,7 +29,7 @@ pub struct KeyMetrics {
     /// here is not allowed to undo it.
     changes: AtomicU64,
     limit: usize,
-    counters: DashMap<Arc<str>, Counter>,
+    counters: FastMap<Arc<str>, Counter>,
     other: Counter,
 }
 
@@ -39,7 +39,7 @@ impl KeyMetrics {
             info: RwLock::default(),
             changes: AtomicU64::new(0),
             limit: per_key_limit,
-            counters: DashMap::new(),
+            counters: FastMap::default(),
             other: counter!(KEY_REQUESTS, "key_id" => OTHER_KEYS),
         }
     }

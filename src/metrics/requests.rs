@@ -4,8 +4,8 @@
 
 use super::keys::KeyMetrics;
 use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
+use crate::FastMap;
 use crate::authz::RouteTable;
-use dashmap::DashMap;
 use http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
 use std::sync::{Arc, OnceLock};
@@ -44,7 +44,7 @@ struct RouteHandles {
 pub struct RequestMetrics {
     /// One per route in table order, then one for [`NO_ROUTE`].
     routes: Vec<RouteHandles>,
-    requests: DashMap<CounterKey, Counter>,
+    requests: FastMap<CounterKey, Counter>,
     per_key: Option<Arc<KeyMetrics>>,
 }
 
@@ -64,7 +64,7 @@ impl RequestMetrics {
             .collect();
         RequestMetrics {
             routes,
-            requests: DashMap::new(),
+            requests: FastMap::default(),
             per_key,
         }
     }
