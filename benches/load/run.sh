@@ -523,7 +523,73 @@ profile_c() {
   syscall_summary "$dir/perf-trace.txt" "$requests"
   echo '```'
   echo
-  if command -v valgrind >/dev/null; then allocations_per_request; fi
+  if command -v valgrind >/dev/null; then
+    allocations_per_request
+    echo
+    instructions_per_request
+  fi
+}
+
+# User-space instructions per request of B, H and C: each runs again under valgrind's callgrind,
+# counting only while it serves $n requests after a warm-up. Exact and repeatable where CPU time
+# on a VM is not; the kernel's share is not counted (the three make the same syscalls per
+# request: 2 recv, 2 writev). nginx runs without its master process, so callgrind sees the worker.
+instructions_per_request() {
+  local dir="$WORK/profile" n=10000 arm
+  local -A counted
+  say "profile: instructions per request of B, H and C (valgrind callgrind; slow)"
+  kbgate_config cg-C embedded 30s
+  seed cg-C 1
+  KEY[cg-C]=$(head -1 "$WORK/cg-C/keys.txt")
+  mkdir -p "$WORK/cg-B"
+  pick_port cg-B
+  render "$HERE/proxy.conf" "$WORK/cg-B/nginx.conf" DIR="$WORK/cg-B" PORT="${PORT[cg-B]}" \
+    USER="$(id -un)" UPSTREAM_PORT="${PORT[upstream]}" KEY="${KEY[cg-C]}" \
+    UPSTREAM_TOKEN="$UPSTREAM_TOKEN" ACCESS_LOG="$([[ $LOGS == on ]] && echo "$WORK/cg-B/access.log" || echo off)"
+  pick_port cg-H
+  callgrind_run cg-B $n nginx -g 'master_process off;' -p "$WORK/cg-B" -e "$WORK/cg-B/error.log" \
+    -c "$WORK/cg-B/nginx.conf"
+  counted[B]=$INSTRUCTIONS
+  callgrind_run cg-H $n "$BARE" "127.0.0.1:${PORT[cg-H]}" "http://127.0.0.1:${PORT[upstream]}"
+  counted[H]=$INSTRUCTIONS
+  callgrind_run cg-C $n "$KBGATE" serve --config "$WORK/cg-C/kbgate.yaml"
+  counted[C]=$INSTRUCTIONS
+  echo "User-space instructions per request (valgrind callgrind, $n requests after 2000 of warm-up):"
+  echo
+  echo "| arm | instructions per request | vs B |"
+  echo "|---|---:|---:|"
+  for arm in B H C; do
+    echo "| $arm $(describe "$arm") | ${counted[$arm]} | $(ratio "${counted[$arm]}" "${counted[B]}") |"
+  done
+  echo
+  echo "kbgate's own work per request (C − H: key check, authorization, metering, access log,"
+  echo "header hygiene): $((counted[C] - counted[H])) instructions."
+}
+
+# Runs a server under callgrind on port PORT[name], counting only while it serves `n` requests
+# presented KEY[cg-C] (after 2000 uncounted); sets INSTRUCTIONS to its instructions per request.
+callgrind_run() {
+  local name=$1 n=$2 dir="$WORK/profile" total
+  shift 2
+  # One worker thread, as on the server CPU (valgrind may report more CPUs than taskset allows).
+  start_server "$name" "$dir/$name.log" env TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind \
+    --instr-atstart=no --callgrind-out-file="$dir/$name.callgrind" "$@"
+  for _ in $(seq 600); do
+    curl -s -o /dev/null "$(url_of "$name")" && break
+    kill -0 "${PID_OF[$name]}" 2>/dev/null || die "$name exited under valgrind (see $dir/$name.log)"
+    sleep 0.1
+  done
+  local load=(oha -c "$CONNECTIONS" --no-tui --output-format quiet
+    -H "Authorization: Bearer ${KEY[cg-C]}" "$(url_of "$name")")
+  taskset -c "$CLIENT_CPU" "${load[@]}" -n 2000 >/dev/null 2>&1
+  callgrind_control -i on "${PID_OF[$name]}" >/dev/null 2>&1 || die "callgrind_control: no $name"
+  taskset -c "$CLIENT_CPU" "${load[@]}" -n "$n" >/dev/null 2>&1
+  callgrind_control -i off "${PID_OF[$name]}" >/dev/null 2>&1 || die "callgrind_control: no $name"
+  kill -TERM "${PID_OF[$name]}"
+  wait "${PID_OF[$name]}" || true
+  total=$(callgrind_annotate "$dir/$name.callgrind" 2>/dev/null |
+    awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  INSTRUCTIONS=$((total / n))
 }
 
 # The request path's parts, by the inclusive share of the frames that stand for them.
@@ -551,9 +617,9 @@ profile_breakdown() {
       row("  of which the write to stderr (incl.)", incl("Stderr as std::io::Write>::write_all$"))
       row("X-Request-Id: 16 random bytes, hex (incl.)", incl("^kbgate::gateway::request_id$"))
       row("upstream client: `send_request` (incl.)", incl("client::legacy::client::Client<C,B>::send_request"))
-      row("header hygiene: `add_forwarding_headers` (incl.)", incl("^kbgate::upstream::add_forwarding_headers$"))
-      row("header hygiene: `strip_hop_by_hop` (incl.)", incl("^kbgate::upstream::strip_hop_by_hop$"))
-      row("upstream URI: `target_uri` (incl.)", incl("^kbgate::upstream::Upstream::target_uri$"))
+      row("upstream request: URI, client headers that may pass, forwarding headers (incl.)", incl("^kbgate::upstream::Upstream::upstream_request$"))
+      row("  of which the URI: `target_uri` (incl.)", incl("^kbgate::upstream::Upstream::target_uri$"))
+      row("response headers: `remove_hop_by_hop` (incl.)", incl("^kbgate::upstream::remove_hop_by_hop$"))
       row("key: `extract_key` + `is_well_formed` (incl.)", incl0("^kbgate::gateway::extract_key$") + incl0("^kbgate::keys::secret::is_well_formed$"))
       row("key: blake3 + hot-tier lookup (incl.)", incl0("^blake3::hash$") + incl0("^kbgate::keys::keyring::Keyring::cached$"))
       row("routes: `canonicalize_path` + `RouteTable::lookup` (incl.)", incl0("^kbgate::authz::canonicalize_path$") + incl0("^kbgate::authz::RouteTable::lookup$"))
