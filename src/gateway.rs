@@ -12,7 +12,7 @@ use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
 use crate::usage::UsageRecorder;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -328,6 +328,9 @@ fn millis(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
+/// Built once: looking a header up by a string literal parses the name on every request.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Finds the client's key in `Authorization: Bearer`, `X-Api-Key` and `?key=`.
 /// Returns the key and the query to forward (without any `key` parameter).
 /// Two different keys in one request are ambiguous; the same key twice is fine.
@@ -352,7 +355,7 @@ pub fn extract_key<'a>(
             offer(Cow::Borrowed(token.trim()))?;
         }
     }
-    for value in headers.get_all("x-api-key") {
+    for value in headers.get_all(X_API_KEY) {
         offer(Cow::Borrowed(
             value.to_str().map_err(|_| Rejection::InvalidKey)?.trim(),
         ))?;
