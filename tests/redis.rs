@@ -447,3 +447,44 @@ async fn a_key_created_on_a_gets_its_name_in_b_metrics() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_listing_larger_than_one_batch_returns_every_key_with_its_own_usage() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = kbgate::app::open_store(&server.store("many:")).unwrap();
+    let now = chrono::Utc::now();
+    // More than two of the store's read batches (1000), and not a multiple of one.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut deltas = Vec::new();
+    for n in 0..2345u64 {
+        let secret = kbgate::keys::secret::generate();
+        let record = kbgate::keys::KeyRecord::new(
+            format!("key {n}"),
+            kbgate::authz::Scope::Read,
+            Vec::new(),
+            None,
+            &secret,
+            now,
+        );
+        store.create(&record).await.unwrap();
+        deltas.push(kbgate::keys::UsageDelta {
+            key_id: record.id.clone(),
+            requests: n + 1,
+            last_used_at: now,
+        });
+        ids.insert(record.id);
+    }
+    store.add_usage(&deltas).await.unwrap();
+
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.len(), ids.len());
+    let listed_ids: std::collections::BTreeSet<String> =
+        listed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(listed_ids, ids, "every key once");
+    for record in &listed {
+        let n: u64 = record.name.strip_prefix("key ").unwrap().parse().unwrap();
+        assert_eq!(record.usage.request_count, n + 1, "{}", record.name);
+    }
+}
