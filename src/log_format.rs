@@ -62,26 +62,14 @@ where
             (true, false) => {
                 write_timestamp(&mut writer)?;
                 write!(writer, " {:>5} {ACCESS_TARGET}: ", level(event))?;
-                let mut fields = TextFields {
-                    writer: &mut writer,
-                    first: true,
-                    result: Ok(()),
-                };
-                event.record(&mut fields);
-                fields.result?;
+                Fields::write_all(&mut writer, event, false)?;
                 writer.write_char('\n')
             }
             (true, true) => {
                 writer.write_str("{\"timestamp\":\"")?;
                 write_timestamp(&mut writer)?;
                 write!(writer, "\",\"level\":\"{}\",\"fields\":{{", level(event))?;
-                let mut fields = JsonFields {
-                    writer: &mut writer,
-                    first: true,
-                    result: Ok(()),
-                };
-                event.record(&mut fields);
-                fields.result?;
+                Fields::write_all(&mut writer, event, true)?;
                 writer.write_str("},\"target\":")?;
                 write_json_str(&mut writer, ACCESS_TARGET)?;
                 writer.write_str("}\n")
@@ -109,85 +97,64 @@ fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
     )
 }
 
-/// `name=value` pairs separated by spaces: strings quoted and escaped as `Debug` does, other
-/// values as `Debug` writes them (a `%value` field: its `Display`). Plain strings and numbers
-/// are written directly: `core::fmt` is most of what formatting a field costs.
-struct TextFields<'w, 'a> {
+/// An event's fields. Text: `name=value` pairs separated by spaces, strings quoted and escaped
+/// as `Debug` does, other values as `Debug` writes them (a `%value` field: its `Display`).
+/// JSON: `"name":value` pairs, strings and `Debug` output as JSON strings, numbers as numbers.
+/// Plain strings and numbers are written directly: `core::fmt` is most of what a field costs.
+struct Fields<'w, 'a> {
     writer: &'w mut Writer<'a>,
+    json: bool,
     first: bool,
     result: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
+impl<'w, 'a> Fields<'w, 'a> {
+    fn write_all(writer: &'w mut Writer<'a>, event: &Event<'_>, json: bool) -> fmt::Result {
+        let mut fields = Fields {
+            writer,
+            json,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result
+    }
+
     fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let separator = if self.first { "" } else { " " };
+        let separator = match (self.first, self.json) {
+            (true, _) => "",
+            (false, false) => " ",
+            (false, true) => ",",
+        };
         self.first = false;
-        self.result = [separator, field.name(), "="]
-            .into_iter()
-            .try_for_each(|part| self.writer.write_str(part))
-            .and_then(|()| value(&mut *self.writer));
+        let writer = &mut *self.writer;
+        self.result = writer
+            .write_str(separator)
+            .and_then(|()| match self.json {
+                false => writer.write_str(field.name()),
+                true => write_json_str(writer, field.name()),
+            })
+            .and_then(|()| writer.write_str(if self.json { ":" } else { "=" }))
+            .and_then(|()| value(writer));
     }
 }
 
-impl Visit for TextFields<'_, '_> {
+impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        let json = self.json;
         let plain = value
             .bytes()
             .all(|b| b == b' ' || b.is_ascii_graphic() && b != b'"' && b != b'\\');
-        self.write(field, |w| match plain {
-            true => ["\"", value, "\""]
+        self.write(field, |w| match (json, plain) {
+            (true, _) => write_json_str(w, value),
+            (false, true) => ["\"", value, "\""]
                 .into_iter()
                 .try_for_each(|part| w.write_str(part)),
-            false => write!(w, "{value:?}"),
+            (false, false) => write!(w, "{value:?}"),
         });
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.write(field, |w| write_f64(w, value, "NaN", "inf", "-inf"));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, |w| write!(w, "{value:?}"));
-    }
-}
-
-/// `"name":value` pairs: strings and `Debug` output as JSON strings, numbers as numbers.
-struct JsonFields<'w, 'a> {
-    writer: &'w mut Writer<'a>,
-    first: bool,
-    result: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        let separator = if self.first { "" } else { "," };
-        self.first = false;
-        self.result = self
-            .writer
-            .write_str(separator)
-            .and_then(|()| write_json_str(self.writer, field.name()))
-            .and_then(|()| self.writer.write_char(':'))
-            .and_then(|()| value(&mut *self.writer));
-    }
-}
-
-impl Visit for JsonFields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.write(field, |w| write_json_str(w, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -204,14 +171,24 @@ impl Visit for JsonFields<'_, '_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinity; serde_json (and so tracing-subscriber) writes null.
-        self.write(field, |w| write_f64(w, value, "null", "null", "null"));
+        let (nan, infinity, minus_infinity) = match self.json {
+            false => ("NaN", "inf", "-inf"),
+            true => ("null", "null", "null"),
+        };
+        self.write(field, |w| {
+            write_f64(w, value, nan, infinity, minus_infinity)
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, |w| {
-            w.write_char('"')?;
-            write!(JsonEscaped(w), "{value:?}")?;
-            w.write_char('"')
+        let json = self.json;
+        self.write(field, |w| match json {
+            false => write!(w, "{value:?}"),
+            true => {
+                w.write_char('"')?;
+                write!(JsonEscaped(w), "{value:?}")?;
+                w.write_char('"')
+            }
         });
     }
 }
