@@ -220,10 +220,11 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
     }
 }
 
-/// Reads every key's name and scope for `kbgate_key_info`; on a store error keeps what it has.
+/// Reads the names and scopes of the keys `kbgate_key_info` covers (the oldest, up to
+/// `metrics.per_key_limit`); on a store error keeps what it has.
 async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
     let changes = key_metrics.changes();
-    match store.list().await {
+    match store.list_oldest(key_metrics.limit()).await {
         Ok(records) => key_metrics.replace_all(&records, changes),
         Err(error) => {
             metrics::fixed().store_error(StoreOp::Admin, &error);

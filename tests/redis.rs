@@ -449,7 +449,7 @@ async fn a_key_created_on_a_gets_its_name_in_b_metrics() {
 }
 
 #[tokio::test]
-async fn a_listing_larger_than_one_batch_returns_every_key_with_its_own_usage() {
+async fn listings_larger_than_one_batch_return_every_key_with_its_own_usage() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -487,4 +487,14 @@ async fn a_listing_larger_than_one_batch_returns_every_key_with_its_own_usage() 
         let n: u64 = record.name.strip_prefix("key ").unwrap().parse().unwrap();
         assert_eq!(record.usage.request_count, n + 1, "{}", record.name);
     }
+
+    // The oldest first; created in the same millisecond, they are in id order.
+    let oldest = store.list_oldest(1500).await.unwrap();
+    let oldest_ids: Vec<String> = oldest.iter().map(|r| r.id.clone()).collect();
+    let expected: Vec<String> = ids.iter().take(1500).cloned().collect();
+    assert_eq!(oldest_ids, expected);
+    assert!(
+        oldest.iter().all(|r| r.usage.request_count > 0),
+        "with usage"
+    );
 }

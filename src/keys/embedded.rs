@@ -10,6 +10,7 @@ use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, Usage, UsageDelta};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -90,6 +91,34 @@ impl EmbeddedStore {
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
+
+/// The order of listings: creation time, then id.
+fn age(record: &KeyRecord) -> (DateTime<Utc>, &str) {
+    (record.created_at, &record.id)
+}
+
+/// A record ordered by [`age`].
+struct ByAge(KeyRecord);
+
+impl Ord for ByAge {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        age(&self.0).cmp(&age(&other.0))
+    }
+}
+
+impl PartialOrd for ByAge {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for ByAge {
+    fn eq(&self, other: &Self) -> bool {
+        age(&self.0) == age(&other.0)
+    }
+}
+
+impl Eq for ByAge {}
 
 fn decode(bytes: &[u8]) -> Result<KeyRecord, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -216,24 +245,35 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.run(|db| {
+        self.list_oldest(usize::MAX).await
+    }
+
+    /// Reads every record (keys are stored by id, not by age) but keeps only the `limit` oldest.
+    async fn list_oldest(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        self.run(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let keys = txn.open_table(KEYS).map_err(unavailable)?;
             let usage = txn.open_table(USAGE).map_err(unavailable)?;
-            let mut records = Vec::new();
+            // The youngest of those kept on top, to be dropped for an older one.
+            let mut oldest: BinaryHeap<ByAge> = BinaryHeap::new();
             for entry in keys.iter().map_err(unavailable)? {
                 let (id, bytes) = entry.map_err(unavailable)?;
                 let mut record = decode(bytes.value())?;
+                if oldest.len() == limit {
+                    match oldest.peek() {
+                        Some(youngest) if age(&record) < age(&youngest.0) => oldest.pop(),
+                        _ => continue,
+                    };
+                }
                 record.usage = usage_of(
                     usage
                         .get(id.value())
                         .map_err(unavailable)?
                         .map(|v| v.value()),
                 );
-                records.push(record);
+                oldest.push(ByAge(record));
             }
-            records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-            Ok(records)
+            Ok(oldest.into_sorted_vec().into_iter().map(|r| r.0).collect())
         })
         .await
     }
@@ -343,6 +383,28 @@ mod tests {
             assert_eq!(found.id, record.id);
         }
         assert_eq!(store.list().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_oldest_keys_are_listed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
+        let start = Utc::now();
+        // Created out of age order, so that id order (the table's) says nothing of age.
+        for minutes in [5, 1, 4, 0, 3, 2] {
+            let (mut record, _) = record(&format!("{minutes}"));
+            record.created_at = start + chrono::Duration::minutes(minutes);
+            store.create(&record).await.unwrap();
+        }
+        let names = |records: Vec<KeyRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.name).collect()
+        };
+        assert_eq!(names(store.list_oldest(3).await.unwrap()), ["0", "1", "2"]);
+        assert_eq!(
+            names(store.list().await.unwrap()),
+            ["0", "1", "2", "3", "4", "5"]
+        );
+        assert!(store.list_oldest(0).await.unwrap().is_empty());
     }
 
     #[tokio::test]

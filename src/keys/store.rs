@@ -38,6 +38,13 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
     /// Every key, oldest first.
     async fn list(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// The `limit` oldest keys, oldest first: what the per-key metrics need of a store that may
+    /// hold millions, without holding them all in memory.
+    async fn list_oldest(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut records = self.list().await?;
+        records.truncate(limit);
+        Ok(records)
+    }
     /// Replaces a key's record (not its usage); the hash index follows `record.secrets`.
     /// Returns false when no such key exists.
     async fn update(&self, record: &KeyRecord) -> Result<bool, StoreError>;

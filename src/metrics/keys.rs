@@ -109,6 +109,11 @@ impl KeyMetrics {
         }
     }
 
+    /// `metrics.per_key_limit`: how many keys have their own series.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }

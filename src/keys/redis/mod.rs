@@ -234,6 +234,29 @@ impl RedisStore {
         Ok(scored.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// The records (with usage) of these ids, in their order, read [`LIST_BATCH`] at a time.
+    async fn records(&self, ids: &[String]) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(LIST_BATCH) {
+            let keys = &batch
+                .iter()
+                .map(|id| self.record_key(id))
+                .collect::<Vec<_>>();
+            let jsons: Vec<Option<String>> =
+                self.call(|mut c| async move { c.mget(keys).await }).await?;
+            let usage = self.read_usage(batch).await?;
+            for (json, usage) in jsons.into_iter().zip(usage) {
+                // A key deleted between the reads is simply not listed.
+                if let Some(json) = json {
+                    let mut record = decode(&json)?;
+                    record.usage = usage;
+                    records.push(record);
+                }
+            }
+        }
+        Ok(records)
+    }
+
     /// The change message: `created` or `changed`, then the hex hashes concerned.
     fn message(kind: &str, hashes: impl Iterator<Item = KeyHash>) -> String {
         std::iter::once(kind.to_string())
@@ -353,25 +376,19 @@ impl KeyStore for RedisStore {
 
     async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let ids = self.all_ids().await?;
-        let mut records = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(LIST_BATCH) {
-            let keys = &batch
-                .iter()
-                .map(|id| self.record_key(id))
-                .collect::<Vec<_>>();
-            let jsons: Vec<Option<String>> =
-                self.call(|mut c| async move { c.mget(keys).await }).await?;
-            let usage = self.read_usage(batch).await?;
-            for (json, usage) in jsons.into_iter().zip(usage) {
-                // A key deleted between the reads is simply not listed.
-                if let Some(json) = json {
-                    let mut record = decode(&json)?;
-                    record.usage = usage;
-                    records.push(record);
-                }
-            }
+        self.records(&ids).await
+    }
+
+    async fn list_oldest(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
         }
-        Ok(records)
+        let ids_key = &self.ids_key();
+        let last = isize::try_from(limit - 1).unwrap_or(isize::MAX);
+        let ids: Vec<String> = self
+            .call(|mut c| async move { c.zrange(ids_key, 0, last).await })
+            .await?;
+        self.records(&ids).await
     }
 
     async fn update(&self, record: &KeyRecord) -> Result<bool, StoreError> {
