@@ -17,6 +17,9 @@ pub struct Pending {
 #[derive(Default)]
 pub struct UsageRecorder {
     pending: FastMap<Arc<str>, Pending>,
+    /// Written by a flush from taking the counts out of `pending` until the store has them;
+    /// read by whoever reads a key's usage from the store and then [`UsageRecorder::pending`].
+    flushing: tokio::sync::RwLock<()>,
 }
 
 impl UsageRecorder {
@@ -45,9 +48,17 @@ impl UsageRecorder {
         self.pending.get(key_id).map(|p| *p)
     }
 
+    /// Hold while reading usage from the store and then [`UsageRecorder::pending`]: a flush
+    /// between the two would show counts in neither place (the store write can take a while
+    /// under load: it runs on a low-priority thread).
+    pub async fn exact(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.flushing.read().await
+    }
+
     /// Writes everything counted so far to the store. On failure the counts are put back, so
     /// nothing is lost; the next flush tries again.
     pub async fn flush(&self, store: &dyn KeyStore) -> Result<(), StoreError> {
+        let _flushing = self.flushing.write().await;
         let ids: Vec<Arc<str>> = self.pending.iter().map(|e| e.key().clone()).collect();
         let taken: Vec<(Arc<str>, Pending)> = ids
             .into_iter()
@@ -100,5 +111,84 @@ impl UsageRecorder {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyHash, KeyRecord, StoreEvent};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use tokio::sync::{Notify, mpsc};
+
+    /// A store whose usage write waits for `release`, and which keeps what it was given.
+    #[derive(Default)]
+    struct SlowUsageStore {
+        writing: Notify,
+        release: Notify,
+        written: Mutex<u64>,
+    }
+
+    #[async_trait]
+    impl KeyStore for SlowUsageStore {
+        async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {
+            self.writing.notify_one();
+            self.release.notified().await;
+            *self.written.lock().unwrap() += deltas.iter().map(|d| d.requests).sum::<u64>();
+            Ok(())
+        }
+        async fn create(&self, _: &KeyRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn get(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn find_by_hash(&self, _: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn list(&self) -> Result<Vec<KeyRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn update(&self, _: &KeyRecord) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn import(&self, _: &KeyRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn watch(&self, _: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_being_written_are_not_read_as_gone() {
+        let recorder = Arc::new(UsageRecorder::default());
+        let store = Arc::new(SlowUsageStore::default());
+        let id: Arc<str> = "key_1".into();
+        recorder.record(&id);
+        recorder.record(&id);
+
+        let flush = tokio::spawn({
+            let (recorder, store) = (recorder.clone(), store.clone());
+            async move { recorder.flush(store.as_ref()).await }
+        });
+        store.writing.notified().await;
+        // The counts have left `pending` and are not in the store yet: an exact read waits.
+        assert_eq!(recorder.pending(&id), None);
+        let early = tokio::time::timeout(Duration::from_millis(100), recorder.exact()).await;
+        assert!(early.is_err(), "an exact read went ahead of the write");
+
+        store.release.notify_one();
+        let exact = recorder.exact().await;
+        assert_eq!(*store.written.lock().unwrap(), 2, "in the store once read");
+        drop(exact);
+        flush.await.unwrap().unwrap();
     }
 }

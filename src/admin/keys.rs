@@ -74,7 +74,8 @@ fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     })
 }
 
-/// The key object of the API, with usage not yet flushed added in so counts are exact.
+/// The key object of the API, with usage not yet flushed added in so counts are exact (read
+/// the record and `pending` under [`UsageRecorder::exact`](crate::usage::UsageRecorder::exact)).
 fn key_view(record: &KeyRecord, pending: Option<Pending>) -> Value {
     let mut requests = record.usage.request_count;
     let mut last_used = record.usage.last_used_at;
@@ -108,12 +109,14 @@ impl Admin {
     }
 
     pub(super) async fn list(&self) -> Result<Response<Body>, ApiError> {
+        let _exact = self.usage.exact().await;
         let records = self.keyring.store().list().await.map_err(ApiError::store)?;
         let keys: Vec<Value> = records.iter().map(|r| self.view(r)).collect();
         Ok(json(StatusCode::OK, &json!({ "keys": keys })))
     }
 
     pub(super) async fn show(&self, id: &str) -> Result<Response<Body>, ApiError> {
+        let _exact = self.usage.exact().await;
         let record = self.load(id).await?;
         Ok(json(StatusCode::OK, &self.view(&record)))
     }
@@ -146,6 +149,7 @@ impl Admin {
     pub(super) async fn edit(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
         let request: EditKey = parse(body)?;
         let _write = self.writes.lock().await;
+        let _exact = self.usage.exact().await;
         let mut record = self.load(id).await?;
         let now = Utc::now();
         if let Some(name) = request.name {
@@ -184,6 +188,7 @@ impl Admin {
             )));
         }
         let _write = self.writes.lock().await;
+        let _exact = self.usage.exact().await;
         let mut record = self.load(id).await?;
         let new = secret::generate();
         record.rotate(&new, chrono::Duration::seconds(grace as i64), Utc::now());
