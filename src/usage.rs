@@ -2,23 +2,23 @@
 //! store in batches every `usage.flush_interval` and once more at shutdown.
 
 use crate::FastMap;
-use crate::keys::{KeyStore, StoreError, UsageDelta};
+use crate::keys::{KeyRecord, KeyStore, StoreError, UsageDelta};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Pending {
-    pub requests: u64,
-    pub last_used_at: DateTime<Utc>,
+struct Pending {
+    requests: u64,
+    last_used_at: DateTime<Utc>,
 }
 
 #[derive(Default)]
 pub struct UsageRecorder {
     pending: FastMap<Arc<str>, Pending>,
     /// Written by a flush from taking the counts out of `pending` until the store has them;
-    /// read by whoever reads a key's usage from the store and then [`UsageRecorder::pending`].
+    /// read by whoever reads a key's usage from the store and then adds what is pending.
     flushing: tokio::sync::RwLock<()>,
 }
 
@@ -43,12 +43,22 @@ impl UsageRecorder {
             });
     }
 
-    /// Requests counted but not yet flushed, so the admin API can show exact figures.
-    pub fn pending(&self, key_id: &str) -> Option<Pending> {
+    /// Requests counted for a key but not yet flushed.
+    fn pending(&self, key_id: &str) -> Option<Pending> {
         self.pending.get(key_id).map(|p| *p)
     }
 
-    /// Hold while reading usage from the store and then [`UsageRecorder::pending`]: a flush
+    /// Adds to a record read from the store what is counted for it but not yet flushed, so its
+    /// usage is exact. Read the record and call this under [`UsageRecorder::exact`].
+    pub fn add_pending(&self, record: &mut KeyRecord) {
+        if let Some(pending) = self.pending(&record.id) {
+            let usage = &mut record.usage;
+            usage.request_count += pending.requests;
+            usage.last_used_at = usage.last_used_at.max(Some(pending.last_used_at));
+        }
+    }
+
+    /// Hold while reading usage from the store and then [`UsageRecorder::add_pending`]: a flush
     /// between the two would show counts in neither place (the store write can take a while
     /// under load: it runs on a low-priority thread).
     pub async fn exact(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
@@ -117,7 +127,7 @@ impl UsageRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyHash, KeyRecord, StoreEvent};
+    use crate::keys::{KeyHash, StoreEvent};
     use async_trait::async_trait;
     use std::sync::Mutex;
     use tokio::sync::{Notify, mpsc};

@@ -5,7 +5,6 @@ use super::{Admin, ApiError, json};
 use crate::authz::{Permission, Scope};
 use crate::body::Body;
 use crate::keys::{KeyRecord, secret};
-use crate::usage::Pending;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
 use serde::Deserialize;
@@ -74,15 +73,8 @@ fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     })
 }
 
-/// The key object of the API, with usage not yet flushed added in so counts are exact (read
-/// the record and `pending` under [`UsageRecorder::exact`](crate::usage::UsageRecorder::exact)).
-fn key_view(record: &KeyRecord, pending: Option<Pending>) -> Value {
-    let mut requests = record.usage.request_count;
-    let mut last_used = record.usage.last_used_at;
-    if let Some(p) = pending {
-        requests += p.requests;
-        last_used = last_used.max(Some(p.last_used_at));
-    }
+/// The key object of the API.
+fn key_view(record: &KeyRecord) -> Value {
     json!({
         "id": record.id,
         "name": record.name,
@@ -93,8 +85,8 @@ fn key_view(record: &KeyRecord, pending: Option<Pending>) -> Value {
         "created_at": timestamp(Some(record.created_at)),
         "updated_at": timestamp(Some(record.updated_at)),
         "expires_at": timestamp(record.expires_at),
-        "last_used_at": timestamp(last_used),
-        "request_count": requests,
+        "last_used_at": timestamp(record.usage.last_used_at),
+        "request_count": record.usage.request_count,
     })
 }
 
@@ -104,21 +96,20 @@ fn with_secret(mut view: Value, secret: String) -> Value {
 }
 
 impl Admin {
-    fn view(&self, record: &KeyRecord) -> Value {
-        key_view(record, self.usage.pending(&record.id))
-    }
-
+    /// Every key, with exact usage (see [`Admin::load`]).
     pub(super) async fn list(&self) -> Result<Response<Body>, ApiError> {
         let _exact = self.usage.exact().await;
-        let records = self.keyring.store().list().await.map_err(ApiError::store)?;
-        let keys: Vec<Value> = records.iter().map(|r| self.view(r)).collect();
+        let mut records = self.keyring.store().list().await.map_err(ApiError::store)?;
+        for record in &mut records {
+            self.usage.add_pending(record);
+        }
+        let keys: Vec<Value> = records.iter().map(key_view).collect();
         Ok(json(StatusCode::OK, &json!({ "keys": keys })))
     }
 
     pub(super) async fn show(&self, id: &str) -> Result<Response<Body>, ApiError> {
-        let _exact = self.usage.exact().await;
         let record = self.load(id).await?;
-        Ok(json(StatusCode::OK, &self.view(&record)))
+        Ok(json(StatusCode::OK, &key_view(&record)))
     }
 
     pub(super) async fn create(&self, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -142,14 +133,13 @@ impl Admin {
         tracing::info!(key_id = %record.id, "key created");
         Ok(json(
             StatusCode::CREATED,
-            &with_secret(self.view(&record), new.secret),
+            &with_secret(key_view(&record), new.secret),
         ))
     }
 
     pub(super) async fn edit(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
         let request: EditKey = parse(body)?;
         let _write = self.writes.lock().await;
-        let _exact = self.usage.exact().await;
         let mut record = self.load(id).await?;
         let now = Utc::now();
         if let Some(name) = request.name {
@@ -174,7 +164,7 @@ impl Admin {
         record.updated_at = now;
         self.save(&record).await?;
         tracing::info!(key_id = %record.id, enabled = record.enabled, "key edited");
-        Ok(json(StatusCode::OK, &self.view(&record)))
+        Ok(json(StatusCode::OK, &key_view(&record)))
     }
 
     pub(super) async fn rotate(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -188,7 +178,6 @@ impl Admin {
             )));
         }
         let _write = self.writes.lock().await;
-        let _exact = self.usage.exact().await;
         let mut record = self.load(id).await?;
         let new = secret::generate();
         record.rotate(&new, chrono::Duration::seconds(grace as i64), Utc::now());
@@ -196,7 +185,7 @@ impl Admin {
         tracing::info!(key_id = %record.id, grace_seconds = grace, "key rotated");
         Ok(json(
             StatusCode::OK,
-            &with_secret(self.view(&record), new.secret),
+            &with_secret(key_view(&record), new.secret),
         ))
     }
 
@@ -217,13 +206,20 @@ impl Admin {
         Ok(response)
     }
 
+    /// A key with exact usage: the store's figures plus what is counted but not yet flushed,
+    /// read under [`UsageRecorder::exact`](crate::usage::UsageRecorder::exact) so that no
+    /// flush falls in between.
     async fn load(&self, id: &str) -> Result<KeyRecord, ApiError> {
-        self.keyring
+        let _exact = self.usage.exact().await;
+        let mut record = self
+            .keyring
             .store()
             .get(id)
             .await
             .map_err(ApiError::store)?
-            .ok_or_else(ApiError::not_found)
+            .ok_or_else(ApiError::not_found)?;
+        self.usage.add_pending(&mut record);
+        Ok(record)
     }
 
     /// Writes a changed key, then drops it from the hot tier: the next request sees the change.
