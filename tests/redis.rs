@@ -497,4 +497,6 @@ async fn listings_larger_than_one_batch_return_every_key_with_its_own_usage() {
         oldest.iter().all(|r| r.usage.request_count > 0),
         "with usage"
     );
+    assert_eq!(store.list_oldest(5000).await.unwrap().len(), ids.len());
+    assert!(store.list_oldest(0).await.unwrap().is_empty());
 }

@@ -379,15 +379,25 @@ impl KeyStore for RedisStore {
         self.records(&ids).await
     }
 
+    /// Pages through the ids by rank, [`LIST_BATCH`] at a time. A key deleted meanwhile can
+    /// shift a page and let another be skipped once: fine for the metrics' names, which the
+    /// next change refreshes (the complete listing, `list`, scans instead).
     async fn list_oldest(&self, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
         let ids_key = &self.ids_key();
-        let last = isize::try_from(limit - 1).unwrap_or(isize::MAX);
-        let ids: Vec<String> = self
-            .call(|mut c| async move { c.zrange(ids_key, 0, last).await })
-            .await?;
+        let rank = |n: usize| isize::try_from(n).unwrap_or(isize::MAX);
+        let mut ids: Vec<String> = Vec::new();
+        while ids.len() < limit {
+            let (first, wanted) = (ids.len(), LIST_BATCH.min(limit - ids.len()));
+            let (start, stop) = (rank(first), rank(first + wanted - 1));
+            let page: Vec<String> = self
+                .call(|mut c| async move { c.zrange(ids_key, start, stop).await })
+                .await?;
+            let last_page = page.len() < wanted;
+            ids.extend(page);
+            if last_page {
+                break;
+            }
+        }
         self.records(&ids).await
     }
 
