@@ -26,8 +26,9 @@
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
-//! `migrate` copies keys between stores · `log_format` lays out log lines (the access line fast) · `log_sink` writes them in
-//! batches off the request path · `demo` the sample KB and the one-command tour.
+//! `migrate` copies keys between stores · `log_format` lays out log lines (the access line
+//! fast) · `log_sink` writes them in batches off the request path · `demo` the sample KB and
+//! the one-command tour.
 
 pub mod admin;
 pub mod app;
@@ -48,9 +49,9 @@ pub mod upstream;
 pub mod usage;
 
 pub use app::{Running, start};
+pub use config::Config;
 
 /// The concurrent maps of the request path (hot tier, metrics, usage), hashed with foldhash
 /// instead of the default SipHash: a lookup hashes twice (shard, then slot), and SipHash was
 /// most of its cost. Their keys are blake3 hashes and ids the gateway made, not raw input.
 pub type FastMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
-pub use config::Config;
