@@ -198,14 +198,20 @@ start_bare_proxy() {
   KEY[H]=${KEY[C]}
 }
 
-start_nginx_proxy() {
-  local dir="$WORK/B" access_log=off
+# Writes $WORK/name/nginx.conf: nginx as the auth proxy of arm B, on its own port, accepting `key`.
+nginx_proxy_config() {
+  local name=$1 key=$2 dir="$WORK/$1" access_log=off
   mkdir -p "$dir"
   [[ $LOGS == on ]] && access_log="$dir/access.log"
-  pick_port B
-  render "$HERE/proxy.conf" "$dir/nginx.conf" DIR="$dir" PORT="${PORT[B]}" USER="$(id -un)" \
-    UPSTREAM_PORT="${PORT[upstream]}" KEY="${KEY[C]}" UPSTREAM_TOKEN="$UPSTREAM_TOKEN" \
+  pick_port "$name"
+  render "$HERE/proxy.conf" "$dir/nginx.conf" DIR="$dir" PORT="${PORT[$name]}" USER="$(id -un)" \
+    UPSTREAM_PORT="${PORT[upstream]}" KEY="$key" UPSTREAM_TOKEN="$UPSTREAM_TOKEN" \
     ACCESS_LOG="$access_log"
+}
+
+start_nginx_proxy() {
+  local dir="$WORK/B"
+  nginx_proxy_config B "${KEY[C]}"
   start_server B "$dir/stdout.log" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
   wait_for_port "${PORT[B]}" B
 }
@@ -541,11 +547,7 @@ instructions_per_request() {
   kbgate_config cg-C embedded 30s
   seed cg-C 1
   KEY[cg-C]=$(head -1 "$WORK/cg-C/keys.txt")
-  mkdir -p "$WORK/cg-B"
-  pick_port cg-B
-  render "$HERE/proxy.conf" "$WORK/cg-B/nginx.conf" DIR="$WORK/cg-B" PORT="${PORT[cg-B]}" \
-    USER="$(id -un)" UPSTREAM_PORT="${PORT[upstream]}" KEY="${KEY[cg-C]}" \
-    UPSTREAM_TOKEN="$UPSTREAM_TOKEN" ACCESS_LOG="$([[ $LOGS == on ]] && echo "$WORK/cg-B/access.log" || echo off)"
+  nginx_proxy_config cg-B "${KEY[cg-C]}"
   pick_port cg-H
   callgrind_run cg-B $n nginx -g 'master_process off;' -p "$WORK/cg-B" -e "$WORK/cg-B/error.log" \
     -c "$WORK/cg-B/nginx.conf"
