@@ -191,6 +191,7 @@ impl Upstream {
         body: Body,
         info: &ForwardInfo<'_>,
     ) -> Result<Request<Body>, Rejection> {
+        let chunked = !self.config.http2 && has_unknown_length(&body);
         let mut request = Request::new(body);
         *request.method_mut() = client.method.clone();
         *request.uri_mut() = self.target_uri(info.path, info.query)?;
@@ -203,6 +204,13 @@ impl Upstream {
             }
         }
         headers.insert(header::HOST, self.host.clone());
+        if chunked {
+            // hyper's HTTP/1 client sends a GET or HEAD body of unknown length as no body at
+            // all unless the framing is asked for: the body would be lost while the client
+            // gets the KB's answer. Other methods are chunked by hyper anyway. (HTTP/2 sends
+            // DATA frames whatever the method.)
+            headers.insert(header::TRANSFER_ENCODING, CHUNKED);
+        }
         for (name, value) in &self.config.inject_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -230,6 +238,12 @@ impl Upstream {
         parts.path_and_query = Some(path_and_query.map_err(|_| Rejection::InvalidPath)?);
         Uri::from_parts(parts).map_err(|_| Rejection::InvalidPath)
     }
+}
+
+/// A body that has data to come and no declared length: what a client sends chunked over
+/// HTTP/1.1, or as HTTP/2 DATA frames without `content-length`.
+fn has_unknown_length(body: &Body) -> bool {
+    !body.is_end_stream() && body.size_hint().exact().is_none()
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -304,6 +318,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_KBGATE_KEY_ID: HeaderName = HeaderName::from_static("x-kbgate-key-id");
 

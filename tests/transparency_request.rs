@@ -1,0 +1,233 @@
+//! Transparency of the request side (issue 11): bodies of unknown length on GET and HEAD reach
+//! the KB whole, Host and authority values that are not hosts are refused, `Upgrade: h2c` is
+//! served over HTTP/1.1, and the credential sources are a setting (`keys.sources`).
+
+mod common;
+
+use bytes::Bytes;
+use common::raw::{self, Conn};
+use common::Gateway;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// One request as [`BodyUpstream`] read it, body and all.
+#[derive(Clone, Debug)]
+struct Got {
+    method: String,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+    complete: bool,
+}
+
+/// A KB that keeps every request body it reads (HTTP/1.1, or h2c with prior knowledge) and
+/// answers 200 with the number of body bytes it got.
+struct BodyUpstream {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BodyUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl BodyUpstream {
+    async fn start() -> BodyUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let log = got.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let (parts, mut body) = request.into_parts();
+                            let (mut bytes, mut complete) = (Vec::new(), true);
+                            while let Some(frame) = body.frame().await {
+                                match frame {
+                                    Ok(frame) => {
+                                        if let Some(data) = frame.data_ref() {
+                                            bytes.extend_from_slice(data);
+                                        }
+                                    }
+                                    Err(_) => {
+                                        complete = false;
+                                        break;
+                                    }
+                                }
+                            }
+                            let answer = format!("{{\"got\":{}}}", bytes.len());
+                            log.lock().unwrap().push(Got {
+                                method: parts.method.to_string(),
+                                version: parts.version,
+                                headers: parts.headers,
+                                body: bytes,
+                                complete,
+                            });
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        BodyUpstream { addr, got, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn last(&self) -> Got {
+        self.got
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+
+    fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+/// The framing the upstream saw: (Transfer-Encoding values, Content-Length values).
+fn framing(headers: &http::HeaderMap) -> (Vec<String>, Vec<String>) {
+    let all = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    (all("transfer-encoding"), all("content-length"))
+}
+
+// ---------- item 15: a GET or HEAD body of unknown length is forwarded, never dropped ----------
+
+#[tokio::test]
+async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
+    for http2_upstream in [false, true] {
+        let upstream = BodyUpstream::start().await;
+        let gateway = Gateway::start_at(&upstream.url(), |config| {
+            config.upstream.http2 = http2_upstream;
+        })
+        .await;
+        let key = gateway.read_write_key().await;
+        for method in ["GET", "HEAD"] {
+            let mut conn = Conn::open(gateway.addr).await;
+            let request = format!(
+                "{method} /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                 9\r\n{{\"query\":\r\nb\r\n\"gateways\"}}\r\n0\r\n\r\n"
+            );
+            conn.send(request.as_bytes()).await.unwrap();
+            let response = conn.next_response(method == "HEAD").await.unwrap();
+            assert_eq!(response.status(), 200, "{method}: {}", response.text());
+            let got = upstream.last();
+            let what = format!("{method}, http2 upstream: {http2_upstream}");
+            assert_eq!(got.method, method, "{what}");
+            assert_eq!(
+                (String::from_utf8_lossy(&got.body).as_ref(), got.complete),
+                ("{\"query\":\"gateways\"}", true),
+                "{what}: {:?}",
+                got.headers
+            );
+            if http2_upstream {
+                assert_eq!(got.version, http::Version::HTTP_2, "{what}");
+            } else {
+                assert_eq!(
+                    framing(&got.headers),
+                    (vec!["chunked".to_string()], vec![]),
+                    "{what}: the body is framed, not dropped"
+                );
+            }
+            if method == "GET" {
+                assert_eq!(response.text(), "{\"got\":20}", "{what}");
+            }
+        }
+        gateway.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
+    let upstream = BodyUpstream::start().await;
+    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let key = gateway.read_write_key().await;
+    let h2 = common::h2c_client();
+    let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::from_static(b"{\"query\":")),
+        Ok(Bytes::from_static(b"\"gateways\"}")),
+    ];
+    let response = h2
+        .get(gateway.url("/v1/search"))
+        .bearer_auth(&key)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "{\"got\":20}");
+    let got = upstream.last();
+    assert_eq!(got.method, "GET");
+    assert_eq!(got.body, b"{\"query\":\"gateways\"}");
+    assert!(got.complete);
+    assert_eq!(framing(&got.headers), (vec!["chunked".to_string()], vec![]));
+
+    // A GET without a body stays without one: no framing is invented for it.
+    let (status, _) = common::status_and_code(
+        h2.get(gateway.url("/v1/search"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got = upstream.last();
+    assert!(got.body.is_empty());
+    assert_eq!(framing(&got.headers), (vec![], vec![]));
+    assert_eq!(upstream.count(), 2);
+    gateway.shutdown().await;
+}
+
+/// A bodiless GET over HTTP/1.1 and a GET with a declared length keep their own framing.
+#[tokio::test]
+async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
+    let upstream = BodyUpstream::start().await;
+    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let key = gateway.read_write_key().await;
+    let with_length = format!(
+        "GET /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    let (status, _, body) = raw::request(gateway.addr, with_length.as_bytes()).await;
+    assert_eq!((status, body.as_str()), (200, "{\"got\":5}"));
+    assert_eq!(
+        framing(&upstream.last().headers),
+        (vec![], vec!["5".to_string()])
+    );
+    let (status, _, body) = raw::get(gateway.addr, "/v1/search", &key).await;
+    assert_eq!((status, body.as_str()), (200, "{\"got\":0}"));
+    assert_eq!(framing(&upstream.last().headers), (vec![], vec![]));
+    gateway.shutdown().await;
+}
