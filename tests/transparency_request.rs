@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::raw::{self, Conn};
-use common::Gateway;
+use common::{Gateway, Upstream};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -229,5 +229,148 @@ async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     let (status, _, body) = raw::get(gateway.addr, "/v1/search", &key).await;
     assert_eq!((status, body.as_str()), (200, "{\"got\":0}"));
     assert_eq!(framing(&upstream.last().headers), (vec![], vec![]));
+    gateway.shutdown().await;
+}
+
+// ---------- items 17 and 18: Host and authority values must be hosts, without credentials ----------
+
+/// `GET /v1/article/a1` over HTTP/1.1 with the given Host line(s), closing after.
+fn with_host(key: &str, host_lines: &str) -> String {
+    format!(
+        "GET /v1/article/a1 HTTP/1.1\r\n{host_lines}Authorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn host_values_that_are_not_hosts_are_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let refused = [
+        "Host: kb.test:-1\r\n",
+        "Host: kb.test:8o\r\n",
+        "Host: kb.test:+80\r\n",
+        "Host: kb.test:0x50\r\n",
+        "Host: kb.test:80:80\r\n",
+        "Host: [zzz]\r\n",
+        "Host: [zzz]:80\r\n",
+        "Host: [::1\r\n",
+        "Host: :80\r\n",
+        "Host:\r\n",
+        "Host: \r\n",
+        "Host: user:pw@kb.test\r\n",
+        "Host: kb%zz.test\r\n",
+    ];
+    for host in refused {
+        let (status, _, body) = raw::request(gateway.addr, with_host(&key, host).as_bytes()).await;
+        assert_eq!(
+            (status, raw::error_code(&body).as_str()),
+            (400, "bad_request"),
+            "{host:?}: {body}"
+        );
+    }
+    // An empty Host on HTTP/1.0 too: the target URI would have no authority.
+    let request =
+        format!("GET /v1/article/a1 HTTP/1.0\r\nHost:\r\nAuthorization: Bearer {key}\r\n\r\n");
+    let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+    assert_eq!(
+        (status, raw::error_code(&body).as_str()),
+        (400, "bad_request")
+    );
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+
+    for host in [
+        "Host: kb.test\r\n",
+        "Host: KB.test:8080\r\n",
+        "Host: 127.0.0.1:80\r\n",
+        "Host: [::1]\r\n",
+        "Host: [2001:db8::1]:8443\r\n",
+    ] {
+        let (status, _, body) = raw::request(gateway.addr, with_host(&key, host).as_bytes()).await;
+        assert_eq!(status, 200, "{host:?}: {body}");
+    }
+    // HTTP/1.0 may still leave Host out.
+    let request = format!("GET /v1/article/a1 HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n");
+    assert_eq!(raw::request(gateway.addr, request.as_bytes()).await.0, 200);
+    assert_eq!(upstream.requests().len(), 6);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_with_credentials_or_a_bad_port_is_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let refused = [
+        "GET http://user:pw@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
+        "GET http://user@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
+        "GET http://user:pw@kb.test/v1/article/a1 HTTP/1.1\r\nHost: user:pw@kb.test\r\n"
+            .to_string(),
+        "GET http://kb.test:8o/v1/article/a1 HTTP/1.0\r\n".to_string(),
+        "GET http://[zzz]/v1/article/a1 HTTP/1.0\r\n".to_string(),
+    ];
+    for head in refused {
+        let request = format!("{head}Authorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+        // hyper itself may refuse a target it cannot parse (bare 400); either way, never 200.
+        assert_eq!(status, 400, "{head:?}: {body}");
+        if !body.is_empty() {
+            assert_eq!(raw::error_code(&body), "bad_request", "{head:?}");
+        }
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    let request =
+        format!("GET http://kb.test/v1/article/a1 HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n");
+    let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(upstream.last().path_and_query, "/v1/article/a1");
+    gateway.shutdown().await;
+}
+
+/// One HTTP/2 (h2c, prior knowledge) GET whose `:authority` is whatever `uri` says.
+async fn h2_get(addr: SocketAddr, uri: &str, key: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, raw::error_code(&String::from_utf8_lossy(&body)))
+}
+
+#[tokio::test]
+async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    for uri in [
+        "http://user:pw@kb.test/v1/article/a1",
+        "http://user@kb.test/v1/article/a1",
+        "http://kb.test:8o/v1/article/a1",
+        "http://kb.test:-1/v1/article/a1",
+        "http://[zzz]/v1/article/a1",
+    ] {
+        assert_eq!(
+            h2_get(gateway.addr, uri, &key).await,
+            (400, "bad_request".to_string()),
+            "{uri}"
+        );
+    }
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+    assert_eq!(
+        h2_get(gateway.addr, "http://kb.test:8080/v1/article/a1", &key).await,
+        (200, String::new())
+    );
+    assert_eq!(
+        upstream.last().headers.get("x-forwarded-host").unwrap(),
+        "kb.test:8080"
+    );
     gateway.shutdown().await;
 }
