@@ -143,7 +143,7 @@ impl Gateway {
 }
 
 /// The checks of the request itself that hyper leaves to the application: no tunnels or
-/// upgrades, sizes within the limits, one Host that agrees with the target (RFC 9112 §3.2),
+/// upgrades (but `Upgrade: h2c` alone, which is ignored), sizes within the limits, one Host that agrees with the target (RFC 9112 §3.2),
 /// and a Transfer-Encoding that is exactly `chunked` (anything else cannot be forwarded as
 /// it was meant: the gateway re-frames every body).
 fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
@@ -151,7 +151,7 @@ fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), Rejecti
         return Err(Rejection::ConnectNotAllowed);
     }
     let headers = request.headers();
-    if headers.contains_key(header::UPGRADE) {
+    if headers.contains_key(header::UPGRADE) && !only_h2c(headers) {
         return Err(Rejection::UpgradeNotAllowed);
     }
     let uri = request.uri();
@@ -175,6 +175,24 @@ fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), Rejecti
         (Some(coding), None) if coding.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
         _ => Err(Rejection::BadRequest),
     }
+}
+
+/// Whether every protocol the `Upgrade` lines offer is `h2c`, as `curl --http2 http://…`
+/// sends. The gateway does not switch to it; RFC 9110 §7.8 lets a server ignore an upgrade
+/// and answer over HTTP/1.1, and the upstream never sees the offer (`Upgrade`, `Connection`
+/// and `HTTP2-Settings` are hop-by-hop). Any other protocol (WebSocket…) is refused.
+fn only_h2c(headers: &HeaderMap) -> bool {
+    let mut offered = false;
+    for value in headers.get_all(header::UPGRADE) {
+        for protocol in value.as_bytes().split(|&b| b == b',') {
+            match protocol.trim_ascii() {
+                b"" => {}
+                p if p.eq_ignore_ascii_case(b"h2c") => offered = true,
+                _ => return false,
+            }
+        }
+    }
+    offered
 }
 
 /// HTTP/1.1 needs exactly one Host; no version may carry two, one that is not a host (empty

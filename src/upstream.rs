@@ -27,6 +27,8 @@ static HOP_BY_HOP: NameSet = NameSet::new(&[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // The settings of an `Upgrade: h2c` offer, which the gateway ignores (RFC 7540 §3.2.1).
+    "http2-settings",
 ]);
 
 /// Client-sent headers that would leak the key or let a client pose as the gateway, and

@@ -374,3 +374,126 @@ async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
     );
     gateway.shutdown().await;
 }
+
+// ---------- item 5: `Upgrade: h2c` is ignored and served over HTTP/1.1 ----------
+
+/// The headers of an h2c offer must never reach the KB.
+fn assert_no_offer_upstream(seen: &http::HeaderMap, what: &str) {
+    for name in ["upgrade", "http2-settings", "connection"] {
+        assert!(
+            seen.get(name).is_none(),
+            "{what}: {name} reached the KB: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_http1() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let offers = [
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        "Connection: upgrade\r\nConnection: http2-settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABk\r\n",
+        // Not listed in Connection: still hop-by-hop, still never forwarded.
+        "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n",
+        "Upgrade: h2c, \r\n",
+    ];
+    for offer in offers {
+        let mut conn = Conn::open(gateway.addr).await;
+        let request = format!(
+            "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n{offer}\r\n"
+        );
+        conn.send(request.as_bytes()).await.unwrap();
+        let response = conn.response().await;
+        assert_eq!(response.start, "HTTP/1.1 200 OK", "{offer:?}");
+        assert!(response.header("upgrade").is_none(), "{offer:?}");
+        assert!(response.text().contains("/v1/article/a1"), "{offer:?}");
+        assert_no_offer_upstream(&upstream.last().headers, offer);
+        // Nothing switched: the connection still speaks HTTP/1.1 to a follow-up.
+        let follow_up = format!(
+            "PUT /v1/article/a2 HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n{offer}Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+        );
+        conn.send(follow_up.as_bytes()).await.unwrap();
+        let response = conn.response().await;
+        assert_eq!(response.start, "HTTP/1.1 200 OK", "{offer:?}");
+        let seen = upstream.last();
+        assert_eq!(
+            (seen.method.as_str(), seen.body_len, seen.body_complete),
+            ("PUT", 5, true),
+            "{offer:?}"
+        );
+        assert_no_offer_upstream(&seen.headers, offer);
+        assert!(conn.until_closed().await.is_empty(), "{offer:?}");
+    }
+    assert_eq!(upstream.requests().len(), 2 * offers.len());
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn any_other_upgrade_stays_refused() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    for offer in [
+        "Connection: Upgrade\r\nUpgrade: websocket\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: WebSocket\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2\r\n",
+        "Connection: Upgrade\r\nUpgrade: h2c/2\r\n",
+        "Connection: Upgrade\r\nUpgrade: \r\n",
+        "Connection: Upgrade\r\nUpgrade: TLS/1.2\r\n",
+    ] {
+        let request = format!(
+            "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n{offer}Connection: close\r\n\r\n"
+        );
+        let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+        assert_eq!(
+            (status, raw::error_code(&body).as_str()),
+            (400, "upgrade_not_allowed"),
+            "{offer:?}"
+        );
+    }
+    assert!(upstream.requests().is_empty());
+    gateway.shutdown().await;
+}
+
+/// What `curl --http2 http://…` does: offer h2c; it must get its answer over HTTP/1.1.
+#[tokio::test]
+async fn curl_http2_on_plain_http_gets_its_answer() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "CI must have curl");
+        eprintln!("SKIPPED: curl is not installed");
+        return;
+    }
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let output = tokio::process::Command::new("curl")
+        .args(["--http2", "-sS", "-v", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg(gateway.url("/v1/article/a1?lang=en"))
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("> Upgrade: h2c"),
+        "curl offered h2c: {stderr}"
+    );
+    assert!(stderr.contains("< HTTP/1.1 200"), "{stderr}");
+    assert!(!stderr.contains("< HTTP/1.1 101"), "{stderr}");
+    assert!(stdout.contains("/v1/article/a1?lang=en"), "{stdout}");
+    let seen = upstream.last();
+    assert_eq!(seen.path_and_query, "/v1/article/a1?lang=en");
+    assert_no_offer_upstream(&seen.headers, "curl --http2");
+    gateway.shutdown().await;
+}
