@@ -8,6 +8,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
 use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
+use kbgate::config::KeySources;
 use kbgate::gateway::{extract_key, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::keyring::CacheLimits;
@@ -99,7 +100,12 @@ fn hot_path_hit<'r>(
     headers: &HeaderMap,
 ) -> (Arc<KeyGrant>, &'r Route) {
     let path = authz::canonicalize_path(black_box("/v1/article/a1")).unwrap();
-    let (key, _query) = extract_key(black_box(headers), black_box(Some("lang=en"))).unwrap();
+    let (key, _query) = extract_key(
+        black_box(headers),
+        black_box(Some("lang=en")),
+        &KeySources::DEFAULT,
+    )
+    .unwrap();
     assert!(secret::is_well_formed(&key));
     let grant = keyring
         .verify(&key)

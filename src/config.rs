@@ -5,6 +5,7 @@ use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
 use crate::keys::keyring::CacheLimits;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ struct RawConfig {
     routes: Vec<RouteSpec>,
     #[serde(default)]
     hot_tier: RawHotTier,
+    #[serde(default)]
+    keys: RawKeys,
     #[serde(default)]
     usage: RawUsage,
     #[serde(default)]
@@ -179,6 +182,22 @@ impl Default for RawHotTier {
             max_entries: 100_000,
             negative_ttl: Duration::from_secs(5),
             negative_max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeys {
+    sources: Vec<String>,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        RawKeys {
+            sources: ["authorization", "x-api-key", "query:key"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -329,11 +348,40 @@ pub struct Config {
     pub resources: Vec<String>,
     pub routes: RouteTable,
     pub hot_tier: CacheLimits,
+    pub key_sources: KeySources,
     pub usage_flush_interval: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics: MetricsConfig,
+}
+
+/// Where the gateway looks for a client's key (`keys.sources`). The order does not matter:
+/// every source is read, and two different keys are ambiguous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySources {
+    /// `Authorization: Bearer <key>`.
+    pub authorization: bool,
+    /// `X-Api-Key: <key>`.
+    pub x_api_key: bool,
+    /// `?<name>=<key>`: that parameter is taken out of the forwarded query. None: the query is
+    /// never read for a key and reaches the KB as the client sent it.
+    pub query: Option<Cow<'static, str>>,
+}
+
+impl KeySources {
+    /// `[authorization, x-api-key, query:key]`.
+    pub const DEFAULT: KeySources = KeySources {
+        authorization: true,
+        x_api_key: true,
+        query: Some(Cow::Borrowed("key")),
+    };
+}
+
+impl Default for KeySources {
+    fn default() -> Self {
+        KeySources::DEFAULT
+    }
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
@@ -581,6 +629,7 @@ impl RawConfig {
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
         }
+        let key_sources = self.keys.validate()?;
         if self.usage.flush_interval.is_zero() {
             return Err(field_error("usage.flush_interval", "must be above zero"));
         }
@@ -633,6 +682,7 @@ impl RawConfig {
                 negative_ttl: self.hot_tier.negative_ttl,
                 negative_max_entries: self.hot_tier.negative_max_entries,
             },
+            key_sources,
             usage_flush_interval: self.usage.flush_interval,
             limits: Limits {
                 max_connections: limits.max_connections,
@@ -652,6 +702,57 @@ impl RawConfig {
                 per_key_limit: self.metrics.per_key_limit,
             },
         })
+    }
+}
+
+impl RawKeys {
+    fn validate(self) -> Result<KeySources, ConfigError> {
+        if self.sources.is_empty() {
+            return Err(field_error(
+                "keys.sources",
+                "must name at least one source (authorization, x-api-key, query:<name>)",
+            ));
+        }
+        let mut sources = KeySources {
+            authorization: false,
+            x_api_key: false,
+            query: None,
+        };
+        for (i, source) in self.sources.iter().enumerate() {
+            let field = format!("keys.sources[{i}]");
+            let twice = || field_error(&field, format!("{source:?}: a source is listed twice"));
+            if source.eq_ignore_ascii_case("authorization") {
+                if std::mem::replace(&mut sources.authorization, true) {
+                    return Err(twice());
+                }
+            } else if source.eq_ignore_ascii_case("x-api-key") {
+                if std::mem::replace(&mut sources.x_api_key, true) {
+                    return Err(twice());
+                }
+            } else if let Some(name) = source.strip_prefix("query:") {
+                if name.is_empty() {
+                    return Err(field_error(
+                        &field,
+                        "query: needs the parameter's name, e.g. query:key",
+                    ));
+                }
+                if sources.query.is_some() {
+                    return Err(field_error(
+                        &field,
+                        "only one query parameter may hold a key",
+                    ));
+                }
+                sources.query = Some(Cow::Owned(name.to_string()));
+            } else {
+                return Err(field_error(
+                    &field,
+                    format!(
+                        "unknown key source {source:?} (authorization, x-api-key, query:<name>)"
+                    ),
+                ));
+            }
+        }
+        Ok(sources)
     }
 }
 
@@ -905,6 +1006,66 @@ routes:
                 "expected {expected:?} in {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn key_sources_default_and_can_be_narrowed_or_renamed() {
+        assert_eq!(parse(GOOD).unwrap().key_sources, KeySources::DEFAULT);
+        let sources = |list: &str| {
+            parse(&format!("{GOOD}keys: {{ sources: {list} }}\n")).map(|c| c.key_sources)
+        };
+        assert_eq!(
+            sources("[authorization, X-Api-Key]").unwrap(),
+            KeySources {
+                authorization: true,
+                x_api_key: true,
+                query: None
+            }
+        );
+        assert_eq!(
+            sources("[\"query:kbgate_key\"]").unwrap(),
+            KeySources {
+                authorization: false,
+                x_api_key: false,
+                query: Some("kbgate_key".into())
+            }
+        );
+        assert_eq!(
+            sources("[authorization, x-api-key, query:key]").unwrap(),
+            KeySources::DEFAULT,
+            "query:key needs no quotes in a YAML flow list"
+        );
+        let errors = [
+            ("[]", "keys.sources: must name at least one source"),
+            (
+                "[authorization, cookie]",
+                "keys.sources[1]: unknown key source \"cookie\"",
+            ),
+            (
+                "[x-api-key, x-api-key]",
+                "keys.sources[1]: \"x-api-key\": a source is listed twice",
+            ),
+            (
+                "[\"query:\"]",
+                "keys.sources[0]: query: needs the parameter's name",
+            ),
+            (
+                "[\"query:a\", \"query:b\"]",
+                "keys.sources[1]: only one query parameter may hold a key",
+            ),
+        ];
+        for (list, expected) in errors {
+            let message = sources(list).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
+        }
+        let message = error_of(&format!("{GOOD}keys: {{ source: [authorization] }}\n"));
+        assert!(
+            message.contains("keys.source: unknown field `source`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -497,3 +497,268 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
     assert_no_offer_upstream(&seen.headers, "curl --http2");
     gateway.shutdown().await;
 }
+
+// ---------- items 2 and 19: the credential sources are a setting; empty values are no key ----------
+
+/// A KB with its own `key` query parameter: a column filter. `GET /v1/article/a1?key=title`
+/// answers only the named columns of the one article; it also echoes the query it got.
+async fn column_filter_kb() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let query = request.uri().query().unwrap_or("").to_string();
+                    let article = serde_json::json!({
+                        "id": "a1", "title": "Gateways", "body": "All about them."
+                    });
+                    let mut answer = serde_json::Map::new();
+                    for pair in query.split('&') {
+                        if let Some(column) = pair.strip_prefix("key=")
+                            && let Some(value) = article.get(column)
+                        {
+                            answer.insert(column.to_string(), value.clone());
+                        }
+                    }
+                    let body = serde_json::json!({ "query": query, "article": answer });
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The shipped config with `keys.sources` set to `sources` (YAML flow list).
+async fn gateway_with_sources(upstream_url: &str, sources: &str) -> Gateway {
+    let yaml = format!("{}\nkeys:\n  sources: {sources}\n", common::shipped_yaml());
+    Gateway::start_yaml(&yaml, upstream_url, |_| {}).await
+}
+
+async fn get_json(
+    gateway: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut request = gateway.client.get(gateway.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_kb_with_its_own_key_parameter_works_when_the_query_source_is_removed() {
+    let (kb, _task) = column_filter_kb().await;
+    let gateway = gateway_with_sources(&format!("http://{kb}"), "[authorization, x-api-key]").await;
+    let key = gateway.read_write_key().await;
+    let bearer = format!("Bearer {key}");
+    let (status, body) = get_json(
+        &gateway,
+        "/v1/article/a1?key=title&key=body",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["query"], "key=title&key=body", "forwarded untouched");
+    assert_eq!(
+        body["article"],
+        serde_json::json!({"title": "Gateways", "body": "All about them."})
+    );
+    let (status, body) =
+        get_json(&gateway, "/v1/article/a1?key=title", &[("x-api-key", &key)]).await;
+    assert_eq!(
+        (status, &body["article"]),
+        (200, &serde_json::json!({"title": "Gateways"}))
+    );
+    // A kbgate key in ?key= is not read as one (and a request with no key is refused).
+    let (status, body) = get_json(&gateway, &format!("/v1/article/a1?key={key}"), &[]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_key"))
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_renamed_query_parameter_carries_the_key_and_key_reaches_the_kb() {
+    let (kb, _task) = column_filter_kb().await;
+    let gateway = gateway_with_sources(
+        &format!("http://{kb}"),
+        "[authorization, \"query:kbgate_key\"]",
+    )
+    .await;
+    let key = gateway.read_write_key().await;
+    let (status, body) = get_json(
+        &gateway,
+        &format!("/v1/article/a1?key=title&kbgate_key={key}"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["query"], "key=title",
+        "the kbgate key is taken out, `key` stays"
+    );
+    assert_eq!(body["article"], serde_json::json!({"title": "Gateways"}));
+    // Percent-encoded names are the same parameter.
+    let (status, body) =
+        get_json(&gateway, &format!("/v1/article/a1?kbgate%5Fkey={key}"), &[]).await;
+    assert_eq!((status, &body["query"]), (200, &serde_json::json!("")));
+    // X-Api-Key is not a source here: not read, and still never forwarded.
+    let (status, body) = get_json(&gateway, "/v1/article/a1", &[("x-api-key", &key)]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("missing_key"))
+    );
+    // Two different keys across the sources are still ambiguous.
+    let (status, body) = get_json(
+        &gateway,
+        "/v1/article/a1?kbgate_key=kb_other",
+        &[("authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("ambiguous_key"))
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_default_sources_still_read_all_three() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let bearer = format!("Bearer {key}");
+    for (path, headers) in [
+        (
+            "/v1/article/a1?lang=en".to_string(),
+            vec![("authorization", bearer.as_str())],
+        ),
+        (
+            "/v1/article/a1?lang=en".to_string(),
+            vec![("x-api-key", key.as_str())],
+        ),
+        (format!("/v1/article/a1?key={key}&lang=en"), vec![]),
+    ] {
+        let (status, body) = get_json(&gateway, &path, &headers).await;
+        assert_eq!(status, 200, "{path} {headers:?}: {body}");
+        let seen = upstream.last();
+        assert_eq!(seen.path_and_query, "/v1/article/a1?lang=en");
+        assert!(seen.headers.get("x-api-key").is_none());
+    }
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_key_sources_beside_a_key_are_no_second_key() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(&upstream).await;
+    let key = gateway.read_write_key().await;
+    let cases = [
+        format!(
+            "GET /v1/article/a1?lang=en HTTP/1.1\r\nAuthorization: Bearer {key}\r\nX-Api-Key:\r\n"
+        ),
+        format!(
+            "GET /v1/article/a1?lang=en HTTP/1.1\r\nAuthorization: Bearer {key}\r\nX-Api-Key:   \r\n"
+        ),
+        format!("GET /v1/article/a1?key=&lang=en HTTP/1.1\r\nAuthorization: Bearer {key}\r\n"),
+        format!("GET /v1/article/a1?lang=en&key HTTP/1.1\r\nX-Api-Key: {key}\r\n"),
+        format!("GET /v1/article/a1?key={key}&lang=en HTTP/1.1\r\nAuthorization: Bearer \r\n"),
+    ];
+    for head in &cases {
+        let request = format!("{head}Host: kb.test\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+        assert_eq!(status, 200, "{head:?}: {body}");
+        assert_eq!(
+            upstream.last().path_and_query,
+            "/v1/article/a1?lang=en",
+            "{head:?}"
+        );
+    }
+    for head in [
+        "GET /v1/article/a1?key=&lang=en HTTP/1.1\r\nX-Api-Key:\r\nAuthorization: Bearer \r\n",
+        "GET /v1/article/a1?key= HTTP/1.1\r\n",
+        "GET /v1/article/a1 HTTP/1.1\r\nX-Api-Key: \r\n",
+    ] {
+        let request = format!("{head}Host: kb.test\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+        assert_eq!(
+            (status, raw::error_code(&body).as_str()),
+            (401, "missing_key"),
+            "{head:?}"
+        );
+    }
+    assert_eq!(upstream.requests().len(), cases.len());
+    gateway.shutdown().await;
+}
+
+/// A broken `keys.sources` is refused by the real binary, naming the entry and the reason.
+#[tokio::test]
+async fn check_config_names_a_bad_key_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[authorization, cookie]",
+            "keys.sources[1]: unknown key source \"cookie\"",
+        ),
+        ("[]", "keys.sources: must name at least one source"),
+        (
+            "[\"query:\"]",
+            "keys.sources[0]: query: needs the parameter's name",
+        ),
+    ];
+    for (sources, expected) in cases {
+        let path = dir.path().join("kbgate.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\nkeys: {{ sources: {sources} }}\n",
+                common::shipped_yaml()
+            ),
+        )
+        .unwrap();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+            .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{sources}: {stderr}");
+        assert!(stderr.contains(expected), "{sources}: {stderr}");
+    }
+    // The default, written out, is accepted.
+    let path = dir.path().join("kbgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\nkeys: {{ sources: [authorization, x-api-key, query:key] }}\n",
+            common::shipped_yaml()
+        ),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

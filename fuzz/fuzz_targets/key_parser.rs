@@ -4,6 +4,7 @@
 #![no_main]
 
 use http::{HeaderMap, HeaderValue};
+use kbgate::config::KeySources;
 use kbgate::gateway::extract_key;
 use kbgate::keys::secret;
 use libfuzzer_sys::fuzz_target;
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             check_format(candidate);
         }
     }
-    let Ok((key, forwarded)) = extract_key(&headers, query) else {
+    let Ok((key, forwarded)) = extract_key(&headers, query, &KeySources::DEFAULT) else {
         return;
     };
     check_format(&key);
