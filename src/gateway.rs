@@ -145,9 +145,10 @@ impl Gateway {
 }
 
 /// The checks of the request itself that hyper leaves to the application: no tunnels or
-/// upgrades (but `Upgrade: h2c` alone, which is ignored), sizes within the limits, one Host that agrees with the target (RFC 9112 §3.2),
-/// and a Transfer-Encoding that is exactly `chunked` (anything else cannot be forwarded as
-/// it was meant: the gateway re-frames every body).
+/// upgrades (but `Upgrade: h2c` alone, which is ignored), sizes within the limits, one Host
+/// that agrees with the target (RFC 9112 §3.2), and a Transfer-Encoding that is exactly
+/// `chunked` (anything else cannot be forwarded as it was meant: the gateway re-frames every
+/// body).
 fn check_request<B>(request: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
     if request.method() == Method::CONNECT {
         return Err(Rejection::ConnectNotAllowed);
