@@ -172,6 +172,14 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
+        if response.status().is_informational() {
+            // hyper hands back only a 101 (it skips 100, 103 and the other 1xx): kbgate asked
+            // for no upgrade, and a 1xx passed on as final is a bare 101 over HTTP/1 and a
+            // `:status 101` over HTTP/2, which RFC 9113 §8.1 forbids. The connection is dropped.
+            metrics::fixed().upstream_error(UpstreamError::Request);
+            tracing::warn!(status = %response.status(), "upstream answered an unrequested informational status");
+            return Err(Rejection::UpstreamUnavailable);
+        }
         let headers = response.headers_mut();
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // The body was read as chunked; a Content-Length beside it is a lie that would
