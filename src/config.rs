@@ -92,6 +92,9 @@ struct RawUpstream {
     ca: Option<PathBuf>,
     #[serde(default)]
     http2: bool,
+    /// Forward request header names with underscores (nginx's `underscores_in_headers`).
+    #[serde(default)]
+    forward_underscore_headers: bool,
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -365,11 +368,17 @@ pub struct UpstreamConfig {
     pub inject_headers: Vec<(HeaderName, HeaderValue)>,
     /// `name=value` pairs, already percent-encoded, appended to every forwarded query.
     pub inject_query: String,
+    /// The names in `inject_query`, decoded: a client's parameter of one of these names is
+    /// dropped, so the KB hears only the injected value.
+    pub inject_query_names: Vec<String>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub ca: Option<PathBuf>,
     pub http2: bool,
+    /// Request header names with `_` pass; off, they are dropped (a KB behind CGI-style name
+    /// folding would read `X_Api_Key` as `X-Api-Key`).
+    pub forward_underscore_headers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -787,11 +796,13 @@ impl RawUpstream {
             base_path,
             inject_headers,
             inject_query,
+            inject_query_names: self.inject.query.into_keys().collect(),
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             pool_idle_timeout: self.pool_idle_timeout,
             ca: self.ca,
             http2: self.http2,
+            forward_underscore_headers: self.forward_underscore_headers,
         })
     }
 }
