@@ -37,6 +37,9 @@ fn field_error(field: impl Into<String>, reason: impl Into<String>) -> ConfigErr
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: String,
+    /// The gateway's origin as clients see it: links and redirects to the KB are rewritten to it.
+    #[serde(default)]
+    public_url: Option<String>,
     #[serde(default)]
     tls: Option<RawTls>,
     admin: RawAdmin,
@@ -95,6 +98,8 @@ struct RawUpstream {
     /// Forward request header names with underscores (nginx's `underscores_in_headers`).
     #[serde(default)]
     forward_underscore_headers: bool,
+    #[serde(default)]
+    preserve_host: bool,
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -379,6 +384,11 @@ pub struct UpstreamConfig {
     /// Request header names with `_` pass; off, they are dropped (a KB behind CGI-style name
     /// folding would read `X_Api_Key` as `X-Api-Key`).
     pub forward_underscore_headers: bool,
+    /// Send the client's `Host` rather than the KB's authority.
+    pub preserve_host: bool,
+    /// The top-level `public_url` (scheme and authority, no trailing slash): where links and
+    /// redirects to the KB are sent instead. None: the request's own scheme and `Host`.
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -632,7 +642,10 @@ impl RawConfig {
                 key: t.key,
             }),
             admin,
-            upstream: self.upstream.validate()?,
+            upstream: UpstreamConfig {
+                public_origin: self.public_url.as_deref().map(public_origin).transpose()?,
+                ..self.upstream.validate()?
+            },
             store,
             resources,
             routes,
@@ -803,8 +816,36 @@ impl RawUpstream {
             ca: self.ca,
             http2: self.http2,
             forward_underscore_headers: self.forward_underscore_headers,
+            preserve_host: self.preserve_host,
+            public_origin: None,
         })
     }
+}
+
+/// `public_url`: an origin, `http://` or `https://` and a host, nothing after but one `/`.
+fn public_origin(url: &str) -> Result<String, ConfigError> {
+    let field = "public_url";
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| field_error(field, format!("{url:?} is not a URL: {e}")))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        return Err(field_error(field, "must start with http:// or https://"));
+    }
+    let authority = match uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            return Err(field_error(field, "must not hold user information"));
+        }
+        Some(a) if !a.host().is_empty() => a.as_str(),
+        _ => return Err(field_error(field, "must name a host")),
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() || url.contains('#') {
+        return Err(field_error(
+            field,
+            "must be an origin (scheme://host[:port]), with no path, query or fragment",
+        ));
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
 fn encode_query(s: &str) -> String {
@@ -916,6 +957,36 @@ routes:
                 "expected {expected:?} in {message:?}"
             );
         }
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(parse(GOOD).unwrap().upstream.public_origin, None);
+        for (url, origin) in [
+            ("https://KB-Gateway.example.com", "https://kb-gateway.example.com"),
+            ("https://kb-gateway.example.com/", "https://kb-gateway.example.com"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+        ] {
+            let config = parse(&format!("public_url: \"{url}\"\n{GOOD}")).unwrap();
+            assert_eq!(config.upstream.public_origin.as_deref(), Some(origin), "{url}");
+        }
+        for (url, reason) in [
+            ("kb-gateway.example.com", "must start with http:// or https://"),
+            ("ftp://kb-gateway.example.com", "must start with http:// or https://"),
+            ("https://kb-gateway.example.com/kb", "must be an origin"),
+            ("https://kb-gateway.example.com/?a=1", "must be an origin"),
+            ("https://kb-gateway.example.com/#top", "must be an origin"),
+            ("https://user:pw@kb-gateway.example.com", "must not hold user information"),
+            ("https://", "is not a URL"),
+            ("not a url", "is not a URL"),
+        ] {
+            let error = error_of(&format!("public_url: \"{url}\"\n{GOOD}"));
+            assert!(error.starts_with("public_url: ") && error.contains(reason), "{url}: {error}");
+        }
+        let config = parse(&GOOD.replace("  url: http", "  preserve_host: true\n  url: http")).unwrap();
+        assert!(config.upstream.preserve_host);
+        assert!(!parse(GOOD).unwrap().upstream.preserve_host);
     }
 
     #[test]

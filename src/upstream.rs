@@ -3,6 +3,7 @@
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use crate::rejection::Rejection;
 use bytes::Bytes;
@@ -104,6 +105,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     config: UpstreamConfig,
     host: HeaderValue,
+    links: LinkRewriter,
 }
 
 impl Upstream {
@@ -133,10 +135,17 @@ impl Upstream {
             .map(|a| a.as_str())
             .unwrap_or_default();
         let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
+        let links = LinkRewriter::new(
+            &config.origin,
+            &config.base_path,
+            config.preserve_host,
+            config.public_origin.clone(),
+        );
         Ok(Upstream {
             client,
             config,
             host,
+            links,
         })
     }
 
@@ -195,6 +204,8 @@ impl Upstream {
             headers.remove(header::CONTENT_LENGTH);
         }
         remove_hop_by_hop(headers);
+        self.links
+            .rewrite(headers, info.proto == "https", info.host.as_ref());
         Ok(response.map(body::stream))
     }
 
@@ -227,7 +238,11 @@ impl Upstream {
         if cookies > 1 {
             join_cookies(headers);
         }
-        headers.insert(header::HOST, self.host.clone());
+        let host = match &info.host {
+            Some(client) if self.config.preserve_host => client.clone(),
+            _ => self.host.clone(),
+        };
+        headers.insert(header::HOST, host);
         for (name, value) in &self.config.inject_headers {
             headers.insert(name.clone(), value.clone());
         }

@@ -234,3 +234,218 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
     assert_eq!(cookies, vec!["x=1; y=2"]);
     gateway.shutdown().await;
 }
+
+// ---------- item 1: links and redirects lead back through the gateway ----------
+
+/// A KB that builds absolute URLs: paging links from the `Host` it was sent (as most web
+/// frameworks do), redirects from its own configured origin. It serves under `prefix`.
+///
+/// - `{prefix}/v1/article?page=N`: 200, `Link: <http://{Host}{prefix}/v1/article?page=N+1>;
+///   rel="next"` beside a CDN link, `Content-Location` to itself, the next link in the body;
+/// - `{prefix}/v1/article/old`: 301 to `http://{own address}{prefix}/v1/article/new`;
+/// - `{prefix}/v1/article/relative`: 302 to `/elsewhere?x=1` (relative);
+/// - `{prefix}/v1/article/outside`: 302 to `http://{own address}/login` (outside the prefix).
+struct LinkingKb {
+    addr: std::net::SocketAddr,
+    hosts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LinkingKb {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LinkingKb {
+    async fn start(prefix: &'static str) -> LinkingKb {
+        use http_body_util::Full;
+        use hyper::service::service_fn;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hosts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+        let seen = hosts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let host = req.headers()["host"].to_str().unwrap().to_string();
+                    let target = req.uri().path_and_query().unwrap().to_string();
+                    seen.lock().unwrap().push((host.clone(), target.clone()));
+                    let response = http::Response::builder();
+                    let path = req.uri().path().strip_prefix(prefix).unwrap_or("");
+                    let response = match path {
+                        "/v1/article" => {
+                            let page: u32 = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("page="))
+                                .and_then(|n| n.parse().ok())
+                                .unwrap_or(1);
+                            let next = format!("http://{host}{prefix}/v1/article?page={}", page + 1);
+                            response
+                                .header(
+                                    "link",
+                                    format!("<{next}>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"),
+                                )
+                                .header("content-location", format!("http://{host}{target}"))
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(format!("{{\"next\":\"{next}\"}}"))))
+                        }
+                        "/v1/article/old" => response
+                            .status(301)
+                            .header("location", format!("http://{addr}{prefix}/v1/article/new"))
+                            .body(Full::default()),
+                        "/v1/article/relative" => response
+                            .status(302)
+                            .header("location", "/elsewhere?x=1")
+                            .body(Full::default()),
+                        "/v1/article/outside" => response
+                            .status(302)
+                            .header("location", format!("http://{addr}/login"))
+                            .body(Full::default()),
+                        _ => response.status(404).body(Full::default()),
+                    };
+                    async move { Ok::<_, std::convert::Infallible>(response.unwrap()) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        LinkingKb { addr, hosts, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// (Host, target) of the last request.
+    fn last(&self) -> (String, String) {
+        self.hosts.lock().unwrap().last().cloned().expect("no request")
+    }
+}
+
+/// GET `target` with `Host: gw.test:8080`; returns (status, headers, body).
+async fn get_via(gateway: &Gateway, key: &str, target: &str) -> (u16, String, String) {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: gw.test:8080\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    raw::request(gateway.addr, request.as_bytes()).await
+}
+
+fn header(headers: &str, name: &str) -> String {
+    raw::header(headers, name).unwrap_or_else(|| panic!("no {name} in {headers}")).to_string()
+}
+
+#[tokio::test]
+async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
+    let kb = LinkingKb::start("/api").await;
+    let gateway = Gateway::start_yaml(&yaml("", ""), &kb.url(), |config| {
+        config.upstream.base_path = "/api".into();
+    })
+    .await;
+    let key = gateway.read_write_key().await;
+
+    let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(kb.last(), (kb.addr.to_string(), "/api/v1/article?page=1".into()), "the KB's own Host by default");
+    assert_eq!(
+        header(&headers, "link"),
+        "<http://gw.test:8080/v1/article?page=2>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"
+    );
+    assert_eq!(header(&headers, "content-location"), "http://gw.test:8080/v1/article?page=1");
+
+    // The rewritten link leads to the next page through the gateway.
+    let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(kb.last().1, "/api/v1/article?page=2");
+    assert!(header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=3>"));
+
+    let (status, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
+    assert_eq!(status, 301);
+    assert_eq!(header(&headers, "location"), "http://gw.test:8080/v1/article/new");
+    let (status, headers, _) = get_via(&gateway, &key, "/v1/article/relative").await;
+    assert_eq!((status, header(&headers, "location")), (302, "/elsewhere?x=1".into()), "relative: left alone");
+    let (status, headers, _) = get_via(&gateway, &key, "/v1/article/outside").await;
+    assert_eq!(
+        (status, header(&headers, "location")),
+        (302, format!("http://{}/login", kb.addr)),
+        "outside the upstream's prefix: not served by the gateway, left alone"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn public_url_is_where_links_lead_over_http1_and_h2() {
+    let kb = LinkingKb::start("").await;
+    let text = yaml("", "public_url: https://kb-gateway.example.com/");
+    let gateway = Gateway::start_yaml(&text, &kb.url(), |_| {}).await;
+    let key = gateway.read_write_key().await;
+    let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
+    assert_eq!(header(&headers, "location"), "https://kb-gateway.example.com/v1/article/new");
+    let response = h2c_client()
+        .get(gateway.url("/v1/article?page=4"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        response.headers()["link"],
+        "<https://kb-gateway.example.com/v1/article?page=5>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"
+    );
+    // Without public_url, the h2 client's :authority is the public origin.
+    let plain = Gateway::start_yaml(&yaml("", ""), &kb.url(), |_| {}).await;
+    let key = plain.read_write_key().await;
+    let not_following = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = not_following
+        .get(plain.url("/v1/article/old"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["location"], plain.url("/v1/article/new").as_str());
+    plain.shutdown().await;
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
+    // No prefix: the KB's own body links are right as they are.
+    let kb = LinkingKb::start("").await;
+    let text = yaml("  preserve_host: true", "");
+    let gateway = Gateway::start_yaml(&text, &kb.url(), |_| {}).await;
+    let key = gateway.read_write_key().await;
+    let (status, headers, body) = get_via(&gateway, &key, "/v1/article?page=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(kb.last().0, "gw.test:8080", "the client's Host reached the KB");
+    assert_eq!(body, "{\"next\":\"http://gw.test:8080/v1/article?page=2\"}");
+    assert!(header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=2>"));
+    let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
+    assert_eq!(header(&headers, "location"), "http://gw.test:8080/v1/article/new");
+    gateway.shutdown().await;
+
+    // Under a prefix: links the KB built from the client's Host lose the prefix.
+    let kb = LinkingKb::start("/api").await;
+    let gateway = Gateway::start_yaml(&text, &kb.url(), |config| {
+        config.upstream.base_path = "/api".into();
+    })
+    .await;
+    let key = gateway.read_write_key().await;
+    let (_, headers, _) = get_via(&gateway, &key, "/v1/article?page=7").await;
+    assert_eq!(kb.last(), ("gw.test:8080".into(), "/api/v1/article?page=7".into()));
+    assert!(
+        header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=8>"),
+        "{headers}"
+    );
+    assert_eq!(header(&headers, "content-location"), "http://gw.test:8080/v1/article?page=7");
+    gateway.shutdown().await;
+}
