@@ -3,6 +3,7 @@
 
 use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
 use crate::keys::keyring::CacheLimits;
+use crate::net::CidrList;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -40,6 +41,9 @@ struct RawConfig {
     /// The gateway's origin as clients see it: links and redirects to the KB are rewritten to it.
     #[serde(default)]
     public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     tls: Option<RawTls>,
     admin: RawAdmin,
@@ -330,6 +334,8 @@ pub enum LogFormat {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is appended to and read for the client's address.
+    pub trusted_proxies: CidrList,
     pub tls: Option<TlsFiles>,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
@@ -635,8 +641,11 @@ impl RawConfig {
                 format!("{log_level:?} is not a log filter"),
             ));
         }
+        let trusted_proxies = CidrList::parse(&self.trusted_proxies)
+            .map_err(|(i, reason)| field_error(format!("trusted_proxies[{i}]"), reason))?;
         Ok(Config {
             listen,
+            trusted_proxies,
             tls: self.tls.map(|t| TlsFiles {
                 cert: t.cert,
                 key: t.key,
@@ -960,31 +969,70 @@ routes:
     }
 
     #[test]
+    fn trusted_proxies_are_networks() {
+        assert!(parse(GOOD).unwrap().trusted_proxies.is_empty());
+        let config = parse(&format!("trusted_proxies: [10.0.0.0/8, \"::1\"]\n{GOOD}")).unwrap();
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(config.trusted_proxies.contains("::1".parse().unwrap()));
+        let error = error_of(&format!(
+            "trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n{GOOD}"
+        ));
+        assert!(
+            error
+                .starts_with("trusted_proxies[1]: \"10.0.0.0/33\" is not an IP address or network"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn public_url_is_an_origin() {
         assert_eq!(parse(GOOD).unwrap().upstream.public_origin, None);
         for (url, origin) in [
-            ("https://KB-Gateway.example.com", "https://kb-gateway.example.com"),
-            ("https://kb-gateway.example.com/", "https://kb-gateway.example.com"),
+            (
+                "https://KB-Gateway.example.com",
+                "https://kb-gateway.example.com",
+            ),
+            (
+                "https://kb-gateway.example.com/",
+                "https://kb-gateway.example.com",
+            ),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
             ("http://[::1]:8080/", "http://[::1]:8080"),
         ] {
             let config = parse(&format!("public_url: \"{url}\"\n{GOOD}")).unwrap();
-            assert_eq!(config.upstream.public_origin.as_deref(), Some(origin), "{url}");
+            assert_eq!(
+                config.upstream.public_origin.as_deref(),
+                Some(origin),
+                "{url}"
+            );
         }
         for (url, reason) in [
-            ("kb-gateway.example.com", "must start with http:// or https://"),
-            ("ftp://kb-gateway.example.com", "must start with http:// or https://"),
+            (
+                "kb-gateway.example.com",
+                "must start with http:// or https://",
+            ),
+            (
+                "ftp://kb-gateway.example.com",
+                "must start with http:// or https://",
+            ),
             ("https://kb-gateway.example.com/kb", "must be an origin"),
             ("https://kb-gateway.example.com/?a=1", "must be an origin"),
             ("https://kb-gateway.example.com/#top", "must be an origin"),
-            ("https://user:pw@kb-gateway.example.com", "must not hold user information"),
+            (
+                "https://user:pw@kb-gateway.example.com",
+                "must not hold user information",
+            ),
             ("https://", "is not a URL"),
             ("not a url", "is not a URL"),
         ] {
             let error = error_of(&format!("public_url: \"{url}\"\n{GOOD}"));
-            assert!(error.starts_with("public_url: ") && error.contains(reason), "{url}: {error}");
+            assert!(
+                error.starts_with("public_url: ") && error.contains(reason),
+                "{url}: {error}"
+            );
         }
-        let config = parse(&GOOD.replace("  url: http", "  preserve_host: true\n  url: http")).unwrap();
+        let config =
+            parse(&GOOD.replace("  url: http", "  preserve_host: true\n  url: http")).unwrap();
         assert!(config.upstream.preserve_host);
         assert!(!parse(GOOD).unwrap().upstream.preserve_host);
     }

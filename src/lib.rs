@@ -44,6 +44,7 @@ pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
 pub mod migrate;
+pub mod net;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

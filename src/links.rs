@@ -225,9 +225,18 @@ mod tests {
             url("http://kb.internal:8081/api/v1/a?page=2#x").as_deref(),
             Some("http://gw.example:8080/v1/a?page=2#x")
         );
-        assert_eq!(url("HTTP://KB.Internal:8081/api").as_deref(), Some("http://gw.example:8080/"));
-        assert_eq!(url("http://kb.internal:8081/api?q=1").as_deref(), Some("http://gw.example:8080/?q=1"));
-        assert_eq!(url("//kb.internal:8081/api/x").as_deref(), Some("http://gw.example:8080/x"));
+        assert_eq!(
+            url("HTTP://KB.Internal:8081/api").as_deref(),
+            Some("http://gw.example:8080/")
+        );
+        assert_eq!(
+            url("http://kb.internal:8081/api?q=1").as_deref(),
+            Some("http://gw.example:8080/?q=1")
+        );
+        assert_eq!(
+            url("//kb.internal:8081/api/x").as_deref(),
+            Some("http://gw.example:8080/x")
+        );
         for left_alone in [
             "/api/v1/a",
             "v1/a",
@@ -244,13 +253,25 @@ mod tests {
         }
         // Over TLS, with no Host, with a public URL.
         assert_eq!(
-            r.rewrite_url("http://kb.internal:8081/api/x", true, Some(&host)).as_deref(),
+            r.rewrite_url("http://kb.internal:8081/api/x", true, Some(&host))
+                .as_deref(),
             Some("https://gw.example:8080/x")
         );
-        assert_eq!(r.rewrite_url("http://kb.internal:8081/api/x", false, None).as_deref(), Some("/x"));
-        let public = rewriter("http://kb.internal:8081/", "/api", false, Some("https://kb.example.com"));
         assert_eq!(
-            public.rewrite_url("http://kb.internal:8081/api/x", false, Some(&host)).as_deref(),
+            r.rewrite_url("http://kb.internal:8081/api/x", false, None)
+                .as_deref(),
+            Some("/x")
+        );
+        let public = rewriter(
+            "http://kb.internal:8081/",
+            "/api",
+            false,
+            Some("https://kb.example.com"),
+        );
+        assert_eq!(
+            public
+                .rewrite_url("http://kb.internal:8081/api/x", false, Some(&host))
+                .as_deref(),
             Some("https://kb.example.com/x")
         );
     }
@@ -258,12 +279,27 @@ mod tests {
     #[test]
     fn default_ports_may_be_written_or_not() {
         let r = rewriter("https://kb.internal/", "", false, Some("https://gw"));
-        for url in ["https://kb.internal/x", "https://kb.internal:443/x", "https://kb.internal:/x"] {
-            assert_eq!(r.rewrite_url(url, false, None).as_deref(), Some("https://gw/x"), "{url}");
+        for url in [
+            "https://kb.internal/x",
+            "https://kb.internal:443/x",
+            "https://kb.internal:/x",
+        ] {
+            assert_eq!(
+                r.rewrite_url(url, false, None).as_deref(),
+                Some("https://gw/x"),
+                "{url}"
+            );
         }
-        assert_eq!(r.rewrite_url("https://kb.internal:8443/x", false, None), None);
+        assert_eq!(
+            r.rewrite_url("https://kb.internal:8443/x", false, None),
+            None
+        );
         let v6 = rewriter("http://[::1]:8081/", "", false, Some("https://gw"));
-        assert_eq!(v6.rewrite_url("http://[::1]:8081/x", false, None).as_deref(), Some("https://gw/x"));
+        assert_eq!(
+            v6.rewrite_url("http://[::1]:8081/x", false, None)
+                .as_deref(),
+            Some("https://gw/x")
+        );
         assert_eq!(v6.rewrite_url("http://[::1]/x", false, None), None);
     }
 
@@ -272,7 +308,11 @@ mod tests {
         let host = HeaderValue::from_static("gw.example");
         let off = rewriter("http://kb.internal:8081/", "/api", false, None);
         let on = rewriter("http://kb.internal:8081/", "/api", true, None);
-        for url in ["http://gw.example/api/v1/a", "https://gw.example/api/v1/a", "http://gw.example:80/api/v1/a"] {
+        for url in [
+            "http://gw.example/api/v1/a",
+            "https://gw.example/api/v1/a",
+            "http://gw.example:80/api/v1/a",
+        ] {
             assert_eq!(off.rewrite_url(url, true, Some(&host)), None, "{url}");
             assert_eq!(
                 on.rewrite_url(url, true, Some(&host)).as_deref(),
@@ -280,7 +320,10 @@ mod tests {
                 "{url}"
             );
         }
-        assert_eq!(on.rewrite_url("http://gw.example:9999/api/v1/a", true, Some(&host)), None);
+        assert_eq!(
+            on.rewrite_url("http://gw.example:9999/api/v1/a", true, Some(&host)),
+            None
+        );
     }
 
     #[test]
@@ -292,16 +335,29 @@ mod tests {
             Some(r#"<https://gw/a?page=2>; rel="next", <https://cdn/x>; rel=preload, <https://gw/a?page=1>; rel="prev""#)
         );
         assert_eq!(
-            link(r#"<http://kb:81/b>; title="a <http://kb:81/c> \"<q>\"", <http://kb:81/d>"#).as_deref(),
+            link(r#"<http://kb:81/b>; title="a <http://kb:81/c> \"<q>\"", <http://kb:81/d>"#)
+                .as_deref(),
             Some(r#"<https://gw/b>; title="a <http://kb:81/c> \"<q>\"", <https://gw/d>"#)
         );
         assert_eq!(link("<https://cdn/x>; rel=next"), None);
         assert_eq!(link("<http://kb:81/unterminated"), None);
         let mut headers = HeaderMap::new();
-        headers.insert(header::LOCATION, HeaderValue::from_static("http://kb:81/new"));
-        headers.insert(header::CONTENT_LOCATION, HeaderValue::from_static("http://kb:81/here"));
-        headers.insert(header::LINK, HeaderValue::from_static("<http://kb:81/n>; rel=next"));
-        headers.insert(header::REFERER, HeaderValue::from_static("http://kb:81/untouched"));
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://kb:81/new"),
+        );
+        headers.insert(
+            header::CONTENT_LOCATION,
+            HeaderValue::from_static("http://kb:81/here"),
+        );
+        headers.insert(
+            header::LINK,
+            HeaderValue::from_static("<http://kb:81/n>; rel=next"),
+        );
+        headers.insert(
+            header::REFERER,
+            HeaderValue::from_static("http://kb:81/untouched"),
+        );
         r.rewrite(&mut headers, false, None);
         assert_eq!(headers[header::LOCATION], "https://gw/new");
         assert_eq!(headers[header::CONTENT_LOCATION], "https://gw/here");

@@ -57,9 +57,8 @@ fn is_client_only(name: &HeaderName) -> bool {
 /// A name with underscores that a KB folding `_` into `-` (CGI, WSGI) would read as one the
 /// upstream must not see from a client, e.g. `X_Api_Key`: dropped even when underscores pass.
 fn folds_to_client_only(name: &HeaderName) -> bool {
-    HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes()).is_ok_and(|folded| {
-        is_client_only(&folded)
-    })
+    HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes())
+        .is_ok_and(|folded| is_client_only(&folded))
 }
 
 /// A fixed set of lowercase header names, matched by length first: these checks run for every
@@ -93,7 +92,8 @@ pub struct ForwardInfo<'a> {
     pub path: &'a str,
     /// The client's query without its key, already encoded.
     pub query: Option<&'a str>,
-    /// The client's IP address, as the value of `X-Forwarded-For`.
+    /// The value of `X-Forwarded-For`: the peer's address, or behind a trusted proxy its chain
+    /// with the peer appended.
     pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     pub host: Option<HeaderValue>,

@@ -148,7 +148,10 @@ async fn header_names_with_underscores_are_dropped_by_default() {
     send_underscored(&gateway, &key).await;
     let seen = upstream.last().headers;
     for name in seen.keys() {
-        assert!(!name.as_str().contains('_'), "{name} reached the KB: {seen:?}");
+        assert!(
+            !name.as_str().contains('_'),
+            "{name} reached the KB: {seen:?}"
+        );
     }
     assert_eq!(seen["x-other"], "other");
     assert_ne!(seen["x-kbgate-key-id"], "forged");
@@ -179,7 +182,10 @@ async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
 #[tokio::test]
 async fn an_injected_query_parameter_replaces_the_clients() {
     let upstream = Upstream::start().await;
-    let text = yaml(r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#, "");
+    let text = yaml(
+        r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
+        "",
+    );
     let gateway = Gateway::start_yaml(&text, &upstream.url(), |_| {}).await;
     let key = gateway.read_write_key().await;
     let target = "/v1/search?query=x&token=forged&tok%65n=forged2&api+key=mine&b=2&token";
@@ -193,7 +199,11 @@ async fn an_injected_query_parameter_replaces_the_clients() {
         )
     );
     // Nothing else of the client's query is touched.
-    let (status, _, _) = raw::request(gateway.addr, get(&key, "/v1/search?tokens=1&x=token").as_bytes()).await;
+    let (status, _, _) = raw::request(
+        gateway.addr,
+        get(&key, "/v1/search?tokens=1&x=token").as_bytes(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(
         upstream.last().path_and_query,
@@ -230,7 +240,13 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
     );
     let (status, _, _) = raw::request(gateway.addr, request.as_bytes()).await;
     assert_eq!(status, 200);
-    let cookies: Vec<_> = upstream.last().headers.get_all("cookie").iter().cloned().collect();
+    let cookies: Vec<_> = upstream
+        .last()
+        .headers
+        .get_all("cookie")
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(cookies, vec!["x=1; y=2"]);
     gateway.shutdown().await;
 }
@@ -283,7 +299,8 @@ impl LinkingKb {
                                 .and_then(|q| q.strip_prefix("page="))
                                 .and_then(|n| n.parse().ok())
                                 .unwrap_or(1);
-                            let next = format!("http://{host}{prefix}/v1/article?page={}", page + 1);
+                            let next =
+                                format!("http://{host}{prefix}/v1/article?page={}", page + 1);
                             response
                                 .header(
                                     "link",
@@ -325,7 +342,12 @@ impl LinkingKb {
 
     /// (Host, target) of the last request.
     fn last(&self) -> (String, String) {
-        self.hosts.lock().unwrap().last().cloned().expect("no request")
+        self.hosts
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no request")
     }
 }
 
@@ -338,7 +360,9 @@ async fn get_via(gateway: &Gateway, key: &str, target: &str) -> (u16, String, St
 }
 
 fn header(headers: &str, name: &str) -> String {
-    raw::header(headers, name).unwrap_or_else(|| panic!("no {name} in {headers}")).to_string()
+    raw::header(headers, name)
+        .unwrap_or_else(|| panic!("no {name} in {headers}"))
+        .to_string()
 }
 
 #[tokio::test]
@@ -352,12 +376,19 @@ async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
-    assert_eq!(kb.last(), (kb.addr.to_string(), "/api/v1/article?page=1".into()), "the KB's own Host by default");
+    assert_eq!(
+        kb.last(),
+        (kb.addr.to_string(), "/api/v1/article?page=1".into()),
+        "the KB's own Host by default"
+    );
     assert_eq!(
         header(&headers, "link"),
         "<http://gw.test:8080/v1/article?page=2>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"
     );
-    assert_eq!(header(&headers, "content-location"), "http://gw.test:8080/v1/article?page=1");
+    assert_eq!(
+        header(&headers, "content-location"),
+        "http://gw.test:8080/v1/article?page=1"
+    );
 
     // The rewritten link leads to the next page through the gateway.
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=2").await;
@@ -367,9 +398,16 @@ async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
     assert_eq!(status, 301);
-    assert_eq!(header(&headers, "location"), "http://gw.test:8080/v1/article/new");
+    assert_eq!(
+        header(&headers, "location"),
+        "http://gw.test:8080/v1/article/new"
+    );
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article/relative").await;
-    assert_eq!((status, header(&headers, "location")), (302, "/elsewhere?x=1".into()), "relative: left alone");
+    assert_eq!(
+        (status, header(&headers, "location")),
+        (302, "/elsewhere?x=1".into()),
+        "relative: left alone"
+    );
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article/outside").await;
     assert_eq!(
         (status, header(&headers, "location")),
@@ -386,7 +424,10 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
     let gateway = Gateway::start_yaml(&text, &kb.url(), |_| {}).await;
     let key = gateway.read_write_key().await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
-    assert_eq!(header(&headers, "location"), "https://kb-gateway.example.com/v1/article/new");
+    assert_eq!(
+        header(&headers, "location"),
+        "https://kb-gateway.example.com/v1/article/new"
+    );
     let response = h2c_client()
         .get(gateway.url("/v1/article?page=4"))
         .bearer_auth(&key)
@@ -412,7 +453,10 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["location"], plain.url("/v1/article/new").as_str());
+    assert_eq!(
+        response.headers()["location"],
+        plain.url("/v1/article/new").as_str()
+    );
     plain.shutdown().await;
     gateway.shutdown().await;
 }
@@ -426,11 +470,18 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     let key = gateway.read_write_key().await;
     let (status, headers, body) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
-    assert_eq!(kb.last().0, "gw.test:8080", "the client's Host reached the KB");
+    assert_eq!(
+        kb.last().0,
+        "gw.test:8080",
+        "the client's Host reached the KB"
+    );
     assert_eq!(body, "{\"next\":\"http://gw.test:8080/v1/article?page=2\"}");
     assert!(header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=2>"));
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
-    assert_eq!(header(&headers, "location"), "http://gw.test:8080/v1/article/new");
+    assert_eq!(
+        header(&headers, "location"),
+        "http://gw.test:8080/v1/article/new"
+    );
     gateway.shutdown().await;
 
     // Under a prefix: links the KB built from the client's Host lose the prefix.
@@ -441,11 +492,82 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     .await;
     let key = gateway.read_write_key().await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article?page=7").await;
-    assert_eq!(kb.last(), ("gw.test:8080".into(), "/api/v1/article?page=7".into()));
+    assert_eq!(
+        kb.last(),
+        ("gw.test:8080".into(), "/api/v1/article?page=7".into())
+    );
     assert!(
         header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=8>"),
         "{headers}"
     );
-    assert_eq!(header(&headers, "content-location"), "http://gw.test:8080/v1/article?page=7");
+    assert_eq!(
+        header(&headers, "content-location"),
+        "http://gw.test:8080/v1/article?page=7"
+    );
     gateway.shutdown().await;
+}
+
+// ---------- item 7: X-Forwarded-For behind a trusted proxy ----------
+
+/// Sends a GET from 127.0.0.1 with these `X-Forwarded-For` lines; returns what the KB got.
+async fn forwarded_for_seen(
+    gateway: &Gateway,
+    upstream: &Upstream,
+    key: &str,
+    lines: &[&str],
+) -> Vec<String> {
+    let mut request = format!(
+        "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n"
+    );
+    for line in lines {
+        request.push_str(&format!("X-Forwarded-For: {line}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    upstream
+        .last()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
+    let upstream = Upstream::start().await;
+    let text = yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]");
+    let gateway = Gateway::start_yaml(&text, &upstream.url(), |_| {}).await;
+    let key = gateway.read_write_key().await;
+    assert_eq!(
+        forwarded_for_seen(&gateway, &upstream, &key, &["203.0.113.7, 10.1.2.3"]).await,
+        vec!["203.0.113.7, 10.1.2.3, 127.0.0.1"]
+    );
+    assert_eq!(
+        forwarded_for_seen(&gateway, &upstream, &key, &["198.51.100.2", "10.1.2.3"]).await,
+        vec!["198.51.100.2, 10.1.2.3, 127.0.0.1"],
+        "two lines are one list"
+    );
+    assert_eq!(
+        forwarded_for_seen(&gateway, &upstream, &key, &[]).await,
+        vec!["127.0.0.1"],
+        "no chain: the peer alone"
+    );
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let upstream = Upstream::start().await;
+    for top in ["", "trusted_proxies: [10.0.0.0/8, \"::1\"]"] {
+        let gateway = Gateway::start_yaml(&yaml("", top), &upstream.url(), |_| {}).await;
+        let key = gateway.read_write_key().await;
+        assert_eq!(
+            forwarded_for_seen(&gateway, &upstream, &key, &["6.6.6.6", "10.0.0.1"]).await,
+            vec!["127.0.0.1"],
+            "{top:?}"
+        );
+        gateway.shutdown().await;
+    }
 }
