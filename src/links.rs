@@ -103,7 +103,7 @@ impl LinkRewriter {
             let (h, port) = host_and_port(authority, url_https)?;
             Some(port == client_port && h.eq_ignore_ascii_case(client_host))
         };
-        if !on_upstream && !(self.preserve_host && on_client_host() == Some(true)) {
+        if !(on_upstream || self.preserve_host && on_client_host() == Some(true)) {
             return None;
         }
         let rest = rest.strip_prefix(self.base_path.as_str())?;
