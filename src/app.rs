@@ -115,6 +115,7 @@ pub async fn start_with_store(
         metrics: request_metrics,
         limits: config.limits,
         key_sources: config.key_sources,
+        trusted_proxies: config.trusted_proxies,
     });
     let admin = Arc::new(
         Admin::new(

@@ -3,6 +3,7 @@
 
 use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
 use crate::keys::keyring::CacheLimits;
+use crate::net::CidrList;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -38,6 +39,12 @@ fn field_error(field: impl Into<String>, reason: impl Into<String>) -> ConfigErr
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: String,
+    /// The gateway's origin as clients see it: links and redirects to the KB are rewritten to it.
+    #[serde(default)]
+    public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     #[serde(default)]
     tls: Option<RawTls>,
     admin: RawAdmin,
@@ -95,6 +102,11 @@ struct RawUpstream {
     ca: Option<PathBuf>,
     #[serde(default)]
     http2: bool,
+    /// Forward request header names with underscores (nginx's `underscores_in_headers`).
+    #[serde(default)]
+    forward_underscore_headers: bool,
+    #[serde(default)]
+    preserve_host: bool,
 }
 
 fn default_upstream_timeout() -> Duration {
@@ -341,6 +353,8 @@ pub enum LogFormat {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is appended to and read for the client's address.
+    pub trusted_proxies: CidrList,
     pub tls: Option<TlsFiles>,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
@@ -413,11 +427,22 @@ pub struct UpstreamConfig {
     pub inject_headers: Vec<(HeaderName, HeaderValue)>,
     /// `name=value` pairs, already percent-encoded, appended to every forwarded query.
     pub inject_query: String,
+    /// The names in `inject_query`, decoded: a client's parameter of one of these names is
+    /// dropped, so the KB hears only the injected value.
+    pub inject_query_names: Vec<String>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub ca: Option<PathBuf>,
     pub http2: bool,
+    /// Request header names with `_` pass; off, they are dropped (a KB behind CGI-style name
+    /// folding would read `X_Api_Key` as `X-Api-Key`).
+    pub forward_underscore_headers: bool,
+    /// Send the client's `Host` rather than the KB's authority.
+    pub preserve_host: bool,
+    /// The top-level `public_url` (scheme and authority, no trailing slash): where links and
+    /// redirects to the KB are sent instead. None: the request's own scheme and `Host`.
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -665,14 +690,20 @@ impl RawConfig {
                 format!("{log_level:?} is not a log filter"),
             ));
         }
+        let trusted_proxies = CidrList::parse(&self.trusted_proxies)
+            .map_err(|(i, reason)| field_error(format!("trusted_proxies[{i}]"), reason))?;
         Ok(Config {
             listen,
+            trusted_proxies,
             tls: self.tls.map(|t| TlsFiles {
                 cert: t.cert,
                 key: t.key,
             }),
             admin,
-            upstream: self.upstream.validate()?,
+            upstream: UpstreamConfig {
+                public_origin: self.public_url.as_deref().map(public_origin).transpose()?,
+                ..self.upstream.validate()?
+            },
             store,
             resources,
             routes,
@@ -888,13 +919,43 @@ impl RawUpstream {
             base_path,
             inject_headers,
             inject_query,
+            inject_query_names: self.inject.query.into_keys().collect(),
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             pool_idle_timeout: self.pool_idle_timeout,
             ca: self.ca,
             http2: self.http2,
+            forward_underscore_headers: self.forward_underscore_headers,
+            preserve_host: self.preserve_host,
+            public_origin: None,
         })
     }
+}
+
+/// `public_url`: an origin, `http://` or `https://` and a host, nothing after but one `/`.
+fn public_origin(url: &str) -> Result<String, ConfigError> {
+    let field = "public_url";
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| field_error(field, format!("{url:?} is not a URL: {e}")))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme != "http" && scheme != "https" {
+        return Err(field_error(field, "must start with http:// or https://"));
+    }
+    let authority = match uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            return Err(field_error(field, "must not hold user information"));
+        }
+        Some(a) if !a.host().is_empty() => a.as_str(),
+        _ => return Err(field_error(field, "must name a host")),
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() || url.contains('#') {
+        return Err(field_error(
+            field,
+            "must be an origin (scheme://host[:port]), with no path, query or fragment",
+        ));
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
 fn encode_query(s: &str) -> String {
@@ -1066,6 +1127,75 @@ routes:
             message.contains("keys.source: unknown field `source`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks() {
+        assert!(parse(GOOD).unwrap().trusted_proxies.is_empty());
+        let config = parse(&format!("trusted_proxies: [10.0.0.0/8, \"::1\"]\n{GOOD}")).unwrap();
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(config.trusted_proxies.contains("::1".parse().unwrap()));
+        let error = error_of(&format!(
+            "trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n{GOOD}"
+        ));
+        assert!(
+            error
+                .starts_with("trusted_proxies[1]: \"10.0.0.0/33\" is not an IP address or network"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(parse(GOOD).unwrap().upstream.public_origin, None);
+        for (url, origin) in [
+            (
+                "https://KB-Gateway.example.com",
+                "https://kb-gateway.example.com",
+            ),
+            (
+                "https://kb-gateway.example.com/",
+                "https://kb-gateway.example.com",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+        ] {
+            let config = parse(&format!("public_url: \"{url}\"\n{GOOD}")).unwrap();
+            assert_eq!(
+                config.upstream.public_origin.as_deref(),
+                Some(origin),
+                "{url}"
+            );
+        }
+        for (url, reason) in [
+            (
+                "kb-gateway.example.com",
+                "must start with http:// or https://",
+            ),
+            (
+                "ftp://kb-gateway.example.com",
+                "must start with http:// or https://",
+            ),
+            ("https://kb-gateway.example.com/kb", "must be an origin"),
+            ("https://kb-gateway.example.com/?a=1", "must be an origin"),
+            ("https://kb-gateway.example.com/#top", "must be an origin"),
+            (
+                "https://user:pw@kb-gateway.example.com",
+                "must not hold user information",
+            ),
+            ("https://", "is not a URL"),
+            ("not a url", "is not a URL"),
+        ] {
+            let error = error_of(&format!("public_url: \"{url}\"\n{GOOD}"));
+            assert!(
+                error.starts_with("public_url: ") && error.contains(reason),
+                "{url}: {error}"
+            );
+        }
+        let config =
+            parse(&GOOD.replace("  url: http", "  preserve_host: true\n  url: http")).unwrap();
+        assert!(config.upstream.preserve_host);
+        assert!(!parse(GOOD).unwrap().upstream.preserve_host);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::config::{KeySources, Limits};
 use crate::keys::{Keyring, secret};
 use crate::metrics::requests::{Observation, RequestMetrics};
 use crate::metrics::{self, InFlight};
+use crate::net::{self, CidrList};
 use crate::rejection::Rejection;
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub metrics: RequestMetrics,
     pub limits: Limits,
     pub key_sources: KeySources,
+    /// Peers whose `X-Forwarded-For` is believed and appended to.
+    pub trusted_proxies: CidrList,
 }
 
 /// What the access log says about a request beyond its status.
@@ -90,6 +93,13 @@ impl Handler for Gateway {
 }
 
 impl Gateway {
+    /// The client's address: the peer's, or behind a trusted proxy the first untrusted one of
+    /// `X-Forwarded-For` from the right (see [`net::client_address`]). For the access log and
+    /// per-client limits; the socket peer stays in [`ConnInfo::remote`].
+    pub fn client_address(&self, conn: &ConnInfo, headers: &HeaderMap) -> std::net::IpAddr {
+        net::client_address(conn.remote.ip(), headers, &self.trusted_proxies)
+    }
+
     async fn handle_inner(
         &self,
         request: Request<Body>,
@@ -125,12 +135,14 @@ impl Gateway {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        let chain =
+            net::forwarded_chain(conn.remote.ip(), request.headers(), &self.trusted_proxies);
         let max_body = route.max_body.unwrap_or(self.limits.max_body);
         let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
         let info = ForwardInfo {
             path: &path,
             query: forwarded_query.as_deref(),
-            client_ip: &conn.client_ip,
+            client_ip: chain.as_ref().unwrap_or(&conn.client_ip),
             proto: if conn.tls { "https" } else { "http" },
             host,
             request_id,

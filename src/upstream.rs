@@ -3,6 +3,7 @@
 
 use crate::body::{self, Body};
 use crate::config::UpstreamConfig;
+use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use crate::rejection::Rejection;
 use bytes::Bytes;
@@ -55,6 +56,13 @@ fn is_client_only(name: &HeaderName) -> bool {
         || name.as_str().starts_with("x-forwarded-")
 }
 
+/// A name with underscores that a KB folding `_` into `-` (CGI, WSGI) would read as one the
+/// upstream must not see from a client, e.g. `X_Api_Key`: dropped even when underscores pass.
+fn folds_to_client_only(name: &HeaderName) -> bool {
+    HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes())
+        .is_ok_and(|folded| is_client_only(&folded))
+}
+
 /// A fixed set of lowercase header names, matched by length first: these checks run for every
 /// header of every message, and most names are ruled out by their length alone.
 struct NameSet {
@@ -86,7 +94,8 @@ pub struct ForwardInfo<'a> {
     pub path: &'a str,
     /// The client's query without its key, already encoded.
     pub query: Option<&'a str>,
-    /// The client's IP address, as the value of `X-Forwarded-For`.
+    /// The value of `X-Forwarded-For`: the peer's address, or behind a trusted proxy its chain
+    /// with the peer appended.
     pub client_ip: &'a HeaderValue,
     pub proto: &'static str,
     pub host: Option<HeaderValue>,
@@ -98,6 +107,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     config: UpstreamConfig,
     host: HeaderValue,
+    links: LinkRewriter,
 }
 
 impl Upstream {
@@ -127,10 +137,17 @@ impl Upstream {
             .map(|a| a.as_str())
             .unwrap_or_default();
         let host = HeaderValue::from_str(authority).map_err(|e| e.to_string())?;
+        let links = LinkRewriter::new(
+            &config.origin,
+            &config.base_path,
+            config.preserve_host,
+            config.public_origin.clone(),
+        );
         Ok(Upstream {
             client,
             config,
             host,
+            links,
         })
     }
 
@@ -174,6 +191,14 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
+        if response.status().is_informational() {
+            // hyper hands back only a 101 (it skips 100, 103 and the other 1xx): kbgate asked
+            // for no upgrade, and a 1xx passed on as final is a bare 101 over HTTP/1 and a
+            // `:status 101` over HTTP/2, which RFC 9113 §8.1 forbids. The connection is dropped.
+            metrics::fixed().upstream_error(UpstreamError::Request);
+            tracing::warn!(status = %response.status(), "upstream answered an unrequested informational status");
+            return Err(Rejection::UpstreamUnavailable);
+        }
         let headers = response.headers_mut();
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // The body was read as chunked; a Content-Length beside it is a lie that would
@@ -181,6 +206,8 @@ impl Upstream {
             headers.remove(header::CONTENT_LENGTH);
         }
         remove_hop_by_hop(headers);
+        self.links
+            .rewrite(headers, info.proto == "https", info.host.as_ref());
         Ok(response.map(body::stream))
     }
 
@@ -200,12 +227,17 @@ impl Upstream {
         let headers = request.headers_mut();
         headers.reserve(client.headers.len() + self.config.inject_headers.len() + 6);
         let listed = connection_listed(&client.headers);
+        let underscores = self.config.forward_underscore_headers;
+        let mut cookies = 0;
         for (name, value) in &client.headers {
-            if !is_client_only(name) && !listed.contains(name) {
+            if !is_client_only(name)
+                && !listed.contains(name)
+                && (!name.as_str().contains('_') || underscores && !folds_to_client_only(name))
+            {
+                cookies += usize::from(name == header::COOKIE);
                 headers.append(name.clone(), value.clone());
             }
         }
-        headers.insert(header::HOST, self.host.clone());
         if chunked {
             // hyper's HTTP/1 client sends a GET or HEAD body of unknown length as no body at
             // all unless the framing is asked for: the body would be lost while the client
@@ -213,6 +245,14 @@ impl Upstream {
             // DATA frames whatever the method.)
             headers.insert(header::TRANSFER_ENCODING, CHUNKED);
         }
+        if cookies > 1 {
+            join_cookies(headers);
+        }
+        let host = match &info.host {
+            Some(client) if self.config.preserve_host => client.clone(),
+            _ => self.host.clone(),
+        };
+        headers.insert(header::HOST, host);
         for (name, value) in &self.config.inject_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -228,12 +268,29 @@ impl Upstream {
         path_and_query.push_str(&self.config.base_path);
         path_and_query.push_str(path);
         let mut separator = '?';
-        for part in [query.unwrap_or(""), inject] {
-            if !part.is_empty() {
+        let names = &self.config.inject_query_names;
+        match query {
+            Some(query) if !names.is_empty() => {
+                // The KB must hear only the gateway's value of a parameter it injects.
+                for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+                    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                    if !names.iter().any(|injected| query_name_is(name, injected)) {
+                        path_and_query.push(separator);
+                        path_and_query.push_str(pair);
+                        separator = '&';
+                    }
+                }
+            }
+            Some(query) if !query.is_empty() => {
                 path_and_query.push(separator);
-                path_and_query.push_str(part);
+                path_and_query.push_str(query);
                 separator = '&';
             }
+            _ => {}
+        }
+        if !inject.is_empty() {
+            path_and_query.push(separator);
+            path_and_query.push_str(inject);
         }
         let mut parts = self.config.origin.clone().into_parts();
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query));
@@ -246,6 +303,42 @@ impl Upstream {
 /// HTTP/1.1, or as HTTP/2 DATA frames without `content-length`.
 fn has_unknown_length(body: &Body) -> bool {
     !body.is_end_stream() && body.size_hint().exact().is_none()
+}
+
+/// Whether a query component, percent-decoded with `+` as a space, is `name`; no allocation.
+fn query_name_is(encoded: &str, name: &str) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let (mut bytes, mut expected) = (encoded.as_bytes(), name.as_bytes().iter());
+    while let Some((&first, rest)) = bytes.split_first() {
+        let (byte, rest) = match (first, rest) {
+            (b'+', _) => (b' ', rest),
+            (b'%', [high, low, after @ ..]) => match (hex(*high), hex(*low)) {
+                (Some(high), Some(low)) => (high << 4 | low, after),
+                _ => (b'%', rest),
+            },
+            _ => (first, rest),
+        };
+        if expected.next() != Some(&byte) {
+            return false;
+        }
+        bytes = rest;
+    }
+    expected.next().is_none()
+}
+
+/// Several `cookie` fields (HTTP/2 sends one per cookie) become one, joined with `; ` as
+/// RFC 9113 §8.2.3 asks before a message goes on to HTTP/1.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -384,6 +477,36 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-three"]);
+    }
+
+    #[test]
+    fn query_names_are_compared_decoded() {
+        assert!(query_name_is("key", "key"));
+        assert!(query_name_is("k%65y", "key"));
+        assert!(query_name_is("k%65Y", "keY"));
+        assert!(query_name_is("a+b", "a b"));
+        assert!(query_name_is("a%2Bb", "a+b"));
+        assert!(query_name_is("%", "%"));
+        assert!(query_name_is("%4", "%4"));
+        assert!(query_name_is("%zz", "%zz"));
+        assert!(query_name_is("", ""));
+        assert!(!query_name_is("key", "ke"));
+        assert!(!query_name_is("ke", "key"));
+        assert!(!query_name_is("a+b", "a+b"));
+        assert!(!query_name_is("KEY", "key"));
+        assert!(query_name_is("%C3%A9", "é"));
+    }
+
+    #[test]
+    fn cookies_are_joined_into_one_field() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2; c=3"));
+        join_cookies(&mut headers);
+        let cookies: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, vec!["a=1; b=2; c=3"]);
+        assert_eq!(headers.len(), 2);
     }
 
     #[test]
