@@ -39,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod log_filter;
 pub mod log_format;
 pub mod log_sink;
 pub mod metrics;

@@ -122,8 +122,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "bad admin listen address",
-            replace_once(&base, "listen: 127.0.0.1:9090", "listen: localhost:9090"),
-            r#"admin.listen: "localhost:9090" is not an IP:port address"#,
+            replace_once(&base, "listen: 127.0.0.1:9090", "listen: nowhere:9090"),
+            r#"admin.listen: "nowhere:9090" is not an IP:port address"#,
         ),
         case(
             "non-http upstream URL",
