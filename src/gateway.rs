@@ -115,6 +115,12 @@ impl Gateway {
         if !authz::grants(key.scope, &key.permissions, &route.permission) {
             return Err(Rejection::InsufficientPermissions);
         }
+        // On the query as forwarded: the client key is not a parameter of the KB's.
+        if let Some(rule) = &route.query
+            && !rule.permits(forwarded_query.as_deref())
+        {
+            return Err(Rejection::QueryNotAllowed);
+        }
 
         let forwarded_query = forwarded_query.map(Cow::into_owned);
         let host = request.headers().get(header::HOST).cloned().or_else(|| {

@@ -105,7 +105,10 @@ async fn run(cli: Cli) -> ExitCode {
                     "config OK: listen {}, admin {}, upstream {}",
                     config.listen, config.admin.listen, config.upstream.origin
                 );
-                println!("{}", config.routes);
+                println!("{}", config.routes.describe(config.limits.max_body));
+                for warning in config.routes.shadowed() {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&format!("config error: {e}"), 2),
@@ -128,6 +131,9 @@ async fn serve(path: PathBuf) -> ExitCode {
         Err(e) => return fail(&e, 2),
     };
     let logs = init_tracing(config.log_format, &filter);
+    for warning in config.routes.shadowed() {
+        tracing::warn!("{warning}");
+    }
     let signal = kbgate::app::shutdown_signal();
     let running = match kbgate::start(config).await {
         Ok(running) => running,
