@@ -175,6 +175,8 @@ pub struct Route {
     pub index: usize,
     pub methods: Vec<Method>,
     pub template: String,
+    /// `template` again, shared with access lines written after the handler returned.
+    pub log_name: std::sync::Arc<str>,
     pub permission: Permission,
     /// The route's own request body limit, if it sets one.
     pub max_body: Option<u64>,
@@ -369,6 +371,7 @@ impl RouteTable {
                 index,
                 methods,
                 template: spec.path.clone(),
+                log_name: spec.path.as_str().into(),
                 permission,
                 max_body: spec.max_body.map(|size| size.0),
                 query,

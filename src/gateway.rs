@@ -1,6 +1,9 @@
 //! The request path. [`Gateway::handle`] times, logs and turns refusals into responses;
 //! [`Gateway::handle_inner`] is the path of DESIGN.md, read top to bottom.
 
+#[cfg(test)]
+use crate::access_log::millis;
+use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::config::Limits;
@@ -18,6 +21,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -38,6 +42,8 @@ struct RequestLog {
     /// Index in the route table.
     route: Option<usize>,
     upstream: Option<Duration>,
+    /// Request body bytes read, counted by the body guard.
+    bytes_in: Option<Arc<dyn BytesIn>>,
 }
 
 impl Handler for Gateway {
@@ -46,9 +52,17 @@ impl Handler for Gateway {
         let _in_flight = InFlight::start();
         let request_id = request_id(request.headers());
         let method = request.method().clone();
+        let user_agent = request.headers().get(header::USER_AGENT).cloned();
         let mut log = RequestLog::default();
+        let mut path = None;
         let result = self
-            .handle_inner(request.map(body::stream), &conn, &request_id, &mut log)
+            .handle_inner(
+                request.map(body::stream),
+                &conn,
+                &request_id,
+                &mut log,
+                &mut path,
+            )
             .await;
         metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
         let (mut response, outcome) = match result {
@@ -72,19 +86,21 @@ impl Handler for Gateway {
             elapsed,
             upstream: log.upstream,
         });
-        let route = log.route.map(|i| self.routes.routes()[i].template.as_str());
-        tracing::info!(
-            target: crate::log_format::ACCESS_TARGET,
-            request_id = %request_id_str(&request_id),
-            key_id = log.key_id.as_deref().unwrap_or("-"),
-            method = %method,
-            route = route.unwrap_or("-"),
+        let line = AccessLine {
+            request_id,
+            client_ip: conn.client_ip.clone(),
+            key_id: log.key_id,
+            method,
+            path,
+            route: log.route.map(|i| self.routes.routes()[i].log_name.clone()),
             status,
             outcome,
-            latency_ms = millis(elapsed),
-            upstream_ms = log.upstream.map(millis),
-        );
-        response
+            bytes_in: log.bytes_in,
+            latency: elapsed,
+            upstream: log.upstream,
+            user_agent,
+        };
+        line.finish(response)
     }
 }
 
@@ -95,10 +111,12 @@ impl Gateway {
         conn: &ConnInfo,
         request_id: &HeaderValue,
         log: &mut RequestLog,
+        canonical_path: &mut Option<String>,
     ) -> Result<Response<Body>, Rejection> {
         check_request(&request, &self.limits)?;
-        let path =
-            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?;
+        let path: &str = canonical_path.insert(
+            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?,
+        );
         let (secret, forwarded_query) = extract_key(request.headers(), request.uri().query())?;
         if !secret::is_well_formed(&secret) {
             return Err(Rejection::InvalidKey);
@@ -109,7 +127,7 @@ impl Gateway {
 
         let route = self
             .routes
-            .lookup(request.method(), &path)
+            .lookup(request.method(), path)
             .ok_or(Rejection::RouteNotAllowed)?;
         log.route = Some(route.index);
         if !authz::grants(key.scope, &key.permissions, &route.permission) {
@@ -131,8 +149,9 @@ impl Gateway {
         });
         let max_body = route.max_body.unwrap_or(self.limits.max_body);
         let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
+        log.bytes_in = Some(body_fault.clone());
         let info = ForwardInfo {
-            path: &path,
+            path,
             query: forwarded_query.as_deref(),
             client_ip: &conn.client_ip,
             proto: if conn.tls { "https" } else { "http" },
@@ -144,7 +163,7 @@ impl Gateway {
         let response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
         // A request that failed because its own body did is the client's fault, not the KB's.
-        response.map_err(|rejection| body_fault.get().map_or(rejection, |f| f.rejection()))
+        response.map_err(|rejection| body_fault.fault.get().map_or(rejection, |f| f.rejection()))
     }
 }
 
@@ -237,15 +256,29 @@ impl std::fmt::Display for BodyFault {
 
 impl std::error::Error for BodyFault {}
 
+/// What the guard of a request body tells the gateway: why it failed, if it did, and how many
+/// bytes of it were read (for the access log).
+#[derive(Default)]
+struct BodyState {
+    fault: OnceLock<BodyFault>,
+    received: AtomicU64,
+}
+
+impl BytesIn for BodyState {
+    fn bytes_in(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 /// Refuses a body declared larger than `max_body` at once; wraps any other non-empty body so
 /// that it fails, and the upstream request with it, when it grows past `max_body` or stalls
-/// for `idle`. The returned cell says why, once it has failed.
+/// for `idle`. The returned state says why, once it has failed, and counts what was read.
 fn guard_body(
     request: Request<Body>,
     max_body: u64,
     idle: Duration,
-) -> Result<(Request<Body>, Arc<OnceLock<BodyFault>>), Rejection> {
-    let fault = Arc::new(OnceLock::new());
+) -> Result<(Request<Body>, Arc<BodyState>), Rejection> {
+    let fault = Arc::new(BodyState::default());
     if request.body().is_end_stream() {
         return Ok((request, fault));
     }
@@ -271,12 +304,12 @@ struct GuardedBody {
     idle: Duration,
     /// Armed while the gateway waits on the client; disarmed by every frame.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    fault: Arc<OnceLock<BodyFault>>,
+    fault: Arc<BodyState>,
 }
 
 impl GuardedBody {
     fn fail(&mut self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let _ = self.fault.set(fault);
+        let _ = self.fault.fault.set(fault);
         Poll::Ready(Some(Err(Box::new(fault))))
     }
 }
@@ -290,7 +323,7 @@ impl http_body::Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(&fault) = this.fault.get() {
+        if let Some(&fault) = this.fault.fault.get() {
             // Never end cleanly after a failure: that would frame a cut body as complete.
             return this.fail(fault);
         }
@@ -302,10 +335,11 @@ impl http_body::Body for GuardedBody {
                     Some(left) => this.left = left,
                     None => return this.fail(BodyFault::TooLarge),
                 }
+                this.fault.received.fetch_add(len, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
-                let _ = this.fault.set(BodyFault::Broken);
+                let _ = this.fault.fault.set(BodyFault::Broken);
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -327,11 +361,6 @@ impl http_body::Body for GuardedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Milliseconds with three decimals (whole microseconds), so log lines stay short and exact.
-fn millis(duration: Duration) -> f64 {
-    duration.as_micros() as f64 / 1000.0
 }
 
 /// Built once: looking a header up by a string literal parses the name on every request.

@@ -30,6 +30,7 @@
 //! fast) · `log_sink` writes them in batches off the request path · `demo` the sample KB and
 //! the one-command tour.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod authz;
