@@ -474,7 +474,7 @@ impl RouteTable {
 /// A size in the largest binary unit that divides it: `100MiB`, `1536KiB`, `1000B`.
 fn format_size(bytes: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return format!("{}{unit}", bytes / scale);
         }
     }
