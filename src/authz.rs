@@ -141,6 +141,22 @@ pub struct RouteSpec {
     /// The largest request body this route accepts, instead of `limits.max_body`.
     #[serde(default)]
     pub max_body: Option<crate::config::ByteSize>,
+    /// With GET listed, HEAD is routed too unless this is `false`.
+    #[serde(default)]
+    pub head: Option<bool>,
+    /// Which query parameters the route lets through (403 `query_not_allowed` for others).
+    #[serde(default)]
+    pub query: Option<QuerySpec>,
+}
+
+/// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
 }
 
 /// A compile error for `routes[index].field`.
@@ -159,9 +175,15 @@ pub struct Route {
     pub index: usize,
     pub methods: Vec<Method>,
     pub template: String,
+    /// `template` again, shared with access lines written after the handler returned.
+    pub log_name: std::sync::Arc<str>,
     pub permission: Permission,
     /// The route's own request body limit, if it sets one.
     pub max_body: Option<u64>,
+    /// The query parameters the route lets through, if it restricts them.
+    pub query: Option<QueryRule>,
+    /// HEAD is in `methods` because GET is, not because the route lists it.
+    implied_head: bool,
     segments: Vec<Segment>,
 }
 
@@ -173,29 +195,141 @@ enum Segment {
     /// `{name}`: matches any one non-empty segment. The name is only checked at compile
     /// time, so two templates that differ only in parameter names compare equal.
     Param,
+    /// `{name*}`, last only: matches one or more remaining segments, the first non-empty
+    /// (`/static/{rest*}` matches `/static/a` and `/static/a/b/`, not `/static` or `/static/`).
+    Rest,
 }
 
 impl Segment {
     fn matches(&self, part: &str) -> bool {
         match self {
             Segment::Literal(literal) => literal == part,
-            Segment::Param => !part.is_empty(),
+            Segment::Param | Segment::Rest => !part.is_empty(),
         }
     }
 }
 
 impl Route {
-    /// Segment-by-segment match; the segment counts must be equal.
+    /// Segment-by-segment match; the segment counts must be equal, unless the template ends
+    /// in `{rest*}`, which takes every remaining segment.
     fn matches(&self, canonical_path: &str) -> bool {
         let Some(rest) = canonical_path.strip_prefix('/') else {
             return false;
         };
         let mut parts = rest.split('/');
-        self.segments
-            .iter()
-            .all(|segment| parts.next().is_some_and(|part| segment.matches(part)))
-            && parts.next().is_none()
+        for segment in &self.segments {
+            if !parts.next().is_some_and(|part| segment.matches(part)) {
+                return false;
+            }
+            if *segment == Segment::Rest {
+                return true;
+            }
+        }
+        parts.next().is_none()
     }
+
+    /// Does this route match every path `later` matches?
+    fn covers(&self, later: &Route) -> bool {
+        for (i, segment) in self.segments.iter().enumerate() {
+            let Some(other) = later.segments.get(i) else {
+                return false;
+            };
+            let covered = match (segment, other) {
+                (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                (Segment::Param | Segment::Rest, Segment::Literal(b)) => !b.is_empty(),
+                (Segment::Param, Segment::Param) => true,
+                (Segment::Rest, Segment::Param | Segment::Rest) => true,
+                (Segment::Literal(_) | Segment::Param, _) => false,
+            };
+            if !covered {
+                return false;
+            }
+            if *segment == Segment::Rest {
+                return true;
+            }
+        }
+        self.segments.len() == later.segments.len()
+    }
+
+    /// `GET /v1/article/{id}`-style label: the methods and the template.
+    fn label(&self) -> String {
+        let methods: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+        format!("{} {}", methods.join(","), self.template)
+    }
+}
+
+/// A route's query parameter rule. Names are compared after percent-decoding (`+` is a space),
+/// so `%5Fwhere` is `_where`. An allow-list matches names exactly; a deny-list ignores ASCII
+/// case, since some servers read parameter names case-insensitively.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryRule {
+    Allow(Vec<String>),
+    Deny(Vec<String>),
+}
+
+impl QueryRule {
+    /// Does the rule let every parameter of `query` (as forwarded: without the client key)
+    /// through?
+    pub fn permits(&self, query: Option<&str>) -> bool {
+        let names = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| decode_name(pair.split_once('=').map_or(pair, |(name, _)| name)));
+        for name in names {
+            let allowed = match self {
+                QueryRule::Allow(list) => list.iter().any(|n| *n == name),
+                QueryRule::Deny(list) => !list.iter().any(|n| n.eq_ignore_ascii_case(&name)),
+            };
+            if !allowed {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn compile(spec: &QuerySpec) -> Result<QueryRule, String> {
+        let (rule, list) = match (&spec.allow, &spec.deny) {
+            (Some(list), None) => (QueryRule::Allow(list.clone()), list),
+            (None, Some(list)) if !list.is_empty() => (QueryRule::Deny(list.clone()), list),
+            (None, Some(_)) => return Err("deny: [] refuses nothing; remove it".to_owned()),
+            (Some(_), Some(_)) => return Err("give allow or deny, not both".to_owned()),
+            (None, None) => {
+                return Err("give allow: [names] or deny: [names]".to_owned());
+            }
+        };
+        if list.iter().any(String::is_empty) {
+            return Err("a parameter name is empty".to_owned());
+        }
+        Ok(rule)
+    }
+}
+
+impl fmt::Display for QueryRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (word, list) = match self {
+            QueryRule::Allow(list) => ("allow", list),
+            QueryRule::Deny(list) => ("deny", list),
+        };
+        match list.is_empty() {
+            true => write!(f, "{word} none"),
+            false => write!(f, "{word} {}", list.join(",")),
+        }
+    }
+}
+
+/// A query parameter name, percent-decoded (`+` is a space); bytes that are not UTF-8 are
+/// replaced. Borrowed when there is nothing to decode.
+fn decode_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let spaced = name.replace('+', " ");
+    std::borrow::Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// The compiled routes, in config order.
@@ -219,16 +353,29 @@ impl RouteTable {
                     reason,
                 }
             };
-            let methods = compile_methods(&spec.methods).map_err(error("methods"))?;
+            let mut methods = compile_methods(&spec.methods).map_err(error("methods"))?;
+            let implied_head = implied_head(&methods, spec.head).map_err(error("head"))?;
+            if implied_head {
+                methods.push(Method::HEAD);
+            }
             let segments = compile_path(&spec.path).map_err(error("path"))?;
             let permission = Permission::parse(&spec.permission, known_resources)
                 .map_err(error("permission"))?;
+            let query = spec
+                .query
+                .as_ref()
+                .map(QueryRule::compile)
+                .transpose()
+                .map_err(error("query"))?;
             let route = Route {
                 index,
                 methods,
                 template: spec.path.clone(),
+                log_name: spec.path.as_str().into(),
                 permission,
                 max_body: spec.max_body.map(|size| size.0),
+                query,
+                implied_head,
                 segments,
             };
             find_duplicate(&routes, &route).map_err(error("path"))?;
@@ -248,6 +395,103 @@ impl RouteTable {
     /// All routes in config order, e.g. for listing them in the admin API.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// One warning for each route that can never match: for each of its methods, an earlier
+    /// route with that method matches every path it does (first match wins).
+    pub fn shadowed(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let earlier = &self.routes[..index];
+            let mut by: Vec<usize> = Vec::new();
+            let all_covered = route.methods.iter().all(|method| {
+                let found = earlier
+                    .iter()
+                    .position(|e| e.methods.contains(method) && e.covers(route));
+                if let Some(i) = found
+                    && !by.contains(&i)
+                {
+                    by.push(i);
+                }
+                found.is_some()
+            });
+            if all_covered {
+                let by: Vec<String> = by
+                    .iter()
+                    .map(|&i| format!("routes[{i}] ({})", self.routes[i].label()))
+                    .collect();
+                let verb = if by.len() == 1 { "matches" } else { "match" };
+                warnings.push(format!(
+                    "routes[{index}] ({}) can never match: {} {verb} every request it would",
+                    route.label(),
+                    by.join(" and ")
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// The table `check-config` prints: methods, path, permission, the body limit of each
+    /// route (`default_max_body`, `limits.max_body`, unless it sets its own) and its query rule.
+    pub fn describe(&self, default_max_body: u64) -> String {
+        let rows: Vec<[String; 5]> = self
+            .routes
+            .iter()
+            .map(|route| {
+                let methods: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
+                [
+                    methods.join(","),
+                    route.template.clone(),
+                    route.permission.to_string(),
+                    format_size(route.max_body.unwrap_or(default_max_body)),
+                    route.query.as_ref().map_or("-".into(), ToString::to_string),
+                ]
+            })
+            .collect();
+        let header = ["METHODS", "PATH", "PERMISSION", "MAX_BODY", "QUERY"].map(str::to_owned);
+        let width = |column: usize| {
+            rows.iter()
+                .chain([&header])
+                .map(|row| row[column].len())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths = [width(0), width(1), width(2), width(3)];
+        let mut out = String::new();
+        for row in [&header].into_iter().chain(&rows) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            for (column, width) in widths.iter().enumerate() {
+                out.push_str(&format!("{:<width$}  ", row[column]));
+            }
+            out.push_str(&row[4]);
+        }
+        out
+    }
+}
+
+/// A size in the largest binary unit that divides it: `100MiB`, `1536KiB`, `1000B`.
+fn format_size(bytes: u64) -> String {
+    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Is HEAD routed because GET is? Unless `head: false`; `head` only applies beside GET.
+fn implied_head(methods: &[Method], head: Option<bool>) -> Result<bool, String> {
+    let get = methods.contains(&Method::GET);
+    let listed = methods.contains(&Method::HEAD);
+    match head {
+        Some(_) if !get => Err("head only applies to a route that lists GET".to_owned()),
+        Some(false) if listed => {
+            Err("HEAD is listed in methods and head is false; remove one".to_owned())
+        }
+        Some(false) => Ok(false),
+        None | Some(true) => Ok(get && !listed),
     }
 }
 
@@ -309,7 +553,7 @@ fn compile_path(path: &str) -> Result<Vec<Segment>, String> {
     while let Some(part) = parts.next() {
         let is_last = parts.peek().is_none();
         segments.push(compile_segment(part, is_last)?);
-        if let Some(name) = param_name(part) {
+        if let Some(name) = param_name(part).map(|n| n.trim_end_matches('*')) {
             if param_names.contains(&name) {
                 return Err(format!("parameter {{{name}}} appears twice"));
             }
@@ -319,9 +563,17 @@ fn compile_path(path: &str) -> Result<Vec<Segment>, String> {
     Ok(segments)
 }
 
-/// One template segment: a whole-segment `{name}` or a canonical literal.
+/// One template segment: a whole-segment `{name}`, a last `{name*}`, or a canonical literal.
 fn compile_segment(part: &str, is_last: bool) -> Result<Segment, String> {
     if let Some(name) = param_name(part) {
+        if let Some(name) = name.strip_suffix('*')
+            && is_param_name(name)
+        {
+            return match is_last {
+                true => Ok(Segment::Rest),
+                false => Err(format!("{{{name}*}} must be the last segment")),
+            };
+        }
         return if is_param_name(name) {
             Ok(Segment::Param)
         } else {
@@ -379,8 +631,17 @@ fn find_duplicate(earlier: &[Route], route: &Route) -> Result<(), String> {
             continue;
         }
         if let Some(method) = route.methods.iter().find(|m| other.methods.contains(m)) {
+            let implied = if *method == Method::HEAD && other.implied_head {
+                format!(
+                    ", implied by its GET; set head: false on routes[{index}] to route HEAD apart"
+                )
+            } else if *method == Method::HEAD && route.implied_head {
+                ", implied by GET; set head: false to leave it out".to_owned()
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "duplicate of routes[{index}] ({method} {})",
+                "duplicate of routes[{index}] ({method} {}{implied})",
                 other.template
             ));
         }
@@ -592,6 +853,8 @@ mod tests {
             path: path.to_owned(),
             permission: permission.to_owned(),
             max_body: None,
+            head: None,
+            query: None,
         }
     }
 
@@ -1119,6 +1382,200 @@ METHODS   PATH              PERMISSION
 GET,HEAD  /v1/article/{id}  article:read
 POST      /v1/article       article:write";
         assert_eq!(table.to_string(), expected);
+    }
+
+    // ---- issue 11: HEAD with GET, {rest*}, query rules, shadowed routes ----
+
+    fn with(spec: RouteSpec, head: Option<bool>, query: Option<QuerySpec>) -> RouteSpec {
+        RouteSpec {
+            head,
+            query,
+            ..spec
+        }
+    }
+
+    #[test]
+    fn get_implies_head_unless_the_route_says_otherwise() {
+        let table = compile(&[
+            spec(&["GET"], "/a", "article:read"),
+            with(spec(&["GET"], "/b", "article:read"), Some(false), None),
+            spec(&["HEAD"], "/b", "account:read"),
+        ])
+        .expect("compiles");
+        assert_eq!(table.routes()[0].methods, vec![Method::GET, Method::HEAD]);
+        assert!(table.lookup(&Method::HEAD, "/a").is_some());
+        assert_eq!(
+            table.lookup(&Method::HEAD, "/b").unwrap().permission,
+            perm("account:read")
+        );
+        let error = compile(&[
+            spec(&["GET"], "/a", "article:read"),
+            spec(&["HEAD"], "/a", "account:read"),
+        ])
+        .expect_err("HEAD twice");
+        assert_eq!(
+            error.reason,
+            "duplicate of routes[0] (HEAD /a, implied by its GET; set head: false on routes[0] to route HEAD apart)"
+        );
+        let bad = |head, methods: &[&str]| {
+            compile(&[with(spec(methods, "/a", "article:read"), Some(head), None)])
+                .expect_err("bad head")
+                .to_string()
+        };
+        assert_eq!(
+            bad(true, &["POST"]),
+            "routes[0].head: head only applies to a route that lists GET"
+        );
+        assert_eq!(
+            bad(false, &["GET", "HEAD"]),
+            "routes[0].head: HEAD is listed in methods and head is false; remove one"
+        );
+    }
+
+    #[test]
+    fn a_rest_parameter_takes_the_remaining_segments() {
+        let table = compile(&[spec(&["GET"], "/static/{path*}", "article:read")]).unwrap();
+        for path in [
+            "/static/a",
+            "/static/a/b/c.css",
+            "/static/a/",
+            "/static/%41x",
+        ] {
+            assert!(table.lookup(&Method::GET, path).is_some(), "{path}");
+        }
+        for path in ["/static", "/static/", "/staticx/a", "/"] {
+            assert!(table.lookup(&Method::GET, path).is_none(), "{path}");
+        }
+        let error = compile(&[spec(&["GET"], "/a/{rest*}/b", "article:read")]).unwrap_err();
+        assert_eq!(error.reason, "{rest*} must be the last segment");
+        let error = compile(&[spec(&["GET"], "/{p}/{p*}", "article:read")]).unwrap_err();
+        assert_eq!(error.reason, "parameter {p} appears twice");
+        let error = compile(&[spec(&["GET"], "/{Bad*}", "article:read")]).unwrap_err();
+        assert!(
+            error.reason.starts_with("invalid parameter name"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn query_rules() {
+        let allow = QueryRule::Allow(vec!["page".into(), "q".into()]);
+        assert!(allow.permits(None));
+        assert!(allow.permits(Some("page=2&q=x&&")));
+        assert!(!allow.permits(Some("page=2&_where=1")));
+        assert!(!allow.permits(Some("PAGE=2")), "allow-lists match exactly");
+        assert!(!allow.permits(Some("=x")));
+        let none = QueryRule::Allow(vec![]);
+        assert!(none.permits(Some("")));
+        assert!(!none.permits(Some("a")));
+        let deny = QueryRule::Deny(vec!["_where".into()]);
+        assert!(deny.permits(Some("q=_where")));
+        for refused in [
+            "_where=1",
+            "a=1&%5Fwhere=1",
+            "_WHERE",
+            "_wh%65re=x",
+            "_where",
+        ] {
+            assert!(!deny.permits(Some(refused)), "{refused}");
+        }
+        let query_spec = |allow: Option<&[&str]>, deny: Option<&[&str]>| QuerySpec {
+            allow: allow.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            deny: deny.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        };
+        let error = |query| {
+            compile(&[with(
+                spec(&["GET"], "/a", "article:read"),
+                None,
+                Some(query),
+            )])
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            error(query_spec(Some(&["a"]), Some(&["b"]))),
+            "routes[0].query: give allow or deny, not both"
+        );
+        assert_eq!(
+            error(query_spec(None, None)),
+            "routes[0].query: give allow: [names] or deny: [names]"
+        );
+        assert_eq!(
+            error(query_spec(None, Some(&[]))),
+            "routes[0].query: deny: [] refuses nothing; remove it"
+        );
+        assert_eq!(
+            error(query_spec(Some(&[""]), None)),
+            "routes[0].query: a parameter name is empty"
+        );
+    }
+
+    #[test]
+    fn shadowed_routes_are_found() {
+        let table = compile(&[
+            spec(&["GET"], "/v1/search/{id}", "search:read"),
+            spec(&["GET"], "/v1/search/articles", "article:read"),
+            spec(&["GET", "POST"], "/v1/static/{rest*}", "article:read"),
+            spec(&["GET"], "/v1/static/a/{x}", "article:read"),
+            spec(&["DELETE"], "/v1/static/a/{x}", "article:write"),
+            spec(&["POST"], "/v1/x/{a}", "article:write"),
+            spec(&["PUT"], "/v1/x/{a}", "article:write"),
+            spec(&["POST", "PUT"], "/v1/x/b", "article:write"),
+            spec(&["GET"], "/v1/search/", "search:read"),
+            spec(&["GET"], "/v1/static/{rest*}/", "search:read"),
+        ]);
+        // The last one is refused at compile time: a rest parameter must come last.
+        assert!(table.is_err());
+        let table = compile(&[
+            spec(&["GET"], "/v1/search/{id}", "search:read"),
+            spec(&["GET"], "/v1/search/articles", "article:read"),
+            spec(&["GET", "POST"], "/v1/static/{rest*}", "article:read"),
+            spec(&["GET"], "/v1/static/a/{x}", "article:read"),
+            spec(&["DELETE"], "/v1/static/a/{x}", "article:write"),
+            spec(&["POST"], "/v1/x/{a}", "article:write"),
+            spec(&["PUT"], "/v1/x/{a}", "article:write"),
+            spec(&["POST", "PUT"], "/v1/x/b", "article:write"),
+            spec(&["GET"], "/v1/search/", "search:read"),
+            spec(&["GET"], "/v1/{any*}", "search:read"),
+        ])
+        .unwrap();
+        assert_eq!(
+            table.shadowed(),
+            vec![
+                "routes[1] (GET,HEAD /v1/search/articles) can never match: routes[0] (GET,HEAD /v1/search/{id}) matches every request it would",
+                "routes[3] (GET,HEAD /v1/static/a/{x}) can never match: routes[2] (GET,POST,HEAD /v1/static/{rest*}) matches every request it would",
+                "routes[7] (POST,PUT /v1/x/b) can never match: routes[5] (POST /v1/x/{a}) and routes[6] (PUT /v1/x/{a}) match every request it would",
+            ]
+        );
+        // A trailing slash is an empty segment: {id} does not match it, nor covers it.
+        assert!(table.lookup(&Method::GET, "/v1/search/").is_some());
+    }
+
+    #[test]
+    fn describe_shows_the_body_limit_and_the_query_rule() {
+        let mut limited = spec(&["POST"], "/v1/article", "article:write");
+        limited.max_body = Some(crate::config::ByteSize(1 << 20));
+        let table = compile(&[
+            with(
+                spec(&["GET"], "/v1/article/{id}", "article:read"),
+                None,
+                Some(QuerySpec {
+                    allow: None,
+                    deny: Some(vec!["_where".into(), "_sort".into()]),
+                }),
+            ),
+            limited,
+        ])
+        .unwrap();
+        let expected = "\
+METHODS   PATH              PERMISSION     MAX_BODY  QUERY
+GET,HEAD  /v1/article/{id}  article:read   100MiB    deny _where,_sort
+POST      /v1/article       article:write  1MiB      -";
+        assert_eq!(table.describe(100 << 20), expected);
+        assert_eq!(format_size(1536), "1536B");
+        assert_eq!(format_size(3 << 30), "3GiB");
+        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(1536 * 1024), "1536KiB");
     }
 
     #[test]

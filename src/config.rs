@@ -515,7 +515,8 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        let dir = config_dir(path);
+        Config::parse_in(&text, &|name| std::env::var(name).ok(), Some(&dir))
     }
 
     /// Parses YAML text, expanding `${ENV}` references from the process environment.
@@ -523,9 +524,20 @@ impl Config {
         Config::parse_with_env(text, &|name| std::env::var(name).ok())
     }
 
+    /// Parses YAML text; relative file paths stay relative to the current directory.
     pub fn parse_with_env(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_in(text, env, None)
+    }
+
+    /// Parses YAML text; relative file paths in it (`store.embedded.path`, `tls.cert`,
+    /// `tls.key`, `upstream.ca`) are taken relative to `dir`, the config file's folder.
+    pub fn parse_in(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        dir: Option<&Path>,
     ) -> Result<Config, ConfigError> {
         let mut value: serde_yaml::Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
@@ -537,7 +549,25 @@ impl Config {
                 e.into_inner().to_string(),
             )
         })?;
-        raw.validate()
+        raw.validate(dir)
+    }
+}
+
+/// The folder of a config file, absolute when the current directory is known, so the paths
+/// resolved against it do not change meaning if the process changes directory.
+fn config_dir(path: &Path) -> PathBuf {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// `path` relative to `dir` when it is relative and a folder is given.
+fn resolve(dir: Option<&Path>, path: PathBuf) -> PathBuf {
+    match dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path,
     }
 }
 
@@ -610,18 +640,53 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
+/// `IP:port`, `[IPv6]:port`, or `localhost:port`, which is 127.0.0.1 (one listener binds one
+/// address; IPv6 clients can use `[::1]:port`). No other name is looked up.
 fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    let localhost = s
+        .rsplit_once(':')
+        .filter(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    if let Some(port) = localhost {
+        return Ok((std::net::Ipv4Addr::LOCALHOST, port).into());
+    }
     s.parse()
         .map_err(|_| field_error(field, format!("{s:?} is not an IP:port address")))
 }
 
+/// Would binding both addresses clash? The same port on the same IP, or on any IP when
+/// either is a wildcard (0.0.0.0 or ::). Port 0 picks a free port for each: no clash.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(mut self, dir: Option<&Path>) -> Result<Config, ConfigError> {
         let listen = parse_addr("listen", &self.listen)?;
         let admin = AdminConfig {
             listen: parse_addr("admin.listen", &self.admin.listen)?,
             token: self.admin.token,
         };
+        if same_socket(listen, admin.listen) {
+            return Err(field_error(
+                "admin.listen",
+                format!(
+                    "{} is the gateway's own address (listen: {listen}); give the admin API \
+                     another port",
+                    admin.listen
+                ),
+            ));
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.cert = resolve(dir, std::mem::take(&mut tls.cert));
+            tls.key = resolve(dir, std::mem::take(&mut tls.key));
+        }
+        self.upstream.ca = self.upstream.ca.take().map(|ca| resolve(dir, ca));
+        if let Some(embedded) = &mut self.store.embedded {
+            embedded.path = resolve(dir, std::mem::take(&mut embedded.path));
+        }
         if admin.token.len() < 16 {
             return Err(field_error("admin.token", "must be at least 16 characters"));
         }
@@ -680,16 +745,8 @@ impl RawConfig {
                 "must be at least 1 (per_key: false switches per-key metrics off)",
             ));
         }
-        let log_level = self.log.level.unwrap_or_else(|| "info".into());
-        if log_level
-            .parse::<tracing_subscriber::filter::EnvFilter>()
-            .is_err()
-        {
-            return Err(field_error(
-                "log.level",
-                format!("{log_level:?} is not a log filter"),
-            ));
-        }
+        let log_level = crate::log_filter::normalize(self.log.level.as_deref().unwrap_or("info"))
+            .map_err(|reason| field_error("log.level", reason))?;
         let trusted_proxies = CidrList::parse(&self.trusted_proxies)
             .map_err(|(i, reason)| field_error(format!("trusted_proxies[{i}]"), reason))?;
         Ok(Config {

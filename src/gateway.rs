@@ -1,6 +1,9 @@
 //! The request path. [`Gateway::handle`] times, logs and turns refusals into responses;
 //! [`Gateway::handle_inner`] is the path of DESIGN.md, read top to bottom.
 
+#[cfg(test)]
+use crate::access_log::millis;
+use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::config::{KeySources, Limits};
@@ -19,6 +22,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -42,6 +46,8 @@ struct RequestLog {
     /// Index in the route table.
     route: Option<usize>,
     upstream: Option<Duration>,
+    /// Request body bytes read, counted by the body guard.
+    bytes_in: Option<Arc<dyn BytesIn>>,
 }
 
 impl Handler for Gateway {
@@ -50,9 +56,18 @@ impl Handler for Gateway {
         let _in_flight = InFlight::start();
         let request_id = request_id(request.headers());
         let method = request.method().clone();
+        let user_agent = request.headers().get(header::USER_AGENT).cloned();
+        let client_ip = self.client_ip_for_log(&conn, request.headers());
         let mut log = RequestLog::default();
+        let mut path = None;
         let result = self
-            .handle_inner(request.map(body::stream), &conn, &request_id, &mut log)
+            .handle_inner(
+                request.map(body::stream),
+                &conn,
+                &request_id,
+                &mut log,
+                &mut path,
+            )
             .await;
         metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
         let (mut response, outcome) = match result {
@@ -76,19 +91,21 @@ impl Handler for Gateway {
             elapsed,
             upstream: log.upstream,
         });
-        let route = log.route.map(|i| self.routes.routes()[i].template.as_str());
-        tracing::info!(
-            target: crate::log_format::ACCESS_TARGET,
-            request_id = %request_id_str(&request_id),
-            key_id = log.key_id.as_deref().unwrap_or("-"),
-            method = %method,
-            route = route.unwrap_or("-"),
+        let line = AccessLine {
+            request_id,
+            client_ip,
+            key_id: log.key_id,
+            method,
+            path,
+            route: log.route.map(|i| self.routes.routes()[i].log_name.clone()),
             status,
             outcome,
-            latency_ms = millis(elapsed),
-            upstream_ms = log.upstream.map(millis),
-        );
-        response
+            bytes_in: log.bytes_in,
+            latency: elapsed,
+            upstream: log.upstream,
+            user_agent,
+        };
+        line.finish(response)
     }
 }
 
@@ -100,16 +117,28 @@ impl Gateway {
         net::client_address(conn.remote.ip(), headers, &self.trusted_proxies)
     }
 
+    /// The client's address as the access log writes it: the peer's, formatted once per
+    /// connection, unless a trusted proxy stands in between.
+    fn client_ip_for_log(&self, conn: &ConnInfo, headers: &HeaderMap) -> HeaderValue {
+        if self.trusted_proxies.is_empty() {
+            return conn.client_ip.clone();
+        }
+        let ip = self.client_address(conn, headers);
+        HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+    }
+
     async fn handle_inner(
         &self,
         request: Request<Body>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
         log: &mut RequestLog,
+        canonical_path: &mut Option<String>,
     ) -> Result<Response<Body>, Rejection> {
         check_request(&request, &self.limits)?;
-        let path =
-            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?;
+        let path: &str = canonical_path.insert(
+            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?,
+        );
         let (secret, forwarded_query) =
             extract_key(request.headers(), request.uri().query(), &self.key_sources)?;
         if !secret::is_well_formed(&secret) {
@@ -121,11 +150,17 @@ impl Gateway {
 
         let route = self
             .routes
-            .lookup(request.method(), &path)
+            .lookup(request.method(), path)
             .ok_or(Rejection::RouteNotAllowed)?;
         log.route = Some(route.index);
         if !authz::grants(key.scope, &key.permissions, &route.permission) {
             return Err(Rejection::InsufficientPermissions);
+        }
+        // On the query as forwarded: the client key is not a parameter of the KB's.
+        if let Some(rule) = &route.query
+            && !rule.permits(forwarded_query.as_deref())
+        {
+            return Err(Rejection::QueryNotAllowed);
         }
 
         let forwarded_query = forwarded_query.map(Cow::into_owned);
@@ -139,8 +174,9 @@ impl Gateway {
             net::forwarded_chain(conn.remote.ip(), request.headers(), &self.trusted_proxies);
         let max_body = route.max_body.unwrap_or(self.limits.max_body);
         let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
+        log.bytes_in = Some(body_fault.clone());
         let info = ForwardInfo {
-            path: &path,
+            path,
             query: forwarded_query.as_deref(),
             client_ip: chain.as_ref().unwrap_or(&conn.client_ip),
             proto: if conn.tls { "https" } else { "http" },
@@ -152,7 +188,7 @@ impl Gateway {
         let response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
         // A request that failed because its own body did is the client's fault, not the KB's.
-        response.map_err(|rejection| body_fault.get().map_or(rejection, |f| f.rejection()))
+        response.map_err(|rejection| body_fault.fault.get().map_or(rejection, |f| f.rejection()))
     }
 }
 
@@ -308,15 +344,29 @@ impl std::fmt::Display for BodyFault {
 
 impl std::error::Error for BodyFault {}
 
+/// What the guard of a request body tells the gateway: why it failed, if it did, and how many
+/// bytes of it were read (for the access log).
+#[derive(Default)]
+struct BodyState {
+    fault: OnceLock<BodyFault>,
+    received: AtomicU64,
+}
+
+impl BytesIn for BodyState {
+    fn bytes_in(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 /// Refuses a body declared larger than `max_body` at once; wraps any other non-empty body so
 /// that it fails, and the upstream request with it, when it grows past `max_body` or stalls
-/// for `idle`. The returned cell says why, once it has failed.
+/// for `idle`. The returned state says why, once it has failed, and counts what was read.
 fn guard_body(
     request: Request<Body>,
     max_body: u64,
     idle: Duration,
-) -> Result<(Request<Body>, Arc<OnceLock<BodyFault>>), Rejection> {
-    let fault = Arc::new(OnceLock::new());
+) -> Result<(Request<Body>, Arc<BodyState>), Rejection> {
+    let fault = Arc::new(BodyState::default());
     if request.body().is_end_stream() {
         return Ok((request, fault));
     }
@@ -342,12 +392,12 @@ struct GuardedBody {
     idle: Duration,
     /// Armed while the gateway waits on the client; disarmed by every frame.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
-    fault: Arc<OnceLock<BodyFault>>,
+    fault: Arc<BodyState>,
 }
 
 impl GuardedBody {
     fn fail(&mut self, fault: BodyFault) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let _ = self.fault.set(fault);
+        let _ = self.fault.fault.set(fault);
         Poll::Ready(Some(Err(Box::new(fault))))
     }
 }
@@ -361,7 +411,7 @@ impl http_body::Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(&fault) = this.fault.get() {
+        if let Some(&fault) = this.fault.fault.get() {
             // Never end cleanly after a failure: that would frame a cut body as complete.
             return this.fail(fault);
         }
@@ -373,10 +423,11 @@ impl http_body::Body for GuardedBody {
                     Some(left) => this.left = left,
                     None => return this.fail(BodyFault::TooLarge),
                 }
+                this.fault.received.fetch_add(len, Ordering::Relaxed);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
-                let _ = this.fault.set(BodyFault::Broken);
+                let _ = this.fault.fault.set(BodyFault::Broken);
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -398,11 +449,6 @@ impl http_body::Body for GuardedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Milliseconds with three decimals (whole microseconds), so log lines stay short and exact.
-fn millis(duration: Duration) -> f64 {
-    duration.as_micros() as f64 / 1000.0
 }
 
 /// Built once: looking a header up by a string literal parses the name on every request.

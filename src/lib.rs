@@ -27,9 +27,11 @@
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
 //! `migrate` copies keys between stores · `log_format` lays out log lines (the access line
-//! fast) · `log_sink` writes them in batches off the request path · `demo` the sample KB and
-//! the one-command tour.
+//! fast) · `log_sink` writes them in batches off the request path · `access_log` the access
+//! line and when it is written · `log_filter` checks `log.level`/`RUST_LOG` · `demo` the sample
+//! KB and the one-command tour.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod authz;
@@ -40,6 +42,7 @@ pub mod demo;
 pub mod gateway;
 pub mod keys;
 pub mod links;
+pub mod log_filter;
 pub mod log_format;
 pub mod log_sink;
 pub mod metrics;

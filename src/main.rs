@@ -87,7 +87,11 @@ async fn run(cli: Cli) -> ExitCode {
             listen,
             admin_listen,
         } => {
-            let logs = init_tracing(LogFormat::Text, "info");
+            let filter = match log_filter("info") {
+                Ok(filter) => filter,
+                Err(e) => return fail(&e, 2),
+            };
+            let logs = init_tracing(LogFormat::Text, &filter);
             let result = kbgate::demo::run(listen, admin_listen).await;
             drop(logs);
             match result {
@@ -101,7 +105,10 @@ async fn run(cli: Cli) -> ExitCode {
                     "config OK: listen {}, admin {}, upstream {}",
                     config.listen, config.admin.listen, config.upstream.origin
                 );
-                println!("{}", config.routes);
+                println!("{}", config.routes.describe(config.limits.max_body));
+                for warning in config.routes.shadowed() {
+                    eprintln!("warning: {warning}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&format!("config error: {e}"), 2),
@@ -119,7 +126,14 @@ async fn serve(path: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&format!("config error: {e}"), 2),
     };
-    let logs = init_tracing(config.log_format, &config.log_level);
+    let filter = match log_filter(&config.log_level) {
+        Ok(filter) => filter,
+        Err(e) => return fail(&e, 2),
+    };
+    let logs = init_tracing(config.log_format, &filter);
+    for warning in config.routes.shadowed() {
+        tracing::warn!("{warning}");
+    }
     let signal = kbgate::app::shutdown_signal();
     let running = match kbgate::start(config).await {
         Ok(running) => running,
@@ -159,12 +173,23 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The log filter: RUST_LOG when it is set and not empty, else `configured`. RUST_LOG is
+/// checked as `log.level` is (an unknown level word would silence every line), so a bad one
+/// is an error rather than a gateway that logs nothing.
+fn log_filter(configured: &str) -> Result<String, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.trim().is_empty() => {
+            kbgate::log_filter::normalize(&filter).map_err(|e| format!("RUST_LOG: {e}"))
+        }
+        _ => Ok(configured.to_owned()),
+    }
+}
+
 /// Logs go to stderr (stdout is for command output) in batches, off the request path (see
-/// `log_sink`); RUST_LOG overrides the configured level. Colours only on a terminal. Keep the
+/// `log_sink`); `filter` is what [`log_filter`] chose. Colours only on a terminal. Keep the
 /// returned guard alive: dropping it writes what is pending.
-fn init_tracing(format: LogFormat, level: &str) -> FlushOnDrop {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+fn init_tracing(format: LogFormat, filter: &str) -> FlushOnDrop {
+    let filter = tracing_subscriber::EnvFilter::new(filter);
     let (sink, guard) = LogSink::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

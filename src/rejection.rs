@@ -27,12 +27,13 @@ pub enum Rejection {
     StoreUnavailable,
     RouteNotAllowed,
     InsufficientPermissions,
+    QueryNotAllowed,
     UpstreamUnavailable,
     UpstreamTimeout,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 18] = [
+    pub const ALL: [Rejection; 19] = [
         Rejection::BadRequest,
         Rejection::ConnectNotAllowed,
         Rejection::UpgradeNotAllowed,
@@ -49,6 +50,7 @@ impl Rejection {
         Rejection::StoreUnavailable,
         Rejection::RouteNotAllowed,
         Rejection::InsufficientPermissions,
+        Rejection::QueryNotAllowed,
         Rejection::UpstreamUnavailable,
         Rejection::UpstreamTimeout,
     ];
@@ -68,9 +70,9 @@ impl Rejection {
             | Rejection::InvalidKey
             | Rejection::KeyDisabled
             | Rejection::KeyExpired => StatusCode::UNAUTHORIZED,
-            Rejection::RouteNotAllowed | Rejection::InsufficientPermissions => {
-                StatusCode::FORBIDDEN
-            }
+            Rejection::RouteNotAllowed
+            | Rejection::InsufficientPermissions
+            | Rejection::QueryNotAllowed => StatusCode::FORBIDDEN,
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -96,6 +98,7 @@ impl Rejection {
             Rejection::StoreUnavailable => "store_unavailable",
             Rejection::RouteNotAllowed => "route_not_allowed",
             Rejection::InsufficientPermissions => "insufficient_permissions",
+            Rejection::QueryNotAllowed => "query_not_allowed",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
         }
@@ -132,6 +135,9 @@ impl Rejection {
             }
             Rejection::InsufficientPermissions => {
                 "The API key does not have the permission this request needs."
+            }
+            Rejection::QueryNotAllowed => {
+                "A query parameter of this request is not allowed on this route."
             }
             Rejection::UpstreamUnavailable => "The knowledge base could not be reached.",
             Rejection::UpstreamTimeout => "The knowledge base did not answer in time.",
@@ -218,6 +224,7 @@ mod tests {
                 (503, "store_unavailable"),
                 (403, "route_not_allowed"),
                 (403, "insufficient_permissions"),
+                (403, "query_not_allowed"),
                 (502, "upstream_unavailable"),
                 (504, "upstream_timeout"),
             ]

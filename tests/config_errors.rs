@@ -122,8 +122,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "bad admin listen address",
-            replace_once(&base, "listen: 127.0.0.1:9090", "listen: localhost:9090"),
-            r#"admin.listen: "localhost:9090" is not an IP:port address"#,
+            replace_once(&base, "listen: 127.0.0.1:9090", "listen: nowhere:9090"),
+            r#"admin.listen: "nowhere:9090" is not an IP:port address"#,
         ),
         case(
             "non-http upstream URL",
@@ -285,14 +285,26 @@ async fn check_config_prints_the_shipped_route_table() {
         "{stdout}"
     );
     assert!(
-        lines.contains(&vec!["METHODS", "PATH", "PERMISSION"]),
+        lines.contains(&vec!["METHODS", "PATH", "PERMISSION", "MAX_BODY", "QUERY"]),
         "{stdout}"
     );
     for row in [
-        ["GET,HEAD", "/v1/article/{id}", "article:read"],
-        ["PUT,PATCH,DELETE", "/v1/article/{id}", "article:write"],
-        ["POST", "/v1/article", "article:write"],
-        ["GET,HEAD", "/v1/search", "search:read"],
+        [
+            "GET,HEAD",
+            "/v1/article/{id}",
+            "article:read",
+            "100MiB",
+            "-",
+        ],
+        [
+            "PUT,PATCH,DELETE",
+            "/v1/article/{id}",
+            "article:write",
+            "100MiB",
+            "-",
+        ],
+        ["POST", "/v1/article", "article:write", "100MiB", "-"],
+        ["GET,HEAD", "/v1/search", "search:read", "100MiB", "-"],
     ] {
         assert!(
             lines.contains(&row.to_vec()),
@@ -302,7 +314,7 @@ async fn check_config_prints_the_shipped_route_table() {
     // One line per route: the header, then all 17 routes of the shipped table.
     let routes = lines
         .iter()
-        .filter(|l| l.len() == 3 && l[1].starts_with('/'))
+        .filter(|l| l.len() == 5 && l[1].starts_with('/'))
         .count();
     assert_eq!(routes, 17, "{stdout}");
     // check-config only reads: no store was created.

@@ -76,7 +76,13 @@ impl Handler for Admin {
         let request_id = crate::gateway::request_id_str(&request_id);
         let response =
             result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, request_id));
-        tracing::info!(target: "kbgate::admin", %request_id, %method, %path, status = response.status().as_u16());
+        let status = response.status().as_u16();
+        // Scrapes and probes come every few seconds: an INFO line each would drown the log.
+        if matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
+            tracing::debug!(target: "kbgate::admin", %request_id, %method, %path, status);
+        } else {
+            tracing::info!(target: "kbgate::admin", %request_id, %method, %path, status);
+        }
         response
     }
 }

@@ -1,0 +1,348 @@
+//! Config cases through the real binary (and `Config::parse_in`): log levels and RUST_LOG,
+//! relative paths resolved against the config file's folder, the admin listener that would
+//! clash with the gateway's, and `localhost` in a listen address.
+
+mod common;
+
+use common::process::{Process, free_port, write_config};
+use common::{ADMIN_TOKEN, UPSTREAM_CREDENTIAL, Upstream};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+fn shipped() -> String {
+    common::shipped_yaml()
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} in the config");
+    text.replacen(from, to, 1)
+}
+
+/// Runs `kbgate <args>` with `cwd` as its current directory and the shipped config's env.
+async fn kbgate(cwd: &Path, args: &[&str], set: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
+        .env_remove("RUST_LOG")
+        .envs(set.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(10), command.output()).await {
+        Ok(output) => output.expect("run kbgate"),
+        Err(_) => panic!("kbgate {args:?} was still running after 10 s"),
+    }
+}
+
+/// Writes `text` as `dir/name` and runs `check-config` (and `serve` when `both`) on it from
+/// `cwd`; asserts exit 2 with `error: config error: {expected}`.
+async fn refused(cwd: &Path, path: &Path, expected: &str, set: &[(&str, &str)]) {
+    for command in ["check-config", "serve"] {
+        let output = kbgate(cwd, &[command, "--config", path.to_str().unwrap()], set).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: config error: {expected}")),
+            "{command}: expected {expected:?}, got {stderr:?}"
+        );
+    }
+}
+
+async fn check_config_ok(cwd: &Path, path: &Path) -> String {
+    let output = kbgate(
+        cwd,
+        &["check-config", "--config", path.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn unknown_log_levels_are_refused_and_warning_means_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kbgate.yaml");
+    for word in ["verbose", "loud", "info,kbgate=chatty"] {
+        std::fs::write(
+            &path,
+            replace_once(&shipped(), "level: info", &format!("level: \"{word}\"")),
+        )
+        .unwrap();
+        let bad = if word.contains("chatty") {
+            "chatty"
+        } else {
+            word
+        };
+        let expected = format!(
+            "log.level: unknown level \"{bad}\" (expected one of error, warn, info, debug, trace, off)"
+        );
+        refused(dir.path(), &path, &expected, &[]).await;
+    }
+    std::fs::write(
+        &path,
+        replace_once(&shipped(), "level: info", "level: warning"),
+    )
+    .unwrap();
+    check_config_ok(dir.path(), &path).await;
+    let env = |name: &str| match name {
+        "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
+        "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
+        _ => None,
+    };
+    for (written, used) in [
+        ("warning", "warn"),
+        ("WARN", "warn"),
+        ("info,kbgate::access=Warning", "info,kbgate::access=warn"),
+    ] {
+        let text = replace_once(&shipped(), "level: info", &format!("level: \"{written}\""));
+        let config = kbgate::Config::parse_with_env(&text, &env).unwrap();
+        assert_eq!(config.log_level, used);
+    }
+}
+
+/// RUST_LOG still overrides `log.level`; a RUST_LOG that would silence everything is refused.
+#[tokio::test]
+async fn rust_log_overrides_and_is_checked_too() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let changes = [("level: info", "level: error".to_string())];
+    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &changes);
+
+    let output = kbgate(
+        dir.path(),
+        &["serve", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "verbose")],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: RUST_LOG: unknown level \"verbose\" (expected one of"),
+        "{stderr}"
+    );
+
+    // log.level: error alone would hide the start-up line; RUST_LOG=warning,kbgate=info shows it.
+    let mut process = Process::spawn_with_env(
+        &config,
+        dir.path().join("kbgate.log"),
+        gateway,
+        admin,
+        &[("RUST_LOG", "warning,kbgate=info")],
+    )
+    .await;
+    common::eventually("the start-up line", || async {
+        process.log().contains("kbgate listening")
+    })
+    .await;
+    process.terminate();
+    assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));
+
+    // An empty RUST_LOG is no filter at all: the configured level (error) applies.
+    let mut quiet = Process::spawn_with_env(
+        &config,
+        dir.path().join("quiet.log"),
+        gateway,
+        admin,
+        &[("RUST_LOG", "")],
+    )
+    .await;
+    quiet.terminate();
+    assert_eq!(quiet.wait(Duration::from_secs(10)).await, Some(0));
+    assert!(!quiet.log().contains("kbgate listening"), "{}", quiet.log());
+}
+
+/// A config in another folder than the current directory: its relative paths are read from its
+/// own folder, the store is created there, and errors show the resolved path.
+#[tokio::test]
+async fn relative_paths_are_resolved_against_the_config_folder() {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &[]);
+    let absolute_store = format!("{:?}", dir.path().join("kbgate.db").display().to_string());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        replace_once(&text, &absolute_store, "state/keys.db"),
+    )
+    .unwrap();
+
+    // tls and upstream.ca: found next to the config, whatever the current directory.
+    let tls_text = replace_once(
+        &std::fs::read_to_string(&config).unwrap(),
+        "# tls: { cert: /etc/kbgate/tls/cert.pem, key: /etc/kbgate/tls/key.pem }",
+        "tls: { cert: tls/cert.pem, key: tls/key.pem }",
+    );
+    let tls_text = replace_once(
+        &tls_text,
+        "pool_idle_timeout: 30s",
+        "pool_idle_timeout: 30s\n  ca: tls/ca.pem",
+    );
+    let tls_config = dir.path().join("tls.yaml");
+    std::fs::write(&tls_config, tls_text).unwrap();
+    let missing = dir.path().join("tls/cert.pem");
+    refused(
+        elsewhere.path(),
+        &tls_config,
+        &format!("tls.cert: {} is not a readable file", missing.display()),
+        &[],
+    )
+    .await;
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::write(
+            dir.path().join("tls").join(file),
+            "not read by check-config",
+        )
+        .unwrap();
+    }
+    refused(
+        elsewhere.path(),
+        &tls_config,
+        &format!(
+            "upstream.ca: {} is not a readable file",
+            dir.path().join("tls/ca.pem").display()
+        ),
+        &[],
+    )
+    .await;
+    std::fs::write(dir.path().join("tls/ca.pem"), "not read by check-config").unwrap();
+    check_config_ok(elsewhere.path(), &tls_config).await;
+
+    // The process runs in the crate folder (the test's current directory), not in `dir`.
+    let mut process = Process::spawn(&config, dir.path().join("kbgate.log"), gateway, admin).await;
+    let (status, key) = process
+        .admin(
+            reqwest::Method::POST,
+            "/v1/keys",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    process.terminate();
+    assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));
+    assert!(dir.path().join("state/keys.db").is_file());
+    assert!(!Path::new("state/keys.db").exists());
+    assert!(!elsewhere.path().join("state").exists());
+
+    // A path given relative to the current directory on the command line works too.
+    let output = kbgate(dir.path(), &["check-config", "--config", "tls.yaml"], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // `Config::parse_in` takes the folder from its caller.
+    let env = |name: &str| match name {
+        "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
+        "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
+        _ => None,
+    };
+    let text = std::fs::read_to_string(&config).unwrap();
+    let parsed = kbgate::Config::parse_in(&text, &env, Some(Path::new("/srv/kb"))).unwrap();
+    match parsed.store {
+        kbgate::config::StoreConfig::Embedded { path, .. } => {
+            assert_eq!(path, Path::new("/srv/kb/state/keys.db"))
+        }
+        _ => panic!("not embedded"),
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_must_not_be_the_gateway_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kbgate.yaml");
+    for (listen, admin, clash) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080", true),
+        ("0.0.0.0:8080", "127.0.0.1:8080", true),
+        ("127.0.0.1:8080", "[::]:8080", true),
+        ("localhost:8080", "127.0.0.1:8080", true),
+        ("127.0.0.1:8080", "127.0.0.2:8080", false),
+        ("0.0.0.0:8080", "127.0.0.1:9090", false),
+    ] {
+        let text = replace_once(
+            &replace_once(
+                &shipped(),
+                "listen: 127.0.0.1:8080",
+                &format!("listen: \"{listen}\""),
+            ),
+            "listen: 127.0.0.1:9090",
+            &format!("listen: \"{admin}\""),
+        );
+        std::fs::write(&path, text).unwrap();
+        if clash {
+            let gateway: SocketAddr = listen.replace("localhost", "127.0.0.1").parse().unwrap();
+            let expected = format!(
+                "admin.listen: {} is the gateway's own address (listen: {gateway}); give the admin API another port",
+                admin.parse::<SocketAddr>().unwrap()
+            );
+            refused(dir.path(), &path, &expected, &[]).await;
+        } else {
+            check_config_ok(dir.path(), &path).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn localhost_is_a_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kbgate.yaml");
+    let text = replace_once(
+        &shipped(),
+        "listen: 127.0.0.1:8080",
+        "listen: localhost:8080",
+    );
+    let text = replace_once(&text, "listen: 127.0.0.1:9090", "listen: LocalHost:9090");
+    std::fs::write(&path, text).unwrap();
+    let stdout = check_config_ok(dir.path(), &path).await;
+    assert!(
+        stdout.starts_with("config OK: listen 127.0.0.1:8080, admin 127.0.0.1:9090,"),
+        "{stdout}"
+    );
+    // Other names are not looked up.
+    std::fs::write(
+        &path,
+        replace_once(
+            &shipped(),
+            "listen: 127.0.0.1:8080",
+            "listen: kb.example:8080",
+        ),
+    )
+    .unwrap();
+    refused(
+        dir.path(),
+        &path,
+        "listen: \"kb.example:8080\" is not an IP:port address",
+        &[],
+    )
+    .await;
+
+    // And a gateway started on `localhost:PORT` answers on 127.0.0.1.
+    let upstream = Upstream::start().await;
+    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &[]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = replace_once(
+        &text,
+        &format!("listen: {gateway}"),
+        &format!("listen: localhost:{}", gateway.port()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut process = Process::spawn(&config, dir.path().join("kbgate.log"), gateway, admin).await;
+    let response = process
+        .client
+        .get(format!("http://{gateway}/v1/article"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "the gateway answers on 127.0.0.1");
+    process.terminate();
+    assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));
+}
