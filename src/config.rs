@@ -537,6 +537,23 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
+/// Admin tokens that kbgate's own files have published as examples (deploy/, README, config/):
+/// long enough to pass the length check, so refused by name. Compared ignoring ASCII case.
+pub const PLACEHOLDER_ADMIN_TOKENS: &[&str] = &[
+    "REPLACE-with-at-least-16-random-characters",
+    "REPLACE-with-the-knowledge-base-credential",
+];
+
+/// A known placeholder, or any token written as an instruction to replace it.
+fn is_placeholder_token(token: &str) -> bool {
+    PLACEHOLDER_ADMIN_TOKENS
+        .iter()
+        .any(|p| token.eq_ignore_ascii_case(p))
+        || token
+            .get(..8)
+            .is_some_and(|start| start.eq_ignore_ascii_case("replace-"))
+}
+
 fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse()
         .map_err(|_| field_error(field, format!("{s:?} is not an IP:port address")))
@@ -551,6 +568,13 @@ impl RawConfig {
         };
         if admin.token.len() < 16 {
             return Err(field_error("admin.token", "must be at least 16 characters"));
+        }
+        if is_placeholder_token(&admin.token) {
+            return Err(field_error(
+                "admin.token",
+                "is a placeholder published in kbgate's own files: generate a secret one \
+                 (e.g. `head -c 24 /dev/urandom | base64`)",
+            ));
         }
         if let Some(tls) = &self.tls {
             for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
@@ -884,6 +908,14 @@ routes:
             (
                 GOOD.replace("${ADMIN}", "short"),
                 "admin.token: must be at least 16 characters",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "replace-with-at-least-16-random-characters"),
+                "admin.token: is a placeholder",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "REPLACE-me-with-a-random-token"),
+                "admin.token: is a placeholder",
             ),
             (
                 GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"),
