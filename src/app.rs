@@ -114,6 +114,7 @@ pub async fn start_with_store(
         usage: usage.clone(),
         metrics: request_metrics,
         limits: config.limits,
+        cors: config.cors,
     });
     let admin = Arc::new(
         Admin::new(

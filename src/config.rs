@@ -55,6 +55,29 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    cors: Option<RawCors>,
+}
+
+/// `cors:` (absent: off). See [`crate::cors`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+    #[serde(default = "default_cors_headers")]
+    allowed_headers: Vec<String>,
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    max_age: Duration,
+}
+
+/// The headers a browser client needs to send a key and a JSON body.
+fn default_cors_headers() -> Vec<String> {
+    ["Authorization", "X-Api-Key", "Content-Type"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
 }
 
 #[derive(Deserialize)]
@@ -334,6 +357,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics: MetricsConfig,
+    /// `None` unless `cors:` is set: browser clients are opt-in.
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
@@ -601,6 +626,19 @@ impl RawConfig {
         }
         let routes = RouteTable::compile(&self.routes, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
+        let cors = self
+            .cors
+            .map(|c| {
+                let methods = self.routes.iter().flat_map(|r| &r.methods);
+                crate::cors::Cors::new(
+                    &c.allowed_origins,
+                    &c.allowed_headers,
+                    c.max_age,
+                    methods.filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()),
+                )
+                .map_err(|(field, reason)| field_error(field, reason))
+            })
+            .transpose()?;
         let store = self.store.validate()?;
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
@@ -675,6 +713,7 @@ impl RawConfig {
                 per_key: self.metrics.per_key,
                 per_key_limit: self.metrics.per_key_limit,
             },
+            cors,
         })
     }
 }

@@ -29,10 +29,12 @@ pub enum Rejection {
     InsufficientPermissions,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A CORS preflight from an origin not in `cors.allowed_origins`.
+    OriginNotAllowed,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 18] = [
+    pub const ALL: [Rejection; 19] = [
         Rejection::BadRequest,
         Rejection::ConnectNotAllowed,
         Rejection::UpgradeNotAllowed,
@@ -51,6 +53,7 @@ impl Rejection {
         Rejection::InsufficientPermissions,
         Rejection::UpstreamUnavailable,
         Rejection::UpstreamTimeout,
+        Rejection::OriginNotAllowed,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -68,9 +71,9 @@ impl Rejection {
             | Rejection::InvalidKey
             | Rejection::KeyDisabled
             | Rejection::KeyExpired => StatusCode::UNAUTHORIZED,
-            Rejection::RouteNotAllowed | Rejection::InsufficientPermissions => {
-                StatusCode::FORBIDDEN
-            }
+            Rejection::RouteNotAllowed
+            | Rejection::InsufficientPermissions
+            | Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -98,6 +101,7 @@ impl Rejection {
             Rejection::InsufficientPermissions => "insufficient_permissions",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -135,6 +139,9 @@ impl Rejection {
             }
             Rejection::UpstreamUnavailable => "The knowledge base could not be reached.",
             Rejection::UpstreamTimeout => "The knowledge base did not answer in time.",
+            Rejection::OriginNotAllowed => {
+                "This origin may not call the gateway from a browser (it is not in cors.allowed_origins)."
+            }
         }
     }
 
@@ -220,6 +227,7 @@ mod tests {
                 (403, "insufficient_permissions"),
                 (502, "upstream_unavailable"),
                 (504, "upstream_timeout"),
+                (403, "origin_not_allowed"),
             ]
         );
     }

@@ -289,8 +289,8 @@ fn manifests(dir: &str) -> Vec<(String, Yaml)> {
                 continue;
             }
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let doc: Yaml = serde::Deserialize::deserialize(doc)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let doc: Yaml =
+                    serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
                 if !doc.is_null() {
                     out.push((name.clone(), doc));
                 }
@@ -324,14 +324,18 @@ fn applying_the_kubernetes_folder_installs_no_secret_and_everything_it_names() {
     let deployment = find("Deployment", "kbgate").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let env = container["env"].as_sequence().unwrap();
-    let redis_url = env.iter().find(|v| v["name"] == "KBGATE_REDIS_URL").unwrap()["value"]
+    let redis_url = env
+        .iter()
+        .find(|v| v["name"] == "KBGATE_REDIS_URL")
+        .unwrap()["value"]
         .as_str()
         .unwrap();
     let (host, port) = redis_url
         .strip_prefix("redis://")
         .and_then(|rest| rest.split_once(':'))
         .unwrap_or_else(|| panic!("{redis_url}"));
-    let service = find("Service", host).unwrap_or_else(|| panic!("no Service {host} in the folder"));
+    let service =
+        find("Service", host).unwrap_or_else(|| panic!("no Service {host} in the folder"));
     let port: u64 = port.parse().unwrap();
     assert!(
         service["spec"]["ports"]
@@ -380,8 +384,15 @@ fn the_image_tag_is_the_same_in_the_dockerfile_compose_and_kubernetes() {
         wanted.as_str()
     );
     let build = format!("docker build -f deploy/Dockerfile -t {wanted} .");
-    for file in ["deploy/Dockerfile", "deploy/kubernetes/kbgate.yaml", "README.md"] {
-        assert!(read(file).contains(&build), "{file} does not document `{build}`");
+    for file in [
+        "deploy/Dockerfile",
+        "deploy/kubernetes/kbgate.yaml",
+        "README.md",
+    ] {
+        assert!(
+            read(file).contains(&build),
+            "{file} does not document `{build}`"
+        );
     }
 }
 
@@ -463,7 +474,11 @@ fn the_binary_refuses_every_admin_token_published_in_the_repository() {
     for token in tokens {
         let output = check_container_config(&token);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{token:?} was accepted: {stderr}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{token:?} was accepted: {stderr}"
+        );
         assert!(
             stderr.contains("config error: admin.token: "),
             "{token:?}: {stderr}"
