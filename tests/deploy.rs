@@ -490,3 +490,34 @@ fn the_binary_refuses_every_admin_token_published_in_the_repository() {
         "{upper:?}"
     );
 }
+
+/// The README's worked example for a KB that is not HelpDocs is a valid config: its
+/// `upstream`, `resources` and `routes` over the shipped config's other sections.
+#[test]
+fn the_readme_route_example_for_another_kb_is_a_valid_config() {
+    let readme = read("README.md");
+    let section = readme
+        .split_once("### Routes for a KB that is not HelpDocs")
+        .expect("the README's worked route example")
+        .1;
+    let example = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    let mut config: Yaml = serde_yaml::from_str(&read("config/kbgate.yaml")).unwrap();
+    let example: Yaml = serde_yaml::from_str(example).unwrap();
+    for (field, value) in example.as_mapping().unwrap() {
+        config[field.as_str().unwrap()] = value.clone();
+    }
+    let env = |name: &str| Some(format!("{name}-0123456789abcdef"));
+    let config = Config::parse_with_env(&serde_yaml::to_string(&config).unwrap(), &env)
+        .unwrap_or_else(|e| panic!("README example: {e}"));
+    assert_eq!(config.resources, ["book", "chapter", "page", "search"]);
+    assert_eq!(
+        config.upstream.origin.to_string(),
+        "https://wiki.example.com/"
+    );
+    let table = config.routes.to_string();
+    assert!(table.contains("/api/pages/{id}/export/{format}"), "{table}");
+}
