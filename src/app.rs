@@ -116,6 +116,7 @@ pub async fn start_with_store(
         limits: config.limits,
         key_sources: config.key_sources,
         trusted_proxies: config.trusted_proxies,
+        cors: config.cors,
     });
     let admin = Arc::new(
         Admin::new(

@@ -65,6 +65,29 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    cors: Option<RawCors>,
+}
+
+/// `cors:` (absent: off). See [`crate::cors`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+    #[serde(default = "default_cors_headers")]
+    allowed_headers: Vec<String>,
+    #[serde(default = "default_cors_max_age", with = "humantime_serde")]
+    max_age: Duration,
+}
+
+/// The headers a browser client needs to send a key and a JSON body.
+fn default_cors_headers() -> Vec<String> {
+    ["Authorization", "X-Api-Key", "Content-Type"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
 }
 
 #[derive(Deserialize)]
@@ -368,6 +391,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics: MetricsConfig,
+    /// `None` unless `cors:` is set: browser clients are opt-in.
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// Where the gateway looks for a client's key (`keys.sources`). The order does not matter:
@@ -640,6 +665,23 @@ fn expand_string(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
+/// Admin tokens that kbgate's own files have published as examples (deploy/, README, config/):
+/// long enough to pass the length check, so refused by name. Compared ignoring ASCII case.
+pub const PLACEHOLDER_ADMIN_TOKENS: &[&str] = &[
+    "REPLACE-with-at-least-16-random-characters",
+    "REPLACE-with-the-knowledge-base-credential",
+];
+
+/// A known placeholder, or any token written as an instruction to replace it.
+fn is_placeholder_token(token: &str) -> bool {
+    PLACEHOLDER_ADMIN_TOKENS
+        .iter()
+        .any(|p| token.eq_ignore_ascii_case(p))
+        || token
+            .get(..8)
+            .is_some_and(|start| start.eq_ignore_ascii_case("replace-"))
+}
+
 /// `IP:port`, `[IPv6]:port`, or `localhost:port`, which is 127.0.0.1 (one listener binds one
 /// address; IPv6 clients can use `[::1]:port`). No other name is looked up.
 fn parse_addr(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -690,6 +732,13 @@ impl RawConfig {
         if admin.token.len() < 16 {
             return Err(field_error("admin.token", "must be at least 16 characters"));
         }
+        if is_placeholder_token(&admin.token) {
+            return Err(field_error(
+                "admin.token",
+                "is a placeholder published in kbgate's own files: generate a secret one \
+                 (e.g. `head -c 24 /dev/urandom | base64`)",
+            ));
+        }
         if let Some(tls) = &self.tls {
             for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.is_file() {
@@ -715,6 +764,19 @@ impl RawConfig {
         }
         let routes = RouteTable::compile(&self.routes, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
+        let cors = self
+            .cors
+            .map(|c| {
+                let methods = self.routes.iter().flat_map(|r| &r.methods);
+                crate::cors::Cors::new(
+                    &c.allowed_origins,
+                    &c.allowed_headers,
+                    c.max_age,
+                    methods.filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok()),
+                )
+                .map_err(|(field, reason)| field_error(field, reason))
+            })
+            .transpose()?;
         let store = self.store.validate()?;
         if self.hot_tier.max_entries == 0 {
             return Err(field_error("hot_tier.max_entries", "must be at least 1"));
@@ -789,6 +851,7 @@ impl RawConfig {
                 per_key: self.metrics.per_key,
                 per_key_limit: self.metrics.per_key_limit,
             },
+            cors,
         })
     }
 }
@@ -1103,6 +1166,14 @@ routes:
             (
                 GOOD.replace("${ADMIN}", "short"),
                 "admin.token: must be at least 16 characters",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "replace-with-at-least-16-random-characters"),
+                "admin.token: is a placeholder",
+            ),
+            (
+                GOOD.replace("${ADMIN}", "REPLACE-me-with-a-random-token"),
+                "admin.token: is a placeholder",
             ),
             (
                 GOOD.replace("store: { embedded: { path: data/kbgate.db } }", "store: {}"),

@@ -7,6 +7,7 @@ use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::config::{KeySources, Limits};
+use crate::cors::Cors;
 use crate::keys::{Keyring, secret};
 use crate::metrics::requests::{Observation, RequestMetrics};
 use crate::metrics::{self, InFlight};
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub key_sources: KeySources,
     /// Peers whose `X-Forwarded-For` is believed and appended to.
     pub trusted_proxies: CidrList,
+    /// `cors:`; `None` (the default) costs the request path nothing.
+    pub cors: Option<Cors>,
 }
 
 /// What the access log says about a request beyond its status.
@@ -60,17 +63,32 @@ impl Handler for Gateway {
         let client_ip = self.client_ip_for_log(&conn, request.headers());
         let mut log = RequestLog::default();
         let mut path = None;
-        let result = self
-            .handle_inner(
-                request.map(body::stream),
-                &conn,
-                &request_id,
-                &mut log,
-                &mut path,
-            )
-            .await;
-        metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
+        // A CORS preflight is the gateway's to answer: no key, no KB.
+        let cors = self
+            .cors
+            .as_ref()
+            .map(|cors| (cors, cors.inspect(&request)));
+        let preflight = cors.as_ref().is_some_and(|(_, seen)| seen.preflight);
+        let result = match &cors {
+            Some((cors, seen)) if seen.preflight => {
+                check_request(&request, &self.limits).and_then(|()| cors.preflight(seen))
+            }
+            _ => {
+                let result = self
+                    .handle_inner(
+                        request.map(body::stream),
+                        &conn,
+                        &request_id,
+                        &mut log,
+                        &mut path,
+                    )
+                    .await;
+                metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
+                result
+            }
+        };
         let (mut response, outcome) = match result {
+            Ok(response) if preflight => (response, "preflight"),
             Ok(response) => (response, "forwarded"),
             Err(rejection) => (
                 rejection.into_response(request_id_str(&request_id)),
@@ -80,6 +98,9 @@ impl Handler for Gateway {
         response
             .headers_mut()
             .insert(X_REQUEST_ID, request_id.clone());
+        if let Some((cors, seen)) = cors {
+            cors.finish(seen, &mut response);
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         self.metrics.observe(&Observation {

@@ -21,7 +21,7 @@
 //!
 //! # Layout
 //!
-//! `config` YAML -> validated `Config` · `app` wires the parts and runs them · `server` listeners,
+//! `config` YAML -> validated `Config` · `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
@@ -38,6 +38,7 @@ pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod demo;
 pub mod gateway;
 pub mod keys;

@@ -30,10 +30,12 @@ pub enum Rejection {
     QueryNotAllowed,
     UpstreamUnavailable,
     UpstreamTimeout,
+    /// A CORS preflight from an origin not in `cors.allowed_origins`.
+    OriginNotAllowed,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 19] = [
+    pub const ALL: [Rejection; 20] = [
         Rejection::BadRequest,
         Rejection::ConnectNotAllowed,
         Rejection::UpgradeNotAllowed,
@@ -53,6 +55,7 @@ impl Rejection {
         Rejection::QueryNotAllowed,
         Rejection::UpstreamUnavailable,
         Rejection::UpstreamTimeout,
+        Rejection::OriginNotAllowed,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -72,7 +75,8 @@ impl Rejection {
             | Rejection::KeyExpired => StatusCode::UNAUTHORIZED,
             Rejection::RouteNotAllowed
             | Rejection::InsufficientPermissions
-            | Rejection::QueryNotAllowed => StatusCode::FORBIDDEN,
+            | Rejection::QueryNotAllowed
+            | Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -101,6 +105,7 @@ impl Rejection {
             Rejection::QueryNotAllowed => "query_not_allowed",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -141,6 +146,9 @@ impl Rejection {
             }
             Rejection::UpstreamUnavailable => "The knowledge base could not be reached.",
             Rejection::UpstreamTimeout => "The knowledge base did not answer in time.",
+            Rejection::OriginNotAllowed => {
+                "This origin may not call the gateway from a browser (it is not in cors.allowed_origins)."
+            }
         }
     }
 
@@ -227,6 +235,7 @@ mod tests {
                 (403, "query_not_allowed"),
                 (502, "upstream_unavailable"),
                 (504, "upstream_timeout"),
+                (403, "origin_not_allowed"),
             ]
         );
     }

@@ -138,7 +138,8 @@ fn kubernetes_carries_the_config_probes_the_admin_port_and_reads_secrets() {
     assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
 
-    let secret = yaml("deploy/kubernetes/secret.example.yaml");
+    // The Secret is made by hand with the command in the header; it must hold what is read.
+    let (secret_name, secret_keys) = documented_secret(&text);
     let env = container["env"].as_sequence().unwrap();
     for name in env_refs(&read("deploy/kbgate.yaml")) {
         let var = env.iter().find(|v| v["name"] == name.as_str());
@@ -147,11 +148,11 @@ fn kubernetes_carries_the_config_probes_the_admin_port_and_reads_secrets() {
     for name in ["KBGATE_ADMIN_TOKEN", "KB_API_KEY"] {
         let var = env.iter().find(|v| v["name"] == name).unwrap();
         let from = &var["valueFrom"]["secretKeyRef"];
-        assert_eq!(from["name"], secret["metadata"]["name"], "{name}");
+        assert_eq!(from["name"], secret_name.as_str(), "{name}");
         let key = from["key"].as_str().unwrap();
         assert!(
-            !secret["stringData"][key].is_null(),
-            "{name}: no {key} in the Secret"
+            secret_keys.contains(key),
+            "{name}: the documented `kubectl create secret` sets no {key}"
         );
     }
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
@@ -247,4 +248,276 @@ fn dashboards_and_alerts_use_only_exported_metrics() {
             assert_exported(name, expr);
         }
     }
+}
+
+/// The Secret name and keys of the `kubectl create secret generic NAME --from-literal=KEY=...`
+/// command in a manifest's header comment.
+fn documented_secret(text: &str) -> (String, BTreeSet<String>) {
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim().trim_end_matches('\\'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let command = header
+        .split_once("kubectl create secret generic ")
+        .unwrap_or_else(|| panic!("the header documents no `kubectl create secret`"))
+        .1;
+    let name = command.split_whitespace().next().unwrap().to_string();
+    let keys = command
+        .split("--from-literal=")
+        .skip(1)
+        .map(|rest| rest.split_once('=').unwrap().0.to_string())
+        .collect();
+    (name, keys)
+}
+
+/// Every document of every YAML file under `dir`, subfolders included (`kubectl apply -R`).
+fn manifests(dir: &str) -> Vec<(String, Yaml)> {
+    let mut out = Vec::new();
+    let mut folders = vec![format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"))];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path.display().to_string());
+                continue;
+            }
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+                continue;
+            }
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let doc: Yaml =
+                    serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+                if !doc.is_null() {
+                    out.push((name.clone(), doc));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn applying_the_kubernetes_folder_installs_no_secret_and_everything_it_names() {
+    let docs = manifests("deploy/kubernetes");
+    assert!(docs.len() >= 3, "{docs:?}");
+    for (file, doc) in &docs {
+        assert_ne!(
+            doc["kind"], "Secret",
+            "{file}: `kubectl apply -f deploy/kubernetes/` would install (or overwrite) a Secret"
+        );
+        assert!(
+            !serde_yaml::to_string(doc).unwrap().contains("REPLACE"),
+            "{file} holds a placeholder"
+        );
+    }
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .map(|(_, d)| d)
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    };
+
+    // The Redis the Deployment names is a Service in the folder, selecting a Redis pod there.
+    let deployment = find("Deployment", "kbgate").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_sequence().unwrap();
+    let redis_url = env
+        .iter()
+        .find(|v| v["name"] == "KBGATE_REDIS_URL")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+    let (host, port) = redis_url
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.split_once(':'))
+        .unwrap_or_else(|| panic!("{redis_url}"));
+    let service =
+        find("Service", host).unwrap_or_else(|| panic!("no Service {host} in the folder"));
+    let port: u64 = port.parse().unwrap();
+    assert!(
+        service["spec"]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == port),
+        "Service {host} has no port {port}"
+    );
+    let selector = &service["spec"]["selector"];
+    let redis = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| {
+            d["kind"] == "StatefulSet" && &d["spec"]["template"]["metadata"]["labels"] == selector
+        })
+        .expect("a StatefulSet behind the Redis Service");
+    let image = redis["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(image.starts_with("redis:"), "{image}");
+    assert_eq!(
+        yaml("deploy/compose.yaml")["services"]["redis"]["image"],
+        image,
+        "the same Redis as compose"
+    );
+    assert!(
+        !redis["spec"]["volumeClaimTemplates"].is_null(),
+        "the keys live in Redis: it keeps them on a volume"
+    );
+}
+
+#[test]
+fn the_image_tag_is_the_same_in_the_dockerfile_compose_and_kubernetes() {
+    let wanted = format!("kbgate:{}", env!("CARGO_PKG_VERSION"));
+    let compose = yaml("deploy/compose.yaml");
+    assert_eq!(compose["services"]["kbgate"]["image"], wanted.as_str());
+    let docs = manifests("deploy/kubernetes");
+    let deployment = docs
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "kbgate")
+        .unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        wanted.as_str()
+    );
+    let build = format!("docker build -f deploy/Dockerfile -t {wanted} .");
+    for file in [
+        "deploy/Dockerfile",
+        "deploy/kubernetes/kbgate.yaml",
+        "README.md",
+    ] {
+        assert!(
+            read(file).contains(&build),
+            "{file} does not document `{build}`"
+        );
+    }
+}
+
+/// Every admin-token value written out in the files a user copies from (deploy/, README,
+/// config/), skipping `${VAR}` references and `$(command)` substitutions.
+fn published_admin_tokens() -> BTreeSet<String> {
+    let mut files = vec![
+        format!("{}/README.md", env!("CARGO_MANIFEST_DIR")),
+        format!("{}/config/kbgate.yaml", env!("CARGO_MANIFEST_DIR")),
+    ];
+    let mut folders = vec![format!("{}/deploy", env!("CARGO_MANIFEST_DIR"))];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path.display().to_string());
+            } else {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    let mut tokens = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines() {
+            for marker in [
+                "admin-token:",
+                "admin-token=",
+                "KBGATE_ADMIN_TOKEN=",
+                "KBGATE_ADMIN_TOKEN:",
+                "token:",
+            ] {
+                for (_, rest) in line.match_indices(marker).map(|(i, _)| line.split_at(i)) {
+                    let value = rest[marker.len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .trim_matches(|c| c == '"' || c == '\'' || c == '`');
+                    if !value.is_empty() && !value.starts_with('$') {
+                        tokens.insert(value.to_string());
+                    }
+                }
+            }
+        }
+    }
+    tokens
+}
+
+/// `kbgate check-config` on the container config with this admin token.
+fn check_container_config(admin_token: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
+        .args(["check-config", "--config", "deploy/kbgate.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("KBGATE_ADMIN_TOKEN", admin_token)
+        .env("KB_URL", "https://kb.example.com")
+        .env("KB_API_KEY", "kb-credential")
+        .env("KBGATE_REDIS_URL", "redis://127.0.0.1:6379")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run kbgate")
+}
+
+#[test]
+fn the_binary_refuses_every_admin_token_published_in_the_repository() {
+    let good = check_container_config("a-secret-nobody-has-seen-0123456789");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let mut tokens = published_admin_tokens();
+    tokens.extend(
+        kbgate::config::PLACEHOLDER_ADMIN_TOKENS
+            .iter()
+            .map(|t| t.to_string()),
+    );
+    // The example Secret this repository once shipped.
+    assert!(tokens.contains("REPLACE-with-at-least-16-random-characters"));
+    for token in tokens {
+        let output = check_container_config(&token);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{token:?} was accepted: {stderr}"
+        );
+        assert!(
+            stderr.contains("config error: admin.token: "),
+            "{token:?}: {stderr}"
+        );
+    }
+    let upper = check_container_config("REPLACE-with-your-own-random-token");
+    assert!(
+        String::from_utf8_lossy(&upper.stderr).contains("admin.token: is a placeholder"),
+        "{upper:?}"
+    );
+}
+
+/// The README's worked example for a KB that is not HelpDocs is a valid config: its
+/// `upstream`, `resources` and `routes` over the shipped config's other sections.
+#[test]
+fn the_readme_route_example_for_another_kb_is_a_valid_config() {
+    let readme = read("README.md");
+    let section = readme
+        .split_once("### Routes for a KB that is not HelpDocs")
+        .expect("the README's worked route example")
+        .1;
+    let example = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap()
+        .0;
+    let mut config: Yaml = serde_yaml::from_str(&read("config/kbgate.yaml")).unwrap();
+    let example: Yaml = serde_yaml::from_str(example).unwrap();
+    for (field, value) in example.as_mapping().unwrap() {
+        config[field.as_str().unwrap()] = value.clone();
+    }
+    let env = |name: &str| Some(format!("{name}-0123456789abcdef"));
+    let config = Config::parse_with_env(&serde_yaml::to_string(&config).unwrap(), &env)
+        .unwrap_or_else(|e| panic!("README example: {e}"));
+    assert_eq!(config.resources, ["book", "chapter", "page", "search"]);
+    assert_eq!(
+        config.upstream.origin.to_string(),
+        "https://wiki.example.com/"
+    );
+    let table = config.routes.to_string();
+    assert!(table.contains("/api/pages/{id}/export/{format}"), "{table}");
 }

@@ -142,6 +142,7 @@ fn is_auth_refusal(rejection: Rejection) -> bool {
             | Rejection::BodyTimeout
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamTimeout
+            | Rejection::OriginNotAllowed
     )
 }
 

@@ -20,7 +20,7 @@ pub struct Observation<'a> {
     pub route: Option<usize>,
     pub method: &'a Method,
     pub status: u16,
-    /// `forwarded` or the refusal code.
+    /// `forwarded`, `preflight` (CORS) or the refusal code.
     pub outcome: &'static str,
     pub key_id: Option<&'a Arc<str>>,
     pub elapsed: Duration,
