@@ -866,10 +866,19 @@ routes:
         assert_eq!(target.token, "admin-token-0123456789");
         let unset = "admin: { token: \"${UNSET_TOKEN}\" }\n";
         let err = admin_target_from(unset, &env).err().unwrap().to_string();
-        assert_eq!(err, "admin.token: environment variable UNSET_TOKEN is not set");
-        let err = admin_target_from("listen: x\n", &env).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "admin.token: environment variable UNSET_TOKEN is not set"
+        );
+        let err = admin_target_from("listen: x\n", &env)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("admin: missing"), "{err}");
-        let err = admin_target_from("admin: { tokn: x }\n", &env).err().unwrap().to_string();
+        let err = admin_target_from("admin: { tokn: x }\n", &env)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("admin.tokn: unknown field"), "{err}");
     }
 

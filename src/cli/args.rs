@@ -314,7 +314,10 @@ mod tests {
         assert!(
             matches!(command(&["delete", "k1"]), KeysCommand::Delete { id, yes: false } if id == "k1")
         );
-        assert!(matches!(command(&["delete", "k1", "--yes"]), KeysCommand::Delete { yes: true, .. }));
+        assert!(matches!(
+            command(&["delete", "k1", "--yes"]),
+            KeysCommand::Delete { yes: true, .. }
+        ));
         assert!(parse(&["show"]).is_err(), "show needs an id");
         for id in ["", ".", ".."] {
             assert!(parse(&["delete", id]).is_err(), "id {id:?}");
@@ -377,7 +380,10 @@ mod tests {
         assert!(parse(&["rotate", "k1", "--grace", "a while"]).is_err());
         assert!(matches!(
             command(&["rotate", "k1", "--end-grace"]),
-            KeysCommand::Rotate { end_grace: true, .. }
+            KeysCommand::Rotate {
+                end_grace: true,
+                ..
+            }
         ));
         assert!(parse(&["rotate", "k1", "--end-grace", "--grace", "1h"]).is_err());
     }

@@ -35,7 +35,9 @@ pub fn key_block(key: &Key, now: DateTime<Utc>) -> String {
         let label = if i == 0 { "secrets:" } else { "" };
         let state = match secret.retires_at {
             None => "current".to_string(),
-            Some(at) if at > now => format!("works until {} (rotation grace)", time_text(Some(at), "")),
+            Some(at) if at > now => {
+                format!("works until {} (rotation grace)", time_text(Some(at), ""))
+            }
             Some(at) => format!("stopped {}", time_text(Some(at), "")),
         };
         text.push_str(&format!("{label:<LABEL_WIDTH$}{}… {state}\n", secret.start));

@@ -119,11 +119,11 @@ impl CliError {
     /// token; other errors are kept as they are.
     pub fn explained(self, url: &str) -> CliError {
         match &self {
-            CliError::Api { status: 401, code, .. } if code == "unauthorized" => {
-                CliError::TokenRejected {
-                    url: url.to_string(),
-                }
-            }
+            CliError::Api {
+                status: 401, code, ..
+            } if code == "unauthorized" => CliError::TokenRejected {
+                url: url.to_string(),
+            },
             CliError::Api { code, .. } if GATEWAY_CODES.contains(&code.as_str()) => {
                 CliError::NotTheAdminApi {
                     url: url.to_string(),
@@ -288,9 +288,18 @@ mod tests {
         assert!(err.to_string().starts_with("--name: must be"), "{err}");
         let body = r#"{"error":{"code":"invalid_request","message":"permissions[1]: unknown resource \"x\""}}"#;
         let err = CliError::from_response(422, body);
-        assert!(err.to_string().starts_with("--permission: unknown"), "{err}");
-        assert_eq!(flag_named("grace_period_seconds: at most 1"), "--grace: at most 1");
-        assert_eq!(flag_named("the body must be an object"), "the body must be an object");
+        assert!(
+            err.to_string().starts_with("--permission: unknown"),
+            "{err}"
+        );
+        assert_eq!(
+            flag_named("grace_period_seconds: at most 1"),
+            "--grace: at most 1"
+        );
+        assert_eq!(
+            flag_named("the body must be an object"),
+            "the body must be an object"
+        );
     }
 
     #[test]
@@ -298,17 +307,29 @@ mod tests {
         let admin = r#"{"error":{"code":"unauthorized","message":"m"}}"#;
         let err = CliError::from_response(401, admin).explained("http://a");
         assert!(matches!(err, CliError::TokenRejected { .. }), "{err}");
-        assert!(err.to_string().contains("admin token was rejected"), "{err}");
+        assert!(
+            err.to_string().contains("admin token was rejected"),
+            "{err}"
+        );
         let gateway = r#"{"error":{"code":"invalid_key","message":"m"}}"#;
         let err = CliError::from_response(401, gateway).explained("http://g");
-        assert!(err.to_string().contains("use the address in admin.listen"), "{err}");
+        assert!(
+            err.to_string().contains("use the address in admin.listen"),
+            "{err}"
+        );
         let other = CliError::from_response(404, r#"{"error":{"code":"not_found","message":"m"}}"#);
-        assert!(matches!(other.explained("x"), CliError::Api { status: 404, .. }));
+        assert!(matches!(
+            other.explained("x"),
+            CliError::Api { status: 404, .. }
+        ));
     }
 
     #[test]
     fn json_errors_carry_code_and_message() {
-        let err = CliError::from_response(404, r#"{"error":{"code":"not_found","message":"No such key."}}"#);
+        let err = CliError::from_response(
+            404,
+            r#"{"error":{"code":"not_found","message":"No such key."}}"#,
+        );
         let json: serde_json::Value = serde_json::from_str(&err.to_json()).unwrap();
         assert_eq!(
             json,

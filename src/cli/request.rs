@@ -294,7 +294,12 @@ mod tests {
         let request = request_for(&end, now()).unwrap();
         assert_eq!(
             (request.method, request.path, request.body, request.view),
-            (Method::POST, vec!["k1".into(), "rotation".into(), "end".into()], None, View::Key)
+            (
+                Method::POST,
+                vec!["k1".into(), "rotation".into(), "end".into()],
+                None,
+                View::Key
+            )
         );
     }
 
