@@ -147,6 +147,37 @@ async fn errors_say_what_to_do() {
         "{}",
         run.stderr
     );
+    // A listener whose queue is full lets no connection complete: the CLI gives up soon.
+    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) on a socket this test owns; a backlog of 0 holds one connection.
+    assert_eq!(
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&full), 0) },
+        0
+    );
+    let full_addr = full.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(stream) =
+        std::net::TcpStream::connect_timeout(&full_addr, std::time::Duration::from_millis(300))
+    {
+        queued.push(stream);
+        assert!(queued.len() < 50, "the listen queue never filled");
+    }
+    let started = std::time::Instant::now();
+    let full_url = format!("http://{full_addr}");
+    let run = keys(&["list"], Some(&full_url), Some(ADMIN_TOKEN), dir).await;
+    assert!(!run.ok);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.stderr.contains("is `kbgate serve` running?"),
+        "{}",
+        run.stderr
+    );
+    drop(queued);
+
     let run = keys(&["list", "--json"], Some(&nobody), Some(ADMIN_TOKEN), dir).await;
     let error: Value = serde_json::from_str(run.stderr.trim()).unwrap();
     assert_eq!(error["error"]["code"], "admin_unreachable");

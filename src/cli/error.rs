@@ -136,12 +136,13 @@ impl CliError {
     /// A failed request: a refused connection and a timeout say what to check.
     pub fn from_request(error: reqwest::Error, url: &str) -> CliError {
         let url = url.to_string();
-        if error.is_timeout() {
-            return CliError::TimedOut { url };
-        }
+        // A connect timeout is both: nothing answered at that address.
         if error.is_connect() {
             let cause = root_cause(&error);
             return CliError::Unreachable { url, cause };
+        }
+        if error.is_timeout() {
+            return CliError::TimedOut { url };
         }
         CliError::Request(error)
     }
