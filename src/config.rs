@@ -596,16 +596,43 @@ fn resolve(dir: Option<&Path>, path: PathBuf) -> PathBuf {
     }
 }
 
-/// Reads a config file and returns its admin listener URL and token.
+/// Reads a config file's `admin` section, and only that, for its listener URL and token: the
+/// rest (the KB's credential, the store) may name variables the CLI's shell does not set.
 pub fn admin_target(path: &Path) -> Result<AdminTarget, ConfigError> {
-    let config = Config::load(path)?;
-    let mut addr = config.admin.listen;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    admin_target_from(&text, &|name| std::env::var(name).ok())
+}
+
+fn admin_target_from(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminTarget, ConfigError> {
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    let mut admin = value
+        .get("admin")
+        .cloned()
+        .ok_or_else(|| field_error("admin", "missing: the admin listener and its token"))?;
+    expand_env(&mut admin, &mut "admin".to_string(), env)?;
+    let raw: RawAdmin = serde_path_to_error::deserialize(admin).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            "admin".to_string()
+        } else {
+            format!("admin.{field}")
+        };
+        field_error(field, e.into_inner().to_string())
+    })?;
+    let mut addr = parse_addr("admin.listen", &raw.listen)?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     Ok(AdminTarget {
         url: format!("http://{addr}"),
-        token: config.admin.token,
+        token: raw.token,
     })
 }
 
@@ -1109,6 +1136,32 @@ routes:
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse_with_env(text, &env)
+    }
+
+    #[test]
+    fn the_cli_reads_only_the_admin_section() {
+        let text = "listen: 127.0.0.1:8080\n\
+                    admin: { listen: 0.0.0.0:9191, token: \"${ADMIN}\" }\n\
+                    upstream: { url: \"${UNSET_KB}\" }\n";
+        let target = admin_target_from(text, &env).unwrap();
+        assert_eq!(target.url, "http://127.0.0.1:9191");
+        assert_eq!(target.token, "admin-token-0123456789");
+        let unset = "admin: { token: \"${UNSET_TOKEN}\" }\n";
+        let err = admin_target_from(unset, &env).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "admin.token: environment variable UNSET_TOKEN is not set"
+        );
+        let err = admin_target_from("listen: x\n", &env)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("admin: missing"), "{err}");
+        let err = admin_target_from("admin: { tokn: x }\n", &env)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("admin.tokn: unknown field"), "{err}");
     }
 
     fn error_of(text: &str) -> String {

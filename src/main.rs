@@ -114,10 +114,17 @@ async fn run(cli: Cli) -> ExitCode {
             Err(e) => fail(&format!("config error: {e}"), 2),
         },
         Command::Migrate { from, to } => migrate(from, to).await,
-        Command::Keys(args) => match kbgate::cli::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e.to_string(), 1),
-        },
+        Command::Keys(args) => {
+            let json = args.json;
+            match kbgate::cli::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if json => {
+                    eprintln!("{}", e.to_json());
+                    ExitCode::from(1)
+                }
+                Err(e) => fail(&e.to_string(), 1),
+            }
+        }
     }
 }
 

@@ -105,7 +105,7 @@ async fn every_keys_command_works_against_the_admin_api() {
         (401, "key_expired".into())
     );
 
-    let (ok, out, _) = cli.run(&["delete", &id]).await;
+    let (ok, out, _) = cli.run(&["delete", &id, "--yes"]).await;
     assert!(ok && out.contains(&id), "{out}");
     assert_eq!(
         gateway.get("/v1/article", new_secret).await,

@@ -19,28 +19,50 @@ const MAX_NAME_LEN: usize = 200;
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
+    #[serde(default, deserialize_with = "not_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     scope: Option<Scope>,
+    #[serde(default, deserialize_with = "not_null")]
     permissions: Option<Vec<String>>,
     expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct EditKey {
+    #[serde(default, deserialize_with = "not_null")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     scope: Option<Scope>,
+    #[serde(default, deserialize_with = "not_null")]
     permissions: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "not_null")]
     enabled: Option<bool>,
     /// Absent: unchanged; null: no expiry; a time: expires then.
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<DateTime<Utc>>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 struct RotateKey {
+    #[serde(default, deserialize_with = "not_null")]
     grace_period_seconds: Option<u64>,
+}
+
+/// `POST /v1/keys/{id}/rotation/end` takes no fields (an empty body or `{}`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EndRotation {}
+
+/// A field that may be left out but not sent as `null` (the document does not make it nullable).
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Tells an explicit `null` (Some(None)) from an absent field (None).
@@ -57,13 +79,24 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
-        _ => ApiError::new(
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
             format!("The body is not valid JSON: {e}"),
-        ),
+        )
+    })?;
+    // serde would take an array for a struct too (its fields in order): only an object is one.
+    if !value.is_object() {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // The field the error is about leads the message ("name: invalid type: …").
+        let field = e.path().to_string();
+        match field.as_str() {
+            "." => ApiError::invalid(e.into_inner().to_string()),
+            _ => ApiError::invalid(format!("{field}: {}", e.into_inner())),
+        }
     })
 }
 
@@ -87,6 +120,10 @@ fn key_view(record: &KeyRecord) -> Value {
         "expires_at": timestamp(record.expires_at),
         "last_used_at": timestamp(record.usage.last_used_at),
         "request_count": record.usage.request_count,
+        "secrets": record.secrets.iter().map(|s| json!({
+            "start": s.start,
+            "retires_at": timestamp(s.retires_at),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -189,6 +226,32 @@ impl Admin {
         ))
     }
 
+    /// Ends a rotation's grace now: every secret rotated away stops working at once. A key
+    /// with no grace running is answered unchanged.
+    pub(super) async fn end_rotation(
+        &self,
+        id: &str,
+        body: &[u8],
+    ) -> Result<Response<Body>, ApiError> {
+        let EndRotation {} = parse(body)?;
+        let _write = self.writes.lock().await;
+        let mut record = self.load(id).await?;
+        let now = Utc::now();
+        let mut ended = 0;
+        for secret in &mut record.secrets {
+            if secret.retires_at.is_some_and(|at| at > now) {
+                secret.retires_at = Some(now);
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            record.updated_at = now;
+            self.save(&record).await?;
+            tracing::info!(key_id = %record.id, secrets = ended, "rotation grace ended");
+        }
+        Ok(json(StatusCode::OK, &key_view(&record)))
+    }
+
     pub(super) async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
         let _write = self.writes.lock().await;
         let record = self
@@ -258,10 +321,12 @@ impl Admin {
     }
 }
 
+/// 1 to `MAX_NAME_LEN` characters as sent (the OpenAPI document's `maxLength`), none of them
+/// a control character, not only spaces; the spaces around it are removed.
 fn valid_name(name: String) -> Result<String, ApiError> {
+    let too_long = name.chars().count() > MAX_NAME_LEN;
     let name = name.trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || too_long || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(format!(
             "name: must be 1 to {MAX_NAME_LEN} printable characters"
         )));
@@ -297,6 +362,36 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_field() {
+        let err = parse::<CreateKey>(b"{\"name\": 5}").unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            err.message.starts_with("name: invalid type"),
+            "{}",
+            err.message
+        );
+        let err = parse::<CreateKey>(b"{\"permissions\": [\"a\", 1]}").unwrap_err();
+        assert!(
+            err.message.starts_with("permissions[1]: "),
+            "{}",
+            err.message
+        );
+        let err = parse::<RotateKey>(b"{\"grace_period_seconds\": null}").unwrap_err();
+        assert!(
+            err.message
+                .starts_with("grace_period_seconds: invalid type: null"),
+            "{}",
+            err.message
+        );
+        let err = parse::<EditKey>(b"{} x").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        for not_an_object in [&b"[]"[..], b"null", b"5", b"\"x\""] {
+            let err = parse::<RotateKey>(not_an_object).unwrap_err();
+            assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    }
+
+    #[test]
     fn null_expiry_is_not_absent_expiry() {
         let edit: EditKey = parse(b"{\"expires_at\": null}").unwrap();
         assert_eq!(edit.expires_at, Some(None));
@@ -310,5 +405,10 @@ mod tests {
         assert!(valid_name("".into()).is_err());
         assert!(valid_name("a\nb".into()).is_err());
         assert!(valid_name("x".repeat(201)).is_err());
+        assert!(
+            valid_name(format!(" {} ", "x".repeat(199))).is_err(),
+            "201 as sent"
+        );
+        assert!(valid_name(" \u{3000} ".into()).is_err(), "only spaces");
     }
 }

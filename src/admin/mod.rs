@@ -3,6 +3,7 @@
 //! document at `/openapi.json`. Health and metrics need no token: the listener is private.
 
 mod keys;
+mod openapi;
 
 use crate::body::{self, Body};
 use crate::keys::{KeyRecord, Keyring};
@@ -16,14 +17,14 @@ use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
-const OPENAPI: &str = include_str!("openapi.json");
-
 pub struct Admin {
     keyring: Arc<Keyring>,
     usage: Arc<UsageRecorder>,
     /// blake3 of the admin token: the presented token is hashed and the hashes compared.
     token_hash: blake3::Hash,
     resources: Vec<String>,
+    /// The OpenAPI document, with the permissions this config knows.
+    openapi: String,
     /// Serialises read-modify-write changes to keys made through this instance.
     writes: tokio::sync::Mutex<()>,
     prometheus: Option<PrometheusHandle>,
@@ -37,6 +38,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The `Allow` header of a 405 answer.
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -45,6 +48,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -74,8 +78,15 @@ impl Handler for Admin {
         let path = request.uri().path().to_string();
         let result = self.route(request).await;
         let request_id = crate::gateway::request_id_str(&request_id);
-        let response =
-            result.unwrap_or_else(|e| error_response(e.status, e.code, &e.message, request_id));
+        let response = result.unwrap_or_else(|e| {
+            let mut response = error_response(e.status, e.code, &e.message, request_id);
+            if let Some(allow) = e.allow {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            response
+        });
         let status = response.status().as_u16();
         // Scrapes and probes come every few seconds: an INFO line each would drown the log.
         if matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz") {
@@ -98,6 +109,7 @@ impl Admin {
             keyring,
             usage,
             token_hash: blake3::hash(token.as_bytes()),
+            openapi: openapi::document(&resources),
             resources,
             writes: tokio::sync::Mutex::new(()),
             prometheus: None,
@@ -134,36 +146,31 @@ impl Admin {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => {
-                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
-            }
-            (&Method::GET, ["readyz"]) => Ok(self.readyz().await),
-            (&Method::GET, ["metrics"]) => self.metrics(),
-            (&Method::GET, ["openapi.json"]) => Ok(json_text(StatusCode::OK, OPENAPI)),
-            (_, ["v1", "keys", ..]) => {
+        let endpoint = Endpoint::of(&segments).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
+        })?;
+        if !endpoint.methods().contains(&method) {
+            return Err(method_not_allowed(endpoint.allow()));
+        }
+        match endpoint {
+            Endpoint::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            Endpoint::Readyz => Ok(self.readyz().await),
+            Endpoint::Metrics => self.metrics(),
+            Endpoint::OpenApi => Ok(json_text(StatusCode::OK, &self.openapi)),
+            Endpoint::Keys | Endpoint::Key | Endpoint::Rotate | Endpoint::EndRotation => {
                 self.authenticate(&request)?;
                 let body = read_body(request).await?;
-                match (&method, &segments[2..]) {
-                    (&Method::GET, []) => self.list().await,
-                    (&Method::POST, []) => self.create(&body).await,
-                    (&Method::GET, [id]) => self.show(id).await,
-                    (&Method::PATCH, [id]) => self.edit(id, &body).await,
-                    (&Method::DELETE, [id]) => self.delete(id).await,
-                    (&Method::POST, [id, "rotate"]) => self.rotate(id, &body).await,
-                    (_, [] | [_] | [_, "rotate"]) => Err(method_not_allowed()),
-                    _ => Err(ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        "No such endpoint.",
-                    )),
+                let id = segments.get(2).copied().unwrap_or_default();
+                match (endpoint, method) {
+                    (Endpoint::Keys, Method::GET) => self.list().await,
+                    (Endpoint::Keys, _) => self.create(&body).await,
+                    (Endpoint::Key, Method::GET) => self.show(id).await,
+                    (Endpoint::Key, Method::PATCH) => self.edit(id, &body).await,
+                    (Endpoint::Key, _) => self.delete(id).await,
+                    (Endpoint::Rotate, _) => self.rotate(id, &body).await,
+                    (_, _) => self.end_rotation(id, &body).await,
                 }
             }
-            _ => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "No such endpoint.",
-            )),
         }
     }
 
@@ -219,12 +226,68 @@ impl Admin {
     }
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::new(
+/// The admin API's paths; each answers only the methods its `methods` lists.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    /// `/v1/keys`
+    Keys,
+    /// `/v1/keys/{id}`
+    Key,
+    /// `/v1/keys/{id}/rotate`
+    Rotate,
+    /// `/v1/keys/{id}/rotation/end`
+    EndRotation,
+}
+
+impl Endpoint {
+    fn of(segments: &[&str]) -> Option<Endpoint> {
+        Some(match segments {
+            ["healthz"] => Endpoint::Healthz,
+            ["readyz"] => Endpoint::Readyz,
+            ["metrics"] => Endpoint::Metrics,
+            ["openapi.json"] => Endpoint::OpenApi,
+            ["v1", "keys"] => Endpoint::Keys,
+            ["v1", "keys", _] => Endpoint::Key,
+            ["v1", "keys", _, "rotate"] => Endpoint::Rotate,
+            ["v1", "keys", _, "rotation", "end"] => Endpoint::EndRotation,
+            _ => return None,
+        })
+    }
+
+    fn methods(self) -> &'static [Method] {
+        match self {
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => {
+                &[Method::GET]
+            }
+            Endpoint::Keys => &[Method::GET, Method::POST],
+            Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
+            Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],
+        }
+    }
+
+    /// The `Allow` header of a 405: `methods`, as one list.
+    fn allow(self) -> &'static str {
+        match self.methods() {
+            [_, _, _] => "GET, PATCH, DELETE",
+            [_, _] => "GET, POST",
+            [Method::POST] => "POST",
+            _ => "GET",
+        }
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    let mut error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "This method is not allowed on this endpoint.",
-    )
+        format!("This endpoint answers {allow} only."),
+    );
+    error.allow = Some(allow);
+    error
 }
 
 /// The largest admin request body: key changes are small.

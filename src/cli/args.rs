@@ -11,7 +11,8 @@ const GLOBAL: &str = "Global options";
 
 #[derive(Args, Debug)]
 pub struct KeysArgs {
-    /// kbgate config to read the admin address and token from
+    /// kbgate config to read the admin address and token from (only its `admin` section);
+    /// default: config/kbgate.yaml, as `kbgate serve`, when that file exists
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Admin API base URL (overrides the config)
@@ -99,12 +100,19 @@ pub enum KeysCommand {
         /// How long the old secret keeps working, e.g. 1h; 0 ends it at once
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         grace: Duration,
+        /// Make no new secret: end the grace of the last rotation now, so the old secret stops
+        /// working at once
+        #[arg(long, conflicts_with = "grace")]
+        end_grace: bool,
     },
-    /// Delete the key for good
+    /// Delete the key for good (asks first on a terminal)
     Delete {
         /// Key id, as `kbgate keys list` shows it
         #[arg(value_parser = parse_id)]
         id: String,
+        /// Delete without asking (needed when stdin is not a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -303,7 +311,13 @@ mod tests {
         assert!(matches!(command(&["show", "k1"]), KeysCommand::Show { id } if id == "k1"));
         assert!(matches!(command(&["enable", "k1"]), KeysCommand::Enable { id } if id == "k1"));
         assert!(matches!(command(&["disable", "k1"]), KeysCommand::Disable { id } if id == "k1"));
-        assert!(matches!(command(&["delete", "k1"]), KeysCommand::Delete { id } if id == "k1"));
+        assert!(
+            matches!(command(&["delete", "k1"]), KeysCommand::Delete { id, yes: false } if id == "k1")
+        );
+        assert!(matches!(
+            command(&["delete", "k1", "--yes"]),
+            KeysCommand::Delete { yes: true, .. }
+        ));
         assert!(parse(&["show"]).is_err(), "show needs an id");
         for id in ["", ".", ".."] {
             assert!(parse(&["delete", id]).is_err(), "id {id:?}");
@@ -364,6 +378,14 @@ mod tests {
         assert_eq!(grace_of(&["rotate", "k1", "--grace", "0"]), Duration::ZERO);
         assert_eq!(grace_of(&["rotate", "k1", "--grace", "0s"]), Duration::ZERO);
         assert!(parse(&["rotate", "k1", "--grace", "a while"]).is_err());
+        assert!(matches!(
+            command(&["rotate", "k1", "--end-grace"]),
+            KeysCommand::Rotate {
+                end_grace: true,
+                ..
+            }
+        ));
+        assert!(parse(&["rotate", "k1", "--end-grace", "--grace", "1h"]).is_err());
     }
 
     #[test]

@@ -25,10 +25,24 @@ pub fn key_block(key: &Key, now: DateTime<Utc>) -> String {
         ("created", time_text(key.created_at, "-")),
         ("updated", time_text(key.updated_at, "-")),
     ];
-    fields
+    let mut text: String = fields
         .iter()
         .map(|(label, value)| format!("{:<LABEL_WIDTH$}{value}\n", format!("{label}:")))
-        .collect()
+        .collect();
+    // Each secret on its own line, the current one first; after a rotation, when the old
+    // one stops working (`kbgate keys rotate ID --end-grace` ends that now).
+    for (i, secret) in key.secrets.iter().rev().enumerate() {
+        let label = if i == 0 { "secrets:" } else { "" };
+        let state = match secret.retires_at {
+            None => "current".to_string(),
+            Some(at) if at > now => {
+                format!("works until {} (rotation grace)", time_text(Some(at), ""))
+            }
+            Some(at) => format!("stopped {}", time_text(Some(at), "")),
+        };
+        text.push_str(&format!("{label:<LABEL_WIDTH$}{}… {state}\n", secret.start));
+    }
+    text
 }
 
 /// The secret goes alone on its line so it can be copied whole; the warning says why to copy it now.
@@ -62,6 +76,23 @@ created:     2025-01-02 03:04:05 UTC
 updated:     2025-01-03 00:00:00 UTC
 ";
         assert_eq!(key_block(&Key::from_json(&json).unwrap(), now()), want);
+    }
+
+    #[test]
+    fn secrets_are_listed_current_first_with_their_grace() {
+        let mut json = sample();
+        json["secrets"] = json!([
+            {"start": "kb_old01", "retires_at": "2025-05-01T00:00:00Z"},
+            {"start": "kb_prev2", "retires_at": "2025-06-02T00:00:00Z"},
+            {"start": "kb_7Hq2", "retires_at": null}
+        ]);
+        let text = key_block(&Key::from_json(&json).unwrap(), now());
+        let want = "\
+secrets:     kb_7Hq2… current
+             kb_prev2… works until 2025-06-02 00:00:00 UTC (rotation grace)
+             kb_old01… stopped 2025-05-01 00:00:00 UTC
+";
+        assert!(text.ends_with(want), "{text}");
     }
 
     #[test]

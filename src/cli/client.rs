@@ -12,6 +12,9 @@ use super::target::Target;
 
 /// Long enough for a busy gateway, short enough that a wrong address does not hang a script.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// The admin API is on loopback or a private network: a connection that takes longer is to a
+/// wrong or unreachable address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AdminClient {
     http: Client,
@@ -33,6 +36,7 @@ impl AdminClient {
         // No redirects: the admin API never sends one, and following it could hand the token elsewhere.
         let http = Client::builder()
             .timeout(TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .redirect(redirect::Policy::none())
             .build()?;
         Ok(AdminClient { http, base, auth })
@@ -47,13 +51,25 @@ impl AdminClient {
         if let Some(body) = &request.body {
             call = call.json(body);
         }
-        let response = call.send().await?;
+        let shown = self.shown_url();
+        let response = call
+            .send()
+            .await
+            .map_err(|e| CliError::from_request(e, &shown))?;
         let status = response.status();
-        let text = response.text().await?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| CliError::from_request(e, &shown))?;
         if !status.is_success() {
-            return Err(CliError::from_response(status.as_u16(), &text));
+            return Err(CliError::from_response(status.as_u16(), &text).explained(&shown));
         }
         parse_body(&text)
+    }
+
+    /// The base URL as the operator gave it, for messages.
+    fn shown_url(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_string()
     }
 
     /// `<base>/v1/keys/<segments…>`, each segment percent-encoded.

@@ -21,6 +21,16 @@ pub struct Key {
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub request_count: u64,
+    /// Oldest first, the current one last (older admin APIs send none).
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+}
+
+/// One of a key's secrets: its start, and when it stops working (None: the current one).
+#[derive(Deserialize, Debug)]
+pub struct Secret {
+    pub start: String,
+    pub retires_at: Option<DateTime<Utc>>,
 }
 
 /// `GET /v1/keys` answers `{"keys":[…]}`.

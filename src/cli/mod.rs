@@ -18,7 +18,7 @@ mod request;
 mod table;
 mod target;
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, IsTerminal, Write};
 
 use chrono::Utc;
 
@@ -31,9 +31,32 @@ use client::AdminClient;
 pub async fn run(args: KeysArgs) -> Result<(), CliError> {
     let request = request::request_for(&args.command, Utc::now())?;
     let target = target::resolve(args.admin_url, args.admin_token, args.config.as_deref())?;
+    if let KeysCommand::Delete { id, yes: false } = &args.command {
+        confirm_delete(id)?;
+    }
     let answer = AdminClient::new(&target)?.send(&request).await?;
     let text = output::render(&request.view, answer, args.json, Utc::now())?;
     print(&text)
+}
+
+/// Asks on the terminal before a delete; without a terminal to ask on, `--yes` is needed.
+fn confirm_delete(id: &str) -> Result<(), CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::ConfirmationNeeded(id.to_string()));
+    }
+    let mut stderr = std::io::stderr().lock();
+    write!(
+        stderr,
+        "Delete key {id} for good? Its secret stops working at once. [y/N] "
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    stdin.read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(CliError::NotConfirmed(id.to_string())),
+    }
 }
 
 /// Writes without `print!`, which panics when the reader has gone; a reader that stops early

@@ -57,7 +57,12 @@ pub fn request_for(command: &KeysCommand, now: DateTime<Utc>) -> Result<Request,
         }
         KeysCommand::Disable { id } => set_enabled(id, false),
         KeysCommand::Enable { id } => set_enabled(id, true),
-        KeysCommand::Rotate { id, grace } => {
+        KeysCommand::Rotate {
+            id,
+            end_grace: true,
+            ..
+        } => call(Method::POST, &[id, "rotation", "end"], None, View::Key),
+        KeysCommand::Rotate { id, grace, .. } => {
             let body = json!({ "grace_period_seconds": whole_seconds(*grace) });
             call(
                 Method::POST,
@@ -66,7 +71,9 @@ pub fn request_for(command: &KeysCommand, now: DateTime<Utc>) -> Result<Request,
                 View::KeyWithSecret,
             )
         }
-        KeysCommand::Delete { id } => call(Method::DELETE, &[id], None, View::Deleted(id.clone())),
+        KeysCommand::Delete { id, .. } => {
+            call(Method::DELETE, &[id], None, View::Deleted(id.clone()))
+        }
     };
     Ok(request)
 }
@@ -271,6 +278,7 @@ mod tests {
         let rotate = |grace| KeysCommand::Rotate {
             id: "k1".into(),
             grace,
+            end_grace: false,
         };
         let request = request_for(&rotate(Duration::from_secs(86_400)), now()).unwrap();
         assert_eq!(request.path, ["k1", "rotate"]);
@@ -278,6 +286,21 @@ mod tests {
         let now_body = request_for(&rotate(Duration::ZERO), now()).unwrap().body;
         assert_eq!(now_body, Some(json!({"grace_period_seconds": 0})));
         assert_eq!(whole_seconds(Duration::from_millis(1_500)), 2);
+        let end = KeysCommand::Rotate {
+            id: "k1".into(),
+            grace: Duration::from_secs(86_400),
+            end_grace: true,
+        };
+        let request = request_for(&end, now()).unwrap();
+        assert_eq!(
+            (request.method, request.path, request.body, request.view),
+            (
+                Method::POST,
+                vec!["k1".into(), "rotation".into(), "end".into()],
+                None,
+                View::Key
+            )
+        );
     }
 
     #[test]
@@ -289,7 +312,11 @@ mod tests {
             (show.method, show.path, show.view),
             (Method::GET, vec!["k1".into()], View::Key)
         );
-        let delete = request_for(&KeysCommand::Delete { id: "k1".into() }, now()).unwrap();
+        let delete = KeysCommand::Delete {
+            id: "k1".into(),
+            yes: false,
+        };
+        let delete = request_for(&delete, now()).unwrap();
         assert_eq!(
             (delete.method, delete.view),
             (Method::DELETE, View::Deleted("k1".into()))

@@ -13,13 +13,31 @@ pub struct Target {
     pub token: String,
 }
 
-/// Flags and environment win; the config fills only what they leave out.
+/// The config `kbgate serve` reads when given none.
+const DEFAULT_CONFIG: &str = "config/kbgate.yaml";
+
+/// Flags and environment win; the config (`--config`, else the default one when it exists)
+/// fills only what they leave out.
 pub fn resolve(
     url: Option<String>,
     token: Option<String>,
     config: Option<&Path>,
 ) -> Result<Target, CliError> {
-    resolve_with(url, token, config, config::admin_target)
+    match config {
+        Some(path) => resolve_with(url, token, Some(path), config::admin_target),
+        None => {
+            let default = Path::new(DEFAULT_CONFIG);
+            let config = default.is_file().then_some(default);
+            resolve_with(url, token, config, config::admin_target).map_err(|e| match e {
+                CliError::Config { path, message, .. } => CliError::Config {
+                    path,
+                    message,
+                    default: true,
+                },
+                other => other,
+            })
+        }
+    }
 }
 
 /// `resolve` with the config reader passed in, so tests need no config file.
@@ -36,6 +54,7 @@ fn resolve_with<E: Display>(
         let from_config = read_config(path).map_err(|e| CliError::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
+            default: false,
         })?;
         url = url.or(Some(from_config.url));
         token = token.or(Some(from_config.token));

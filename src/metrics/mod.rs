@@ -8,8 +8,10 @@
 //!   errors, in-flight); before [`install`] they are no-ops.
 //! - [`requests::RequestMetrics`] holds one gateway's per-route and per-key handles.
 //! - [`keys::KeyMetrics`] counts requests per key and renders `kbgate_key_info`.
+//! - [`process`] renders the standard `process_*` metrics from `/proc/self` at each scrape.
 
 pub mod keys;
+pub mod process;
 pub mod requests;
 
 use crate::keys::StoreError;
@@ -293,5 +295,6 @@ pub fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>
     if let Some(per_key) = per_key {
         per_key.render(&mut text);
     }
+    process::render(&mut text);
     text
 }
