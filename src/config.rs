@@ -4,6 +4,7 @@
 use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
 use crate::keys::keyring::CacheLimits;
 use crate::net::CidrList;
+use crate::server::{Limits, TlsFiles};
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -432,12 +433,6 @@ pub struct MetricsConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: String,
@@ -509,23 +504,6 @@ impl std::fmt::Debug for RedisConfig {
             .field("timeout", &self.timeout)
             .finish()
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_read_timeout: Duration,
-    pub tls_handshake_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub max_concurrent_streams: u32,
-    /// Request header fields, counted as on the wire (`name: value\r\n`): more is 431.
-    pub max_header_size: usize,
-    /// The request target: longer is 414.
-    pub max_uri_length: usize,
-    /// A request body, unless its route sets its own `max_body`: more is 413.
-    pub max_body: u64,
-    /// The longest wait for the next piece of a request body: longer is 408.
-    pub body_timeout: Duration,
 }
 
 /// Where `kbgate keys …` finds the admin API.
