@@ -16,6 +16,7 @@ use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
 use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
 use kbgate::metrics::{self, InFlight};
+use kbgate::path;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,7 +100,7 @@ fn hot_path_hit<'r>(
     routes: &'r RouteTable,
     headers: &HeaderMap,
 ) -> (Arc<KeyGrant>, &'r Route) {
-    let path = authz::canonicalize_path(black_box("/v1/article/a1")).unwrap();
+    let path = path::canonicalize_path(black_box("/v1/article/a1")).unwrap();
     let (key, _query) = extract_key(
         black_box(headers),
         black_box(Some("lang=en")),

@@ -49,6 +49,7 @@ pub mod log_sink;
 pub mod metrics;
 pub mod migrate;
 pub mod net;
+pub mod path;
 pub mod rejection;
 pub mod server;
 pub mod upstream;
