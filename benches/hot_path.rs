@@ -7,8 +7,10 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
-use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
+use kbgate::authz::routes::{Route, RouteTable};
+use kbgate::authz::{self, DEFAULT_RESOURCES, Scope};
 use kbgate::config::KeySources;
+use kbgate::config::RouteSpec;
 use kbgate::gateway::{extract_key, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::keyring::CacheLimits;
@@ -29,7 +31,15 @@ fn shipped_routes() -> RouteTable {
     }
     let routes: Routes = serde_yaml::from_str(include_str!("../config/kbgate.yaml")).unwrap();
     let resources: Vec<String> = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-    RouteTable::compile(&routes.routes, &resources).unwrap()
+    RouteTable::compile(
+        &routes
+            .routes
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>(),
+        &resources,
+    )
+    .unwrap()
 }
 
 fn hot_path(c: &mut Criterion) {

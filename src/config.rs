@@ -1,7 +1,8 @@
 //! Configuration: YAML -> `${ENV}` expansion -> raw serde structs (unknown fields refused) ->
 //! `validate()` -> a typed [`Config`]. Every error names the field it is about.
 
-use crate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use crate::authz::DEFAULT_RESOURCES;
+use crate::authz::routes::{QueryDefinition, RouteDefinition, RouteTable};
 use crate::keys::keyring::CacheLimits;
 use crate::net::CidrList;
 use crate::server::{Limits, TlsFiles};
@@ -68,6 +69,50 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     cors: Option<RawCors>,
+}
+
+/// One route as written in the YAML config.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    pub methods: Vec<String>,
+    pub path: String,
+    pub permission: String,
+    /// The largest request body this route accepts, instead of `limits.max_body`.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
+    /// With GET listed, HEAD is routed too unless this is `false`.
+    #[serde(default)]
+    pub head: Option<bool>,
+    /// Which query parameters the route lets through (403 `query_not_allowed` for others).
+    #[serde(default)]
+    pub query: Option<QuerySpec>,
+}
+
+/// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub deny: Option<Vec<String>>,
+}
+
+impl From<RouteSpec> for RouteDefinition {
+    fn from(spec: RouteSpec) -> RouteDefinition {
+        RouteDefinition {
+            methods: spec.methods,
+            path: spec.path,
+            permission: spec.permission,
+            max_body: spec.max_body.map(|size| size.0),
+            head: spec.head,
+            query: spec.query.map(|query| QueryDefinition {
+                allow: query.allow,
+                deny: query.deny,
+            }),
+        }
+    }
 }
 
 /// `cors:` (absent: off). See [`crate::cors`].
@@ -740,7 +785,9 @@ impl RawConfig {
                 "at least one route is needed (every unmapped route is denied)",
             ));
         }
-        let routes = RouteTable::compile(&self.routes, &resources)
+        let definitions: Vec<RouteDefinition> =
+            self.routes.iter().cloned().map(Into::into).collect();
+        let routes = RouteTable::compile(&definitions, &resources)
             .map_err(|e| field_error(format!("routes[{}].{}", e.index, e.field), e.reason))?;
         let cors = self
             .cors
@@ -1421,5 +1468,20 @@ routes:
         assert!(expand_string("${KB", &env).is_err());
         assert!(expand_string("${a-b}", &env).is_err());
         assert_eq!(expand_string("plain", &env).unwrap(), "plain");
+    }
+
+    #[test]
+    fn route_spec_deserializes_and_denies_unknown_fields() {
+        let json = r#"{"methods":["GET"],"path":"/v1/article","permission":"article:read"}"#;
+        let spec: RouteSpec = serde_json::from_str(json).expect("deserialize");
+        assert_eq!(spec.methods, vec!["GET"]);
+        assert_eq!(spec.max_body, None);
+        let limited = r#"{"methods":["POST"],"path":"/v1/article","permission":"article:write","max_body":"1MiB"}"#;
+        let spec: RouteSpec = serde_json::from_str(limited).expect("deserialize");
+        let known: Vec<String> = DEFAULT_RESOURCES.iter().map(|r| r.to_string()).collect();
+        let table = RouteTable::compile(&[spec.into()], &known).expect("compile");
+        assert_eq!(table.routes()[0].max_body, Some(1 << 20));
+        let extra = r#"{"methods":["GET"],"path":"/","permission":"article:read","x":1}"#;
+        assert!(serde_json::from_str::<RouteSpec>(extra).is_err());
     }
 }

@@ -4,7 +4,7 @@
 #[cfg(test)]
 use crate::access_log::millis;
 use crate::access_log::{AccessLine, BytesIn};
-use crate::authz::{self, RouteTable};
+use crate::authz::{self, routes::RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::config::KeySources;
 use crate::cors::Cors;

@@ -8,7 +8,9 @@ mod common;
 
 use common::{Gateway, Upstream, raw};
 use http::Method;
-use kbgate::authz::{DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use kbgate::authz::DEFAULT_RESOURCES;
+use kbgate::authz::routes::RouteTable;
+use kbgate::config::RouteSpec;
 use kbgate::path;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -23,7 +25,15 @@ fn routes() -> RouteTable {
     let text = include_str!("../config/kbgate.yaml");
     let shipped: Shipped = serde_yaml::from_str(text).unwrap();
     let resources: Vec<String> = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-    RouteTable::compile(&shipped.routes, &resources).unwrap()
+    RouteTable::compile(
+        &shipped
+            .routes
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>(),
+        &resources,
+    )
+    .unwrap()
 }
 
 /// Pieces hostile paths are made of: route words, separators, dots, escapes of every kind.

@@ -1,158 +1,30 @@
-//! Authorization: permissions, key scopes, and the route table that maps a request to the
-//! permission it needs. Request paths are canonicalized first, in [`crate::path`].
+//! The route table: compiled from route definitions, it maps a method and a canonical path to
+//! the permission the request needs (first match wins), and prints itself for `check-config`.
 
+use super::Permission;
 use crate::path::canonicalize_path;
+use http::Method;
 use std::fmt;
 
-use http::Method;
-
-/// What a key may do: `resource:action`, e.g. `article:read`, `category:write`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Permission {
-    pub resource: String,
-    pub action: Action,
-}
-
-/// The two things a key can do to a resource.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Read,
-    Write,
-}
-
-impl Action {
-    /// The spelling used in `resource:action` strings.
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Read => "read",
-            Action::Write => "write",
-        }
-    }
-}
-
-impl Permission {
-    /// Parses "resource:action"; resource must be in `known_resources`; action read|write.
-    ///
-    /// Errors are human sentences, used verbatim in config errors and API 422 bodies.
-    pub fn parse(s: &str, known_resources: &[String]) -> Result<Permission, String> {
-        let permission = parse_syntax(s)?;
-        if known_resources.contains(&permission.resource) {
-            Ok(permission)
-        } else {
-            Err(format!("unknown resource {:?}", permission.resource))
-        }
-    }
-}
-
-/// Parses the shape of "resource:action" without the known-resource check, so that stored
-/// records stay readable after a resource is dropped from the config.
-fn parse_syntax(s: &str) -> Result<Permission, String> {
-    let shape_error = || format!("expected resource:action, got {s:?}");
-    let (resource, action) = s.split_once(':').ok_or_else(shape_error)?;
-    if resource.is_empty() || action.contains(':') {
-        return Err(shape_error());
-    }
-    if !is_resource_name(resource) {
-        return Err(format!(
-            "invalid resource {resource:?} (expected lowercase letters, digits, '_' or '-')"
-        ));
-    }
-    let action = match action {
-        "read" => Action::Read,
-        "write" => Action::Write,
-        other => return Err(format!("unknown action {other:?} (expected read or write)")),
-    };
-    Ok(Permission {
-        resource: resource.to_owned(),
-        action,
-    })
-}
-
-/// Resource names are lowercase ASCII letters, digits, '_' or '-'.
-fn is_resource_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.resource, self.action.as_str())
-    }
-}
-
-/// Serialized as the string "resource:action", the same form the config and API use.
-impl serde::Serialize for Permission {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// Accepts any syntactically valid "resource:action" (no known-resource check).
-impl<'de> serde::Deserialize<'de> for Permission {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
-        parse_syntax(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The broad grant of a key, optionally narrowed by an allowlist (see [`grants`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    Read,
-    ReadWrite,
-}
-
-impl Scope {
-    /// read grants every *:read; read_write grants everything.
-    pub fn allows(self, p: &Permission) -> bool {
-        match self {
-            Scope::Read => p.action == Action::Read,
-            Scope::ReadWrite => true,
-        }
-    }
-}
-
-/// Does a key with this scope and this allowlist (empty = the whole scope) grant `needed`?
-///
-/// The allowlist only narrows: an entry beyond the scope grants nothing. Entries match
-/// exactly, so `article:write` does not imply `article:read`.
-pub fn grants(scope: Scope, specific: &[Permission], needed: &Permission) -> bool {
-    scope.allows(needed) && (specific.is_empty() || specific.contains(needed))
-}
-
-/// The HelpDocs v1 resources, the default for `known_resources`.
-pub const DEFAULT_RESOURCES: &[&str] = &[
-    "account", "article", "category", "group", "search", "user", "webhook",
-];
-
-/// One route as written in the YAML config.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteSpec {
+/// One route before it is checked: what a `routes:` entry of the config says, with its body
+/// limit in bytes. Strings stay strings so that every error names what was written.
+#[derive(Clone, Debug)]
+pub struct RouteDefinition {
     pub methods: Vec<String>,
     pub path: String,
     pub permission: String,
-    /// The largest request body this route accepts, instead of `limits.max_body`.
-    #[serde(default)]
-    pub max_body: Option<crate::config::ByteSize>,
+    /// The largest request body this route accepts, in bytes, instead of `limits.max_body`.
+    pub max_body: Option<u64>,
     /// With GET listed, HEAD is routed too unless this is `false`.
-    #[serde(default)]
     pub head: Option<bool>,
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
-    #[serde(default)]
-    pub query: Option<QuerySpec>,
+    pub query: Option<QueryDefinition>,
 }
 
-/// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuerySpec {
-    #[serde(default)]
+/// A route's query parameter names: `allow` or `deny` (exactly one, checked when compiled).
+#[derive(Clone, Debug)]
+pub struct QueryDefinition {
     pub allow: Option<Vec<String>>,
-    #[serde(default)]
     pub deny: Option<Vec<String>>,
 }
 
@@ -285,7 +157,7 @@ impl QueryRule {
         true
     }
 
-    fn compile(spec: &QuerySpec) -> Result<QueryRule, String> {
+    fn compile(spec: &QueryDefinition) -> Result<QueryRule, String> {
         let (rule, list) = match (&spec.allow, &spec.deny) {
             (Some(list), None) => (QueryRule::Allow(list.clone()), list),
             (None, Some(list)) if !list.is_empty() => (QueryRule::Deny(list.clone()), list),
@@ -338,7 +210,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// Validates every spec and compiles it; the first problem found is returned.
     pub fn compile(
-        specs: &[RouteSpec],
+        specs: &[RouteDefinition],
         known_resources: &[String],
     ) -> Result<RouteTable, RouteError> {
         let mut routes: Vec<Route> = Vec::with_capacity(specs.len());
@@ -370,7 +242,7 @@ impl RouteTable {
                 template: spec.path.clone(),
                 log_name: spec.path.as_str().into(),
                 permission,
-                max_body: spec.max_body.map(|size| size.0),
+                max_body: spec.max_body,
                 query,
                 implied_head,
                 segments,
@@ -686,6 +558,7 @@ impl fmt::Display for RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authz::DEFAULT_RESOURCES;
 
     fn known() -> Vec<String> {
         DEFAULT_RESOURCES.iter().map(|r| r.to_string()).collect()
@@ -695,8 +568,8 @@ mod tests {
         Permission::parse(s, &known()).expect("valid permission")
     }
 
-    fn spec(methods: &[&str], path: &str, permission: &str) -> RouteSpec {
-        RouteSpec {
+    fn spec(methods: &[&str], path: &str, permission: &str) -> RouteDefinition {
+        RouteDefinition {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             path: path.to_owned(),
             permission: permission.to_owned(),
@@ -706,127 +579,15 @@ mod tests {
         }
     }
 
-    fn compile(specs: &[RouteSpec]) -> Result<RouteTable, RouteError> {
+    fn compile(specs: &[RouteDefinition]) -> Result<RouteTable, RouteError> {
         RouteTable::compile(specs, &known())
     }
 
     /// The field and reason of the error for a single bad route placed after a good one.
-    fn compile_error(bad: RouteSpec) -> (usize, &'static str, String) {
+    fn compile_error(bad: RouteDefinition) -> (usize, &'static str, String) {
         let specs = [spec(&["GET"], "/v1/ok", "article:read"), bad];
         let error = compile(&specs).expect_err("should not compile");
         (error.index, error.field, error.reason)
-    }
-
-    // ---- permissions ----
-
-    #[test]
-    fn permission_parses_and_displays() {
-        let p = perm("article:read");
-        assert_eq!(p.resource, "article");
-        assert_eq!(p.action, Action::Read);
-        assert_eq!(p.to_string(), "article:read");
-        assert_eq!(perm("category:write").to_string(), "category:write");
-    }
-
-    #[test]
-    fn permission_parse_errors() {
-        let cases = [
-            ("articel:read", "unknown resource \"articel\""),
-            (
-                "article:delete",
-                "unknown action \"delete\" (expected read or write)",
-            ),
-            ("article:", "unknown action \"\" (expected read or write)"),
-            ("article", "expected resource:action, got \"article\""),
-            (":read", "expected resource:action, got \":read\""),
-            ("", "expected resource:action, got \"\""),
-            (
-                "article:read:x",
-                "expected resource:action, got \"article:read:x\"",
-            ),
-            (
-                "Article:read",
-                "invalid resource \"Article\" (expected lowercase letters, digits, '_' or '-')",
-            ),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(
-                Permission::parse(input, &known()),
-                Err(expected.to_owned()),
-                "{input:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn permission_serde_round_trip() {
-        let p = perm("article:write");
-        let json = serde_json::to_string(&p).expect("serialize");
-        assert_eq!(json, "\"article:write\"");
-        let back: Permission = serde_json::from_str(&json).expect("deserialize");
-        assert_eq!(back, p);
-    }
-
-    #[test]
-    fn permission_deserialize_skips_known_resource_check() {
-        let p: Permission = serde_json::from_str("\"legacy_thing-2:read\"").expect("deserialize");
-        assert_eq!(p.resource, "legacy_thing-2");
-        for bad in ["\"Article:read\"", "\"article\"", "\"article:delete\"", "7"] {
-            assert!(serde_json::from_str::<Permission>(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn scope_serde_names() {
-        assert_eq!(
-            serde_json::to_string(&Scope::ReadWrite).expect("serialize"),
-            "\"read_write\""
-        );
-        let scope: Scope = serde_json::from_str("\"read\"").expect("deserialize");
-        assert_eq!(scope, Scope::Read);
-    }
-
-    #[test]
-    fn scope_allows() {
-        assert!(Scope::Read.allows(&perm("article:read")));
-        assert!(!Scope::Read.allows(&perm("article:write")));
-        assert!(Scope::ReadWrite.allows(&perm("article:read")));
-        assert!(Scope::ReadWrite.allows(&perm("article:write")));
-    }
-
-    #[test]
-    fn grants_whole_scope_when_allowlist_is_empty() {
-        assert!(grants(Scope::Read, &[], &perm("article:read")));
-        assert!(!grants(Scope::Read, &[], &perm("article:write")));
-        assert!(grants(Scope::ReadWrite, &[], &perm("article:read")));
-        assert!(grants(Scope::ReadWrite, &[], &perm("article:write")));
-    }
-
-    #[test]
-    fn allowlist_narrows() {
-        let only_articles = [perm("article:read"), perm("article:write")];
-        assert!(grants(
-            Scope::ReadWrite,
-            &only_articles,
-            &perm("article:write")
-        ));
-        assert!(!grants(
-            Scope::ReadWrite,
-            &only_articles,
-            &perm("category:read")
-        ));
-        // Exact entries: write does not imply read.
-        assert!(!grants(
-            Scope::ReadWrite,
-            &[perm("article:write")],
-            &perm("article:read")
-        ));
-    }
-
-    #[test]
-    fn allowlist_cannot_exceed_scope() {
-        let list = [perm("article:write")];
-        assert!(!grants(Scope::Read, &list, &perm("article:write")));
     }
 
     // ---- route compilation ----
@@ -844,20 +605,6 @@ mod tests {
         assert_eq!(first.methods, vec![Method::GET, Method::HEAD]);
         assert_eq!(first.template, "/v1/article/{article_id}");
         assert_eq!(first.permission, perm("article:read"));
-    }
-
-    #[test]
-    fn route_spec_deserializes_and_denies_unknown_fields() {
-        let json = r#"{"methods":["GET"],"path":"/v1/article","permission":"article:read"}"#;
-        let spec: RouteSpec = serde_json::from_str(json).expect("deserialize");
-        assert_eq!(spec.methods, vec!["GET"]);
-        assert_eq!(spec.max_body, None);
-        let limited = r#"{"methods":["POST"],"path":"/v1/article","permission":"article:write","max_body":"1MiB"}"#;
-        let spec: RouteSpec = serde_json::from_str(limited).expect("deserialize");
-        let table = compile(&[spec]).expect("compile");
-        assert_eq!(table.routes()[0].max_body, Some(1 << 20));
-        let extra = r#"{"methods":["GET"],"path":"/","permission":"article:read","x":1}"#;
-        assert!(serde_json::from_str::<RouteSpec>(extra).is_err());
     }
 
     #[test]
@@ -1101,8 +848,12 @@ POST      /v1/article       article:write";
 
     // ---- issue 11: HEAD with GET, {rest*}, query rules, shadowed routes ----
 
-    fn with(spec: RouteSpec, head: Option<bool>, query: Option<QuerySpec>) -> RouteSpec {
-        RouteSpec {
+    fn with(
+        spec: RouteDefinition,
+        head: Option<bool>,
+        query: Option<QueryDefinition>,
+    ) -> RouteDefinition {
+        RouteDefinition {
             head,
             query,
             ..spec
@@ -1194,7 +945,7 @@ POST      /v1/article       article:write";
         ] {
             assert!(!deny.permits(Some(refused)), "{refused}");
         }
-        let query_spec = |allow: Option<&[&str]>, deny: Option<&[&str]>| QuerySpec {
+        let query_spec = |allow: Option<&[&str]>, deny: Option<&[&str]>| QueryDefinition {
             allow: allow.map(|l| l.iter().map(|s| s.to_string()).collect()),
             deny: deny.map(|l| l.iter().map(|s| s.to_string()).collect()),
         };
@@ -1269,12 +1020,12 @@ POST      /v1/article       article:write";
     #[test]
     fn describe_shows_the_body_limit_and_the_query_rule() {
         let mut limited = spec(&["POST"], "/v1/article", "article:write");
-        limited.max_body = Some(crate::config::ByteSize(1 << 20));
+        limited.max_body = Some(1 << 20);
         let table = compile(&[
             with(
                 spec(&["GET"], "/v1/article/{id}", "article:read"),
                 None,
-                Some(QuerySpec {
+                Some(QueryDefinition {
                     allow: None,
                     deny: Some(vec!["_where".into(), "_sort".into()]),
                 }),
