@@ -3,9 +3,13 @@
 
 use crate::authz::DEFAULT_RESOURCES;
 use crate::authz::routes::{QueryDefinition, RouteDefinition, RouteTable};
+use crate::keys::embedded::DEFAULT_CACHE_SIZE;
 use crate::keys::keyring::CacheLimits;
+use crate::keys::redis::RedisConfig;
+use crate::keys::{KeySources, StoreConfig};
 use crate::net::CidrList;
 use crate::server::{Limits, TlsFiles};
+use crate::upstream::UpstreamConfig;
 use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -237,10 +241,6 @@ struct RawEmbedded {
     cache_size: ByteSize,
 }
 
-/// redb's own default is 1 GiB, all of it resident once a large store has been read. The hot
-/// tier answers most lookups, and the operating system caches the file besides.
-pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
-
 fn default_cache_size() -> ByteSize {
     ByteSize(DEFAULT_CACHE_SIZE)
 }
@@ -441,34 +441,6 @@ pub struct Config {
     pub cors: Option<crate::cors::Cors>,
 }
 
-/// Where the gateway looks for a client's key (`keys.sources`). The order does not matter:
-/// every source is read, and two different keys are ambiguous.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySources {
-    /// `Authorization: Bearer <key>`.
-    pub authorization: bool,
-    /// `X-Api-Key: <key>`.
-    pub x_api_key: bool,
-    /// `?<name>=<key>`: that parameter is taken out of the forwarded query. None: the query is
-    /// never read for a key and reaches the KB as the client sent it.
-    pub query: Option<Cow<'static, str>>,
-}
-
-impl KeySources {
-    /// `[authorization, x-api-key, query:key]`.
-    pub const DEFAULT: KeySources = KeySources {
-        authorization: true,
-        x_api_key: true,
-        query: Some(Cow::Borrowed("key")),
-    };
-}
-
-impl Default for KeySources {
-    fn default() -> Self {
-        KeySources::DEFAULT
-    }
-}
-
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsConfig {
@@ -481,74 +453,6 @@ pub struct MetricsConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// scheme://authority of the KB.
-    pub origin: Uri,
-    /// A path prefix the KB's API lives under ("" for none), without a trailing slash.
-    pub base_path: String,
-    pub inject_headers: Vec<(HeaderName, HeaderValue)>,
-    /// `name=value` pairs, already percent-encoded, appended to every forwarded query.
-    pub inject_query: String,
-    /// The names in `inject_query`, decoded: a client's parameter of one of these names is
-    /// dropped, so the KB hears only the injected value.
-    pub inject_query_names: Vec<String>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub ca: Option<PathBuf>,
-    pub http2: bool,
-    /// Request header names with `_` pass; off, they are dropped (a KB behind CGI-style name
-    /// folding would read `X_Api_Key` as `X-Api-Key`).
-    pub forward_underscore_headers: bool,
-    /// Send the client's `Host` rather than the KB's authority.
-    pub preserve_host: bool,
-    /// The top-level `public_url` (scheme and authority, no trailing slash): where links and
-    /// redirects to the KB are sent instead. None: the request's own scheme and `Host`.
-    pub public_origin: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// A redb file; `cache_size` bytes of its pages are kept in memory.
-    Embedded {
-        path: PathBuf,
-        cache_size: u64,
-    },
-    Redis(RedisConfig),
-}
-
-impl StoreConfig {
-    /// The embedded store at `path`, with the default cache size.
-    pub fn embedded(path: impl Into<PathBuf>) -> StoreConfig {
-        StoreConfig::Embedded {
-            path: path.into(),
-            cache_size: DEFAULT_CACHE_SIZE,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RedisConfig {
-    /// One URL, or a cluster's seed nodes. May hold a password: never log it.
-    pub urls: Vec<String>,
-    pub cluster: bool,
-    pub prefix: String,
-    pub timeout: Duration,
-}
-
-/// Shows the nodes without their credentials.
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("nodes", &self.urls.len())
-            .field("cluster", &self.cluster)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 /// Where `kbgate keys …` finds the admin API.
