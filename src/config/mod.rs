@@ -1,5 +1,5 @@
-//! Configuration: YAML -> `${ENV}` expansion ([`env`]) -> raw serde structs, unknown fields
-//! refused ([`schema`]) -> `validate()` ([`validate`]) -> a typed [`Config`]. Every error
+//! Configuration: YAML -> `${ENV}` expansion (`env.rs`) -> raw serde structs, unknown fields
+//! refused (`schema.rs`) -> `validate()` (`validate.rs`) -> a typed [`Config`]. Every error
 //! names the field it is about. The typed settings of the gateway's parts are theirs
 //! (`server::Limits`, `keys::StoreConfig`, `upstream::UpstreamConfig`, ...): config builds them.
 
