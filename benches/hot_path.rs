@@ -7,15 +7,17 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Method};
-use kbgate::authz::{self, DEFAULT_RESOURCES, Route, RouteSpec, RouteTable, Scope};
-use kbgate::config::KeySources;
+use kbgate::authz::routes::{Route, RouteTable};
+use kbgate::authz::{self, DEFAULT_RESOURCES, Scope};
+use kbgate::config::RouteSpec;
 use kbgate::gateway::{extract_key, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::keyring::CacheLimits;
-use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
+use kbgate::keys::{KeyGrant, KeyRecord, KeySources, KeyStore, Keyring, secret};
 use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
 use kbgate::metrics::{self, InFlight};
+use kbgate::path;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,15 @@ fn shipped_routes() -> RouteTable {
     }
     let routes: Routes = serde_yaml::from_str(include_str!("../config/kbgate.yaml")).unwrap();
     let resources: Vec<String> = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-    RouteTable::compile(&routes.routes, &resources).unwrap()
+    RouteTable::compile(
+        &routes
+            .routes
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>(),
+        &resources,
+    )
+    .unwrap()
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -99,7 +109,7 @@ fn hot_path_hit<'r>(
     routes: &'r RouteTable,
     headers: &HeaderMap,
 ) -> (Arc<KeyGrant>, &'r Route) {
-    let path = authz::canonicalize_path(black_box("/v1/article/a1")).unwrap();
+    let path = path::canonicalize_path(black_box("/v1/article/a1")).unwrap();
     let (key, _query) = extract_key(
         black_box(headers),
         black_box(Some("lang=en")),

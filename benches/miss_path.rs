@@ -6,8 +6,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kbgate::authz::Scope;
-use kbgate::config::{RedisConfig, StoreConfig};
+use kbgate::keys::StoreConfig;
 use kbgate::keys::keyring::CacheLimits;
+use kbgate::keys::redis::RedisConfig;
 use kbgate::keys::{KeyRecord, KeyStore, Keyring, secret};
 use std::hint::black_box;
 use std::process::{Child, Command, Stdio};

@@ -13,7 +13,8 @@
 use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt};
 use kbgate::authz::Scope;
-use kbgate::config::{Config, StoreConfig};
+use kbgate::config::Config;
+use kbgate::keys::StoreConfig;
 use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::{KeyRecord, KeyStore, redis::RedisStore, secret};
 use std::io::Write;

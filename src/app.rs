@@ -2,8 +2,9 @@
 //! a [`Config`], binds both listeners and runs them until shut down.
 
 use crate::admin::Admin;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::keys::StoreConfig;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::redis::RedisStore;
 use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};

@@ -4,16 +4,16 @@
 #[cfg(test)]
 use crate::access_log::millis;
 use crate::access_log::{AccessLine, BytesIn};
-use crate::authz::{self, RouteTable};
+use crate::authz::{self, routes::RouteTable};
 use crate::body::{self, Body, BoxError};
-use crate::config::{KeySources, Limits};
 use crate::cors::Cors;
-use crate::keys::{Keyring, secret};
+use crate::keys::{KeySources, Keyring, secret};
 use crate::metrics::requests::{Observation, RequestMetrics};
 use crate::metrics::{self, InFlight};
 use crate::net::{self, CidrList};
+use crate::path::canonicalize_path;
 use crate::rejection::Rejection;
-use crate::server::{ConnInfo, Handler};
+use crate::server::{ConnInfo, Handler, Limits};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
 use crate::usage::UsageRecorder;
 use bytes::Bytes;
@@ -157,9 +157,8 @@ impl Gateway {
         canonical_path: &mut Option<String>,
     ) -> Result<Response<Body>, Rejection> {
         check_request(&request, &self.limits)?;
-        let path: &str = canonical_path.insert(
-            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?,
-        );
+        let path: &str = canonical_path
+            .insert(canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?);
         let (secret, forwarded_query) =
             extract_key(request.headers(), request.uri().query(), &self.key_sources)?;
         if !secret::is_well_formed(&secret) {

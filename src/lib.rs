@@ -6,11 +6,11 @@
 //! ```text
 //! accept (HTTP/1.1, HTTP/2, optional TLS)      server.rs
 //!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway.rs
-//!   -> canonical path          400 invalid_path                       authz.rs
+//!   -> canonical path          400 invalid_path                       path.rs
 //!   -> extract key             401 missing_key / 400 ambiguous_key    gateway.rs
 //!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
 //!   -> verify                  hot tier, then store                   keys/keyring.rs
-//!   -> authorize               route table -> permission -> grant?    authz.rs
+//!   -> authorize               route table -> permission -> grant?    authz/
 //!   -> forward                 pooled client, header hygiene,         upstream.rs
 //!                              body limits (413, 408)                 gateway.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
@@ -21,9 +21,12 @@
 //!
 //! # Layout
 //!
-//! `config` YAML -> validated `Config` · `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
+//! `config` the file format: serde shapes, `${ENV}`, units, validate() -> the parts' settings ·
+//! `path` canonical request paths, anything ambiguous refused ·
+//! `authz` permissions, scopes, grants; `authz::routes` the route table (compile, lookup, print) ·
+//! `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
 //! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
-//! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
+//! `keys` secrets, records, stores, hot tier ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
 //! `migrate` copies keys between stores · `log_format` lays out log lines (the access line
@@ -49,6 +52,7 @@ pub mod log_sink;
 pub mod metrics;
 pub mod migrate;
 pub mod net;
+pub mod path;
 pub mod rejection;
 pub mod server;
 pub mod upstream;

@@ -2,7 +2,7 @@
 //! another, so moving from the embedded store to Redis (or back) reissues no secret.
 
 use crate::app::open_store;
-use crate::config::StoreConfig;
+use crate::keys::StoreConfig;
 
 /// Copies all keys; a key already in the destination is replaced by the source's version.
 /// Returns how many keys were copied. Stop the gateways using the embedded store first: its

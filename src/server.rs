@@ -3,7 +3,6 @@
 //! Both the gateway and the admin API are served by [`serve`].
 
 use crate::body::Body;
-use crate::config::{Limits, TlsFiles};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -13,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +25,29 @@ use tokio_util::sync::CancellationToken;
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// hyper panics on a smaller HTTP/1 buffer.
 const HYPER_MIN_BUF_SIZE: usize = 8192;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_concurrent_streams: u32,
+    /// Request header fields, counted as on the wire (`name: value\r\n`): more is 431.
+    pub max_header_size: usize,
+    /// The request target: longer is 414.
+    pub max_uri_length: usize,
+    /// A request body, unless its route sets its own `max_body`: more is 413.
+    pub max_body: u64,
+    /// The longest wait for the next piece of a request body: longer is 408.
+    pub body_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]

@@ -2,7 +2,6 @@
 //! injection of the KB's own credential. Bodies stream both ways.
 
 use crate::body::{self, Body};
-use crate::config::UpstreamConfig;
 use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use crate::rejection::Rejection;
@@ -15,7 +14,36 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// scheme://authority of the KB.
+    pub origin: Uri,
+    /// A path prefix the KB's API lives under ("" for none), without a trailing slash.
+    pub base_path: String,
+    pub inject_headers: Vec<(HeaderName, HeaderValue)>,
+    /// `name=value` pairs, already percent-encoded, appended to every forwarded query.
+    pub inject_query: String,
+    /// The names in `inject_query`, decoded: a client's parameter of one of these names is
+    /// dropped, so the KB hears only the injected value.
+    pub inject_query_names: Vec<String>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub ca: Option<PathBuf>,
+    pub http2: bool,
+    /// Request header names with `_` pass; off, they are dropped (a KB behind CGI-style name
+    /// folding would read `X_Api_Key` as `X-Api-Key`).
+    pub forward_underscore_headers: bool,
+    /// Send the client's `Host` rather than the KB's authority.
+    pub preserve_host: bool,
+    /// The top-level `public_url` (scheme and authority, no trailing slash): where links and
+    /// redirects to the KB are sent instead. None: the request's own scheme and `Host`.
+    pub public_origin: Option<String>,
+}
 
 /// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
 static HOP_BY_HOP: NameSet = NameSet::new(&[

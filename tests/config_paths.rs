@@ -247,7 +247,7 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
     let text = std::fs::read_to_string(&config).unwrap();
     let parsed = kbgate::Config::parse_in(&text, &env, Some(Path::new("/srv/kb"))).unwrap();
     match parsed.store {
-        kbgate::config::StoreConfig::Embedded { path, .. } => {
+        kbgate::keys::StoreConfig::Embedded { path, .. } => {
             assert_eq!(path, Path::new("/srv/kb/state/keys.db"))
         }
         _ => panic!("not embedded"),

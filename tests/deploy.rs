@@ -5,7 +5,7 @@
 //! systemd-analyze, hadolint, yamllint) are in deploy/check.sh.
 
 use kbgate::Config;
-use kbgate::config::StoreConfig;
+use kbgate::keys::StoreConfig;
 use kbgate::metrics as m;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;

@@ -8,7 +8,10 @@ mod common;
 
 use common::{Gateway, Upstream, raw};
 use http::Method;
-use kbgate::authz::{self, DEFAULT_RESOURCES, RouteSpec, RouteTable};
+use kbgate::authz::DEFAULT_RESOURCES;
+use kbgate::authz::routes::RouteTable;
+use kbgate::config::RouteSpec;
+use kbgate::path;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -22,7 +25,15 @@ fn routes() -> RouteTable {
     let text = include_str!("../config/kbgate.yaml");
     let shipped: Shipped = serde_yaml::from_str(text).unwrap();
     let resources: Vec<String> = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-    RouteTable::compile(&shipped.routes, &resources).unwrap()
+    RouteTable::compile(
+        &shipped
+            .routes
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<_>>(),
+        &resources,
+    )
+    .unwrap()
 }
 
 /// Pieces hostile paths are made of: route words, separators, dots, escapes of every kind.
@@ -135,8 +146,8 @@ fn respelled(canonical: &str, choices: &[u8]) -> String {
 
 /// What the gateway decides before forwarding, as a value: refused as a path, or the route's
 /// permission for each method (None: no route).
-fn decide(table: &RouteTable, raw: &str) -> Result<Vec<Option<String>>, authz::PathError> {
-    let canonical = authz::canonicalize_path(raw)?;
+fn decide(table: &RouteTable, raw: &str) -> Result<Vec<Option<String>>, path::PathError> {
+    let canonical = path::canonicalize_path(raw)?;
     Ok([Method::GET, Method::POST, Method::PUT, Method::DELETE]
         .iter()
         .map(|m| {
@@ -156,8 +167,8 @@ proptest! {
 
     #[test]
     fn canonicalizing_is_idempotent(raw in any_path()) {
-        if let Ok(once) = authz::canonicalize_path(&raw) {
-            prop_assert_eq!(authz::canonicalize_path(&once), Ok(once.clone()));
+        if let Ok(once) = path::canonicalize_path(&raw) {
+            prop_assert_eq!(path::canonicalize_path(&once), Ok(once.clone()));
             prop_assert!(once.len() <= raw.len());
         }
     }
@@ -165,7 +176,7 @@ proptest! {
     #[test]
     fn a_path_and_its_canonical_form_get_the_same_decision(raw in any_path()) {
         let table = routes();
-        if let Ok(canonical) = authz::canonicalize_path(&raw) {
+        if let Ok(canonical) = path::canonicalize_path(&raw) {
             prop_assert_eq!(decide(&table, &raw), decide(&table, &canonical));
         }
     }
@@ -176,9 +187,9 @@ proptest! {
         choices in prop::collection::vec(any::<u8>(), 1..16),
     ) {
         let table = routes();
-        if let Ok(canonical) = authz::canonicalize_path(&raw) {
+        if let Ok(canonical) = path::canonicalize_path(&raw) {
             let other = respelled(&canonical, &choices);
-            prop_assert_eq!(authz::canonicalize_path(&other), Ok(canonical.clone()), "{}", other);
+            prop_assert_eq!(path::canonicalize_path(&other), Ok(canonical.clone()), "{}", other);
             prop_assert_eq!(decide(&table, &other), decide(&table, &canonical));
         }
     }
@@ -205,7 +216,7 @@ async fn generated_paths_through_the_gateway_forward_what_was_authorized() {
             raw::error_code(&body),
             seen.first().map(|s| s.path_and_query.clone()),
         );
-        let want = match authz::canonicalize_path(&target) {
+        let want = match path::canonicalize_path(&target) {
             Err(_) => (400, "invalid_path".to_string(), None),
             Ok(canonical) => match table.lookup(&Method::GET, &canonical) {
                 None => (403, "route_not_allowed".to_string(), None),

@@ -186,7 +186,7 @@ async fn key_info_is_loaded_from_the_store_at_start() {
     running.unwrap().shutdown().await;
 
     let again = Gateway::start_with(&upstream, |config| {
-        config.store = kbgate::config::StoreConfig::embedded(dir.join("kbgate.db"));
+        config.store = kbgate::keys::StoreConfig::embedded(dir.join("kbgate.db"));
     })
     .await;
     let scrape = again.scrape().await;

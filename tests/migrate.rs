@@ -6,7 +6,7 @@ mod common;
 
 use common::redis::RedisServer;
 use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
-use kbgate::config::StoreConfig;
+use kbgate::keys::StoreConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 

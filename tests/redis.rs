@@ -6,7 +6,8 @@ mod common;
 
 use common::redis::RedisServer;
 use common::{Gateway, Upstream, eventually, free_port};
-use kbgate::config::{RedisConfig, StoreConfig};
+use kbgate::keys::StoreConfig;
+use kbgate::keys::redis::RedisConfig;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -624,7 +624,7 @@ profile_breakdown() {
       row("response headers: `remove_hop_by_hop` (incl.)", incl("^kbgate::upstream::remove_hop_by_hop$"))
       row("key: `extract_key` + `is_well_formed` (incl.)", incl0("^kbgate::gateway::extract_key$") + incl0("^kbgate::keys::secret::is_well_formed$"))
       row("key: blake3 + hot-tier lookup (incl.)", incl0("^blake3::hash$") + incl0("^kbgate::keys::keyring::Keyring::cached$"))
-      row("routes: `canonicalize_path` + `RouteTable::lookup` (incl.)", incl0("^kbgate::authz::canonicalize_path$") + incl0("^kbgate::authz::RouteTable::lookup$"))
+      row("routes: `canonicalize_path` + `RouteTable::lookup` (incl.)", incl0("^kbgate::path::canonicalize_path$") + incl0("^kbgate::authz::routes::RouteTable::lookup$"))
       row("usage: `UsageRecorder::record` (incl.)", incl("^kbgate::usage::UsageRecorder::record$"))
       row("allocator: malloc/free (glibc) or mi_* (mimalloc) (self)", selfsum("^(malloc|_int_malloc|malloc_consolidate|cfree.*|free|_int_free|realloc|_int_realloc|__libc_(malloc|free|realloc)|_?mi_.*)$"))
       row("memmove / memcpy (self)", selfsum("^__mem(move|cpy)"))

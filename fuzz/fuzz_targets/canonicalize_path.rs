@@ -3,7 +3,7 @@
 //! trailing one, no dot segment, and only bytes a path may carry unescaped.
 #![no_main]
 
-use kbgate::authz::canonicalize_path;
+use kbgate::path::canonicalize_path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

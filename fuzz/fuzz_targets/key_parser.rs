@@ -4,7 +4,7 @@
 #![no_main]
 
 use http::{HeaderMap, HeaderValue};
-use kbgate::config::KeySources;
+use kbgate::keys::KeySources;
 use kbgate::gateway::extract_key;
 use kbgate::keys::secret;
 use libfuzzer_sys::fuzz_target;

@@ -5,7 +5,8 @@ pub mod sample_kb;
 
 use crate::app::{self, open_store, start_with_store};
 use crate::authz::Scope;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
+use crate::keys::StoreConfig;
 use crate::keys::{KeyRecord, secret};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -18,6 +18,10 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
 const USAGE: TableDefinition<&str, (u64, i64)> = TableDefinition::new("usage");
 
+/// redb's own default is 1 GiB, all of it resident once a large store has been read. The hot
+/// tier answers most lookups, and the operating system caches the file besides.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
     usage_writer: LowPriorityThread,
@@ -26,7 +30,7 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its folder and tables.
     pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
-        EmbeddedStore::open_with_cache_size(path, crate::config::DEFAULT_CACHE_SIZE)
+        EmbeddedStore::open_with_cache_size(path, DEFAULT_CACHE_SIZE)
     }
 
     /// Like [`EmbeddedStore::open`], keeping up to `cache_size` bytes of pages in memory.

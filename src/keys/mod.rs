@@ -7,9 +7,11 @@ mod low_priority;
 pub mod record;
 pub mod redis;
 pub mod secret;
+mod sources;
 pub mod store;
 
 pub use keyring::{KeyGrant, Keyring};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
-pub use store::{KeyStore, StoreError, StoreEvent};
+pub use sources::KeySources;
+pub use store::{KeyStore, StoreConfig, StoreError, StoreEvent};

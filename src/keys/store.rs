@@ -1,9 +1,32 @@
 //! The store interface every backend implements (embedded now, Redis for several gateways).
 
+use crate::keys::redis::RedisConfig;
 use crate::keys::{KeyHash, KeyRecord, UsageDelta};
 use async_trait::async_trait;
+use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Which store holds the keys, and its settings.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A redb file; `cache_size` bytes of its pages are kept in memory.
+    Embedded {
+        path: PathBuf,
+        cache_size: u64,
+    },
+    Redis(RedisConfig),
+}
+
+impl StoreConfig {
+    /// The embedded store at `path`, with the default cache size.
+    pub fn embedded(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig::Embedded {
+            path: path.into(),
+            cache_size: crate::keys::embedded::DEFAULT_CACHE_SIZE,
+        }
+    }
+}
 
 /// What a shared store tells each instance so its hot tier never outlives a change.
 #[derive(Debug, Clone, PartialEq)]

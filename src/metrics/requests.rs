@@ -5,7 +5,7 @@
 use super::keys::KeyMetrics;
 use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
 use crate::FastMap;
-use crate::authz::RouteTable;
+use crate::authz::routes::RouteTable;
 use http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
 use std::sync::{Arc, OnceLock};

@@ -9,7 +9,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kbgate::Config;
-use kbgate::config::StoreConfig;
+use kbgate::keys::StoreConfig;
 use serde_json::Value;
 use std::convert::Infallible;
 use std::net::SocketAddr;

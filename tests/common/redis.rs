@@ -2,7 +2,8 @@
 //! and restarted with its data. Where redis-server is not installed, tests say so and skip —
 //! unless KBGATE_REQUIRE_REDIS=1 (set by .ci/run), which makes its absence a failure.
 
-use kbgate::config::{RedisConfig, StoreConfig};
+use kbgate::keys::StoreConfig;
+use kbgate::keys::redis::RedisConfig;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

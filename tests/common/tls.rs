@@ -24,8 +24,8 @@ pub struct TestCert {
 
 impl TestCert {
     /// The files as the gateway's `tls:` setting.
-    pub fn files(&self) -> kbgate::config::TlsFiles {
-        kbgate::config::TlsFiles {
+    pub fn files(&self) -> kbgate::server::TlsFiles {
+        kbgate::server::TlsFiles {
             cert: self.cert_path.clone(),
             key: self.key_path.clone(),
         }

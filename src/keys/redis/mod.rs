@@ -9,14 +9,35 @@
 mod connection;
 pub mod invalidation;
 
-use crate::config::RedisConfig;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
 use connection::{Connection, Connector};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// One URL, or a cluster's seed nodes. May hold a password: never log it.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub prefix: String,
+    pub timeout: Duration,
+}
+
+/// Shows the nodes without their credentials.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("nodes", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
 
 /// Creates a key unless its id exists; indexes its hashes; publishes them. Creating the very
 /// same record twice succeeds, so a call retried after a lost reply is not a conflict.
