@@ -8,6 +8,7 @@ pub mod record;
 pub mod redis;
 pub mod secret;
 pub mod store;
+pub mod watch;
 
 pub use keyring::{KeyGrant, Keyring};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
