@@ -6,10 +6,11 @@ use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::redis::RedisStore;
+use crate::keys::service::KeyService;
 use crate::keys::{self, KeyStore, Keyring, StoreError};
+use crate::metrics;
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
-use crate::metrics;
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -108,14 +109,15 @@ pub async fn start_with_store(
         trusted_proxies: config.trusted_proxies,
         cors: config.cors,
     });
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        keyring.clone(),
+        usage.clone(),
+        key_metrics.clone(),
+        config.resources,
+    ));
     let admin = Arc::new(
-        Admin::new(
-            keyring.clone(),
-            usage.clone(),
-            &config.admin.token,
-            config.resources,
-        )
-        .with_metrics(prometheus.clone(), key_metrics.clone()),
+        Admin::new(keys, &config.admin.token).with_metrics(prometheus.clone(), key_metrics.clone()),
     );
 
     let servers = vec![

@@ -7,6 +7,7 @@ mod low_priority;
 pub mod record;
 pub mod redis;
 pub mod secret;
+pub mod service;
 pub mod store;
 pub mod watch;
 
