@@ -344,10 +344,10 @@ mod tests {
             self.flushing.read().await
         }
         fn add_pending(&self, record: &mut KeyRecord) {
-            if let Some((id, n)) = &*self.counted.lock().unwrap() {
-                if *id == record.id {
-                    record.usage.request_count += n;
-                }
+            if let Some((id, n)) = &*self.counted.lock().unwrap()
+                && *id == record.id
+            {
+                record.usage.request_count += n;
             }
         }
     }
