@@ -7,26 +7,19 @@ use crate::gateway::Gateway;
 use crate::keys::StoreConfig;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::redis::RedisStore;
-use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
+use crate::keys::service::KeyService;
+use crate::keys::{self, KeyStore, Keyring, StoreError};
+use crate::metrics;
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
-use crate::metrics::{self, StoreOp};
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// How often aged hot-tier entries are swept out.
-const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
-/// How often `kbgate_key_info` may be re-read from a shared store after the change feed told of
-/// a change made through another instance (a full listing: not on every event).
-const KEY_INFO_REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -93,20 +86,18 @@ pub async fn start_with_store(
         config.hot_tier,
         changes.is_none(),
     ));
-    // Set by the change feed, read by the `kbgate_key_info` refresh. Without a feed (the
-    // embedded store) every change goes through this process's admin API: no refresh needed.
-    let changed_elsewhere = changes.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
-    if let (Some(changes), Some(flag)) = (changes, &changed_elsewhere) {
-        tokio::spawn(follow_changes(keyring.clone(), changes, flag.clone()));
-    }
     let usage = Arc::new(UsageRecorder::default());
     let key_metrics = config
         .metrics
         .per_key
         .then(|| Arc::new(KeyMetrics::new(config.metrics.per_key_limit)));
-    if let Some(key_metrics) = &key_metrics {
-        refresh_key_metrics(key_metrics, store.as_ref()).await;
-    }
+    keys::watch::spawn(
+        keyring.clone(),
+        changes,
+        key_metrics.clone(),
+        shutdown.clone(),
+    )
+    .await;
     let request_metrics = RequestMetrics::new(&config.routes, key_metrics.clone());
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
@@ -119,14 +110,15 @@ pub async fn start_with_store(
         trusted_proxies: config.trusted_proxies,
         cors: config.cors,
     });
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        keyring.clone(),
+        usage.clone(),
+        key_metrics.clone(),
+        config.resources,
+    ));
     let admin = Arc::new(
-        Admin::new(
-            keyring.clone(),
-            usage.clone(),
-            &config.admin.token,
-            config.resources,
-        )
-        .with_metrics(prometheus.clone(), key_metrics.clone()),
+        Admin::new(keys, &config.admin.token).with_metrics(prometheus.clone(), key_metrics.clone()),
     );
 
     let servers = vec![
@@ -150,16 +142,7 @@ pub async fn start_with_store(
             .clone()
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
-    tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
-    if let (Some(key_metrics), Some(changed_elsewhere)) = (key_metrics, changed_elsewhere) {
-        tokio::spawn(keep_key_metrics(
-            key_metrics,
-            keyring.clone(),
-            changed_elsewhere,
-            shutdown.clone(),
-        ));
-    }
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
         addr,
@@ -199,64 +182,6 @@ fn local_addr(what: &'static str, listener: &TcpListener) -> Result<SocketAddr, 
         addr: fallback,
         source,
     })
-}
-
-/// Applies a shared store's change feed to the hot tier, in order.
-async fn follow_changes(
-    keyring: Arc<Keyring>,
-    mut changes: tokio::sync::mpsc::Receiver<StoreEvent>,
-    changed_elsewhere: Arc<AtomicBool>,
-) {
-    while let Some(event) = changes.recv().await {
-        // Any event, including a feed lost and found again (changes may have been missed).
-        changed_elsewhere.store(true, Ordering::Release);
-        keyring.apply(event).await;
-    }
-}
-
-async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(HOT_TIER_SWEEP);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => keyring.evict_aged(),
-        }
-    }
-}
-
-/// Reads the names and scopes of the keys `kbgate_key_info` covers (the oldest, up to
-/// `metrics.per_key_limit`); on a store error keeps what it has.
-async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
-    let changes = key_metrics.changes();
-    match store.list_oldest(key_metrics.limit()).await {
-        Ok(records) => key_metrics.replace_all(&records, changes),
-        Err(error) => {
-            metrics::fixed().store_error(StoreOp::Admin, &error);
-            tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
-        }
-    }
-}
-
-/// Re-reads `kbgate_key_info` from a shared store when the change feed heard of a change; a
-/// full listing of a large store is seconds of work, so never on a timer alone.
-async fn keep_key_metrics(
-    key_metrics: Arc<KeyMetrics>,
-    keyring: Arc<Keyring>,
-    changed_elsewhere: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(KEY_INFO_REFRESH);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {
-                if changed_elsewhere.swap(false, Ordering::AcqRel) {
-                    refresh_key_metrics(&key_metrics, keyring.store().as_ref()).await;
-                }
-            }
-        }
-    }
 }
 
 /// Resolves when the process receives SIGINT or SIGTERM. The handlers are installed by this

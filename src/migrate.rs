@@ -14,6 +14,8 @@ pub async fn migrate(from: &StoreConfig, to: &StoreConfig) -> Result<usize, Stri
         .list()
         .await
         .map_err(|e| format!("source store: {e}"))?;
+    // On the store trait, not the key service: the service's create issues new secrets, and a
+    // migration copies each record as it is, hashes and usage included (`KeyStore::import`).
     for record in &records {
         destination
             .import(record)

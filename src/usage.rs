@@ -2,6 +2,7 @@
 //! store in batches every `usage.flush_interval` and once more at shutdown.
 
 use crate::FastMap;
+use crate::keys::service::PendingUsage;
 use crate::keys::{KeyRecord, KeyStore, StoreError, UsageDelta};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -121,6 +122,18 @@ impl UsageRecorder {
                 }
             }
         }
+    }
+}
+
+/// The key service reads exact usage through this (keys sit below usage and cannot name it).
+#[async_trait::async_trait]
+impl PendingUsage for UsageRecorder {
+    async fn exact(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        UsageRecorder::exact(self).await
+    }
+
+    fn add_pending(&self, record: &mut KeyRecord) {
+        UsageRecorder::add_pending(self, record)
     }
 }
 

@@ -6,29 +6,24 @@ mod keys;
 mod openapi;
 
 use crate::body::{self, Body};
-use crate::keys::{KeyRecord, Keyring};
+use crate::keys::service::{KeyService, KeyServiceError};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
 use crate::rejection::error_response;
 use crate::server::{ConnInfo, Handler};
-use crate::usage::UsageRecorder;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
 pub struct Admin {
-    keyring: Arc<Keyring>,
-    usage: Arc<UsageRecorder>,
+    keys: Arc<KeyService>,
     /// blake3 of the admin token: the presented token is hashed and the hashes compared.
     token_hash: blake3::Hash,
-    resources: Vec<String>,
     /// The OpenAPI document, with the permissions this config knows.
     openapi: String,
-    /// Serialises read-modify-write changes to keys made through this instance.
-    writes: tokio::sync::Mutex<()>,
     prometheus: Option<PrometheusHandle>,
-    /// Per-key counters and `kbgate_key_info`, when per-key metrics are on.
+    /// Per-key counters and `kbgate_key_info` for `/metrics`, when per-key metrics are on.
     key_metrics: Option<Arc<KeyMetrics>>,
 }
 
@@ -71,6 +66,18 @@ impl ApiError {
     }
 }
 
+impl From<KeyServiceError> for ApiError {
+    fn from(error: KeyServiceError) -> ApiError {
+        match error {
+            KeyServiceError::NotFound => ApiError::not_found(),
+            KeyServiceError::Invalid { field, reason } => {
+                ApiError::invalid(format!("{field}: {reason}"))
+            }
+            KeyServiceError::Store(error) => ApiError::store(error),
+        }
+    }
+}
+
 impl Handler for Admin {
     async fn handle(&self, request: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
         let request_id = crate::gateway::request_id(request.headers());
@@ -99,25 +106,18 @@ impl Handler for Admin {
 }
 
 impl Admin {
-    pub fn new(
-        keyring: Arc<Keyring>,
-        usage: Arc<UsageRecorder>,
-        token: &str,
-        resources: Vec<String>,
-    ) -> Admin {
+    /// The admin API over `keys`; its OpenAPI document lists the permissions `keys` accepts.
+    pub fn new(keys: Arc<KeyService>, token: &str) -> Admin {
         Admin {
-            keyring,
-            usage,
+            openapi: openapi::document(keys.resources()),
+            keys,
             token_hash: blake3::hash(token.as_bytes()),
-            openapi: openapi::document(&resources),
-            resources,
-            writes: tokio::sync::Mutex::new(()),
             prometheus: None,
             key_metrics: None,
         }
     }
 
-    /// Serves `/metrics` from `prometheus`, and keeps `key_metrics` in step with key changes.
+    /// Serves `/metrics` from `prometheus`, with `key_metrics`' per-key series.
     pub fn with_metrics(
         mut self,
         prometheus: PrometheusHandle,
@@ -126,20 +126,6 @@ impl Admin {
         self.prometheus = Some(prometheus);
         self.key_metrics = key_metrics;
         self
-    }
-
-    /// A key was created or changed: its `kbgate_key_info` series follows, and a new key's
-    /// request counter starts at 0.
-    fn key_changed(&self, record: &KeyRecord) {
-        if let Some(key_metrics) = &self.key_metrics {
-            key_metrics.set(record);
-        }
-    }
-
-    fn key_deleted(&self, id: &str) {
-        if let Some(key_metrics) = &self.key_metrics {
-            key_metrics.remove(id);
-        }
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -193,7 +179,7 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Response<Body> {
-        match self.keyring.store().ping().await {
+        match self.keys.ping().await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Err(error) => {
                 metrics::fixed().store_error(StoreOp::Ping, &error);

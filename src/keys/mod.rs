@@ -7,8 +7,10 @@ mod low_priority;
 pub mod record;
 pub mod redis;
 pub mod secret;
+pub mod service;
 mod sources;
 pub mod store;
+pub mod watch;
 
 pub use keyring::{KeyGrant, Keyring};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
