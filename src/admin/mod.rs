@@ -4,7 +4,7 @@
 
 mod keys;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::keys::{KeyRecord, Keyring};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
@@ -12,7 +12,6 @@ use crate::rejection::error_response;
 use crate::server::{ConnInfo, Handler};
 use crate::usage::UsageRecorder;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
@@ -68,7 +67,21 @@ impl ApiError {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, request: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+    fn handle<B>(
+        &self,
+        request: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.respond(request.map(body::stream), conn)
+    }
+}
+
+impl Admin {
+    async fn respond(&self, request: Request<Body>, _conn: ConnInfo) -> Response<Body> {
         let request_id = crate::gateway::request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
@@ -130,7 +143,7 @@ impl Admin {
         }
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn route(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -167,7 +180,7 @@ impl Admin {
         }
     }
 
-    fn authenticate(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+    fn authenticate(&self, request: &Request<Body>) -> Result<(), ApiError> {
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -230,17 +243,29 @@ fn method_not_allowed() -> ApiError {
 /// The largest admin request body: key changes are small.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-async fn read_body(request: Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(request: Request<Body>) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(ApiError::new(
+    // Read frame by frame rather than through `Limited`: its boxed error would need a
+    // conversion for every lifetime, which the Send proof of this future cannot see.
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "The request body is too large or was cut off.",
-        )),
+        )
+    };
+    let mut body = request.into_body();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| too_large())?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_ADMIN_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
     }
+    Ok(bytes.freeze())
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

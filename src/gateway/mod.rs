@@ -11,7 +11,7 @@ mod key_source;
 use crate::access_log::millis;
 use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, Route, RouteTable};
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::config::{KeySources, Limits};
 use crate::cors::Cors;
 use crate::keys::{KeyGrant, Keyring, secret};
@@ -25,8 +25,8 @@ use crate::usage::UsageRecorder;
 use body_guard::guard_body;
 use checks::check_request;
 use http::header::{self, HeaderMap, HeaderValue};
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 pub use key_source::extract_key;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -59,7 +59,22 @@ pub struct RequestLog {
 }
 
 impl Handler for Gateway {
-    async fn handle(&self, request: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    fn handle<B>(
+        &self,
+        request: Request<B>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.respond(request.map(body::stream), conn)
+    }
+}
+
+impl Gateway {
+    /// Times, meters and logs the request, and turns a refusal into its response.
+    async fn respond(&self, request: Request<Body>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = InFlight::start();
         let request_id = request_id(request.headers());
@@ -81,7 +96,7 @@ impl Handler for Gateway {
             _ => {
                 let result = self
                     .handle_inner(
-                        request.map(body::stream),
+                        request,
                         &conn,
                         &request_id,
                         &mut log,
@@ -133,9 +148,7 @@ impl Handler for Gateway {
         };
         line.finish(response)
     }
-}
 
-impl Gateway {
     /// The client's address: the peer's, or behind a trusted proxy the first untrusted one of
     /// `X-Forwarded-For` from the right (see [`net::client_address`]). For the access log and
     /// per-client limits; the socket peer stays in [`ConnInfo::remote`].
