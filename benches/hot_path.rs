@@ -81,7 +81,7 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("hot_path_hit_metered_no_recorder", |b| {
         b.iter(|| metered(hit(), &noop))
     });
-    let handle = metrics::install();
+    let handle = metrics::install(kbgate::rejection::Rejection::auth_codes());
     let live = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
     c.bench_function("hot_path_hit_metered_prometheus", |b| {
         b.iter(|| metered(hit(), &live))
@@ -124,7 +124,7 @@ fn hot_path_hit<'r>(
 /// What `Gateway::handle` records for a forwarded request.
 fn metered((grant, route): (Arc<KeyGrant>, &Route), metrics: &RequestMetrics) {
     let _in_flight = InFlight::start();
-    metrics::fixed().auth_decision(Ok(()));
+    metrics::fixed().auth_allowed();
     metrics.observe(&Observation {
         route: Some(route.index),
         method: &Method::GET,

@@ -10,6 +10,7 @@ use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
 use crate::metrics::{self, StoreOp};
+use crate::rejection::Rejection;
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -84,7 +85,7 @@ pub async fn start_with_store(
     let addr = local_addr("gateway", &listener)?;
     let admin_addr = local_addr("admin", &admin_listener)?;
 
-    let prometheus = metrics::install();
+    let prometheus = metrics::install(Rejection::auth_codes());
     let shutdown = CancellationToken::new();
     let changes = store.watch(shutdown.clone());
     let keyring = Arc::new(Keyring::new(

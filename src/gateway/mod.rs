@@ -18,7 +18,7 @@ use crate::keys::{KeyGrant, Keyring, secret};
 use crate::metrics::requests::{Observation, RequestMetrics};
 use crate::metrics::{self, InFlight};
 use crate::net::{self, CidrList};
-use crate::rejection::Rejection;
+use crate::rejection::{RefusalClass, Rejection};
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
 use crate::usage::UsageRecorder;
@@ -103,7 +103,7 @@ impl Gateway {
                         &mut path,
                     )
                     .await;
-                metrics::fixed().auth_decision(result.as_ref().map(|_| ()).map_err(|r| *r));
+                count_auth_decision(&result);
                 result
             }
         };
@@ -195,9 +195,7 @@ impl Gateway {
         log: &mut RequestLog,
     ) -> Result<Admitted<'a>, Rejection> {
         check_request(request, &self.limits)?;
-        let path: &str = canonical_path.insert(
-            authz::canonicalize_path(request.uri().path()).map_err(|_| Rejection::InvalidPath)?,
-        );
+        let path: &str = canonical_path.insert(authz::canonicalize_path(request.uri().path())?);
         let (secret, forwarded_query) =
             extract_key(request.headers(), request.uri().query(), &self.key_sources)?;
         if !secret::is_well_formed(&secret) {
@@ -268,7 +266,26 @@ impl Gateway {
         let response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
         // A request that failed because its own body did is the client's fault, not the KB's.
-        response.map_err(|rejection| body_fault.fault.get().map_or(rejection, |f| f.rejection()))
+        response.map_err(|error| {
+            body_fault
+                .fault
+                .get()
+                .map_or(Rejection::from(error), |f| f.rejection())
+        })
+    }
+}
+
+/// Counts the auth decision a request's outcome implies: none for a request refused before
+/// any key was looked at (see [`RefusalClass`]).
+fn count_auth_decision(result: &Result<Response<Body>, Rejection>) {
+    let fixed = metrics::fixed();
+    match result {
+        Ok(_) => fixed.auth_allowed(),
+        Err(rejection) => match rejection.class() {
+            RefusalClass::Auth => fixed.auth_refused(rejection.code()),
+            RefusalClass::Forwarding => fixed.auth_allowed(),
+            RefusalClass::Request => {}
+        },
     }
 }
 

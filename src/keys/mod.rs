@@ -9,7 +9,7 @@ pub mod redis;
 pub mod secret;
 pub mod store;
 
-pub use keyring::{KeyGrant, Keyring};
+pub use keyring::{KeyGrant, Keyring, VerifyError};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
 pub use store::{KeyStore, StoreError, StoreEvent};

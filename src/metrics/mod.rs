@@ -13,7 +13,6 @@ pub mod keys;
 pub mod requests;
 
 use crate::keys::StoreError;
-use crate::rejection::Rejection;
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
@@ -48,8 +47,10 @@ static FIXED: OnceLock<Fixed> = OnceLock::new();
 static NOOP: Fixed = Fixed::noop();
 
 /// Installs the process-wide Prometheus recorder the first time it is called; every call
-/// returns a handle to that one recorder.
-pub fn install() -> PrometheusHandle {
+/// returns a handle to that one recorder. `auth_refusals` are the outcome codes of
+/// `kbgate_auth_decisions_total` besides `allowed`, registered at 0 so that `rate()` sees the
+/// first refusal (the first call's list is the one kept).
+pub fn install(auth_refusals: impl IntoIterator<Item = &'static str>) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let mut builder = PrometheusBuilder::new();
@@ -65,7 +66,7 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-            let _ = FIXED.set(Fixed::register());
+            let _ = FIXED.set(Fixed::register(auth_refusals));
             handle
         })
         .clone()
@@ -128,24 +129,6 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version of the running kbgate.");
 }
 
-/// Is this refusal an auth decision? The others are about the path or the upstream.
-fn is_auth_refusal(rejection: Rejection) -> bool {
-    !matches!(
-        rejection,
-        Rejection::BadRequest
-            | Rejection::ConnectNotAllowed
-            | Rejection::UpgradeNotAllowed
-            | Rejection::UriTooLong
-            | Rejection::HeadersTooLarge
-            | Rejection::InvalidPath
-            | Rejection::BodyTooLarge
-            | Rejection::BodyTimeout
-            | Rejection::UpstreamUnavailable
-            | Rejection::UpstreamTimeout
-            | Rejection::OriginNotAllowed
-    )
-}
-
 /// Where a store error happened.
 #[derive(Clone, Copy, Debug)]
 pub enum StoreOp {
@@ -186,7 +169,8 @@ const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
 /// Handles whose label sets are known before the first request.
 pub struct Fixed {
     auth_allowed: Counter,
-    auth_refused: Vec<(Rejection, Counter)>,
+    /// One per refusal code given to [`install`].
+    auth_refused: Vec<(&'static str, Counter)>,
     pub hot_tier_hit: Counter,
     pub hot_tier_miss: Counter,
     /// A well-formed secret the negative cache already knows to be unknown.
@@ -217,14 +201,13 @@ impl Fixed {
         }
     }
 
-    fn register() -> Fixed {
+    fn register(auth_refusals: impl IntoIterator<Item = &'static str>) -> Fixed {
         let lookup = |name: &'static str, result: &'static str| counter!(name, "result" => result);
         Fixed {
             auth_allowed: counter!(AUTH_DECISIONS, "outcome" => "allowed"),
-            auth_refused: Rejection::ALL
+            auth_refused: auth_refusals
                 .into_iter()
-                .filter(|r| is_auth_refusal(*r))
-                .map(|r| (r, counter!(AUTH_DECISIONS, "outcome" => r.code())))
+                .map(|code| (code, counter!(AUTH_DECISIONS, "outcome" => code)))
                 .collect(),
             hot_tier_hit: lookup(HOT_TIER_LOOKUPS, "hit"),
             hot_tier_miss: lookup(HOT_TIER_LOOKUPS, "miss"),
@@ -241,23 +224,15 @@ impl Fixed {
         }
     }
 
-    /// Counts the auth decision a request's outcome implies (none for a request refused before
-    /// any key is looked at: a malformed request or a non-canonical path).
-    pub fn auth_decision(&self, outcome: Result<(), Rejection>) {
-        match outcome {
-            Ok(())
-            | Err(
-                Rejection::UpstreamUnavailable
-                | Rejection::UpstreamTimeout
-                | Rejection::BodyTooLarge
-                | Rejection::BodyTimeout,
-            ) => self.auth_allowed.increment(1),
-            Err(rejection) => {
-                if let Some((_, counter)) = self.auth_refused.iter().find(|(r, _)| *r == rejection)
-                {
-                    counter.increment(1);
-                }
-            }
+    /// Counts a request whose key was allowed (its forwarding may still have failed).
+    pub fn auth_allowed(&self) {
+        self.auth_allowed.increment(1);
+    }
+
+    /// Counts a key check refused with `code`, one of the codes given to [`install`].
+    pub fn auth_refused(&self, code: &str) {
+        if let Some((_, counter)) = self.auth_refused.iter().find(|(c, _)| *c == code) {
+            counter.increment(1);
         }
     }
 
