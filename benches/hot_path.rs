@@ -77,12 +77,12 @@ fn hot_path(c: &mut Criterion) {
 
     // Handles registered before the recorder is installed stay no-ops: the cost of metering
     // code when nothing collects. Then install the recorder (once per process) and register again.
-    let noop = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    let noop = RequestMetrics::new(templates(&routes), Some(Arc::new(KeyMetrics::new(10_000))));
     c.bench_function("hot_path_hit_metered_no_recorder", |b| {
         b.iter(|| metered(hit(), &noop))
     });
     let handle = metrics::install(kbgate::rejection::Rejection::auth_codes());
-    let live = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    let live = RequestMetrics::new(templates(&routes), Some(Arc::new(KeyMetrics::new(10_000))));
     c.bench_function("hot_path_hit_metered_prometheus", |b| {
         b.iter(|| metered(hit(), &live))
     });
@@ -138,3 +138,7 @@ fn metered((grant, route): (Arc<KeyGrant>, &Route), metrics: &RequestMetrics) {
 
 criterion_group!(benches, hot_path);
 criterion_main!(benches);
+
+fn templates(routes: &RouteTable) -> impl Iterator<Item = &str> {
+    routes.routes().iter().map(|r| r.template.as_str())
+}

@@ -6,7 +6,7 @@ use crate::config::{Config, StoreConfig};
 use crate::gateway::Gateway;
 use crate::keys::embedded::EmbeddedStore;
 use crate::keys::redis::RedisStore;
-use crate::keys::{KeyStore, Keyring, StoreError, StoreEvent};
+use crate::keys::{KeyRecord, KeyStore, Keyring, StoreError, StoreEvent};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
 use crate::metrics::{self, StoreOp};
@@ -107,7 +107,10 @@ pub async fn start_with_store(
     if let Some(key_metrics) = &key_metrics {
         refresh_key_metrics(key_metrics, store.as_ref()).await;
     }
-    let request_metrics = RequestMetrics::new(&config.routes, key_metrics.clone());
+    let request_metrics = RequestMetrics::new(
+        config.routes.routes().iter().map(|r| r.template.as_str()),
+        key_metrics.clone(),
+    );
     let gateway = Arc::new(Gateway {
         keyring: keyring.clone(),
         routes: config.routes,
@@ -229,9 +232,12 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
 async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
     let changes = key_metrics.changes();
     match store.list_oldest(key_metrics.limit()).await {
-        Ok(records) => key_metrics.replace_all(&records, changes),
+        Ok(records) => {
+            let labels: Vec<_> = records.iter().map(KeyRecord::metric_labels).collect();
+            key_metrics.replace_all(&labels, changes);
+        }
         Err(error) => {
-            metrics::fixed().store_error(StoreOp::Admin, &error);
+            metrics::fixed().store_error(StoreOp::Admin, error.metric_kind());
             tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
         }
     }

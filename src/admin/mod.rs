@@ -56,7 +56,7 @@ impl ApiError {
     }
 
     fn store(error: crate::keys::StoreError) -> ApiError {
-        metrics::fixed().store_error(StoreOp::Admin, &error);
+        metrics::fixed().store_error(StoreOp::Admin, error.metric_kind());
         tracing::error!(%error, "admin store operation failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -133,7 +133,7 @@ impl Admin {
     /// request counter starts at 0.
     fn key_changed(&self, record: &KeyRecord) {
         if let Some(key_metrics) = &self.key_metrics {
-            key_metrics.set(record);
+            key_metrics.set(record.metric_labels());
         }
     }
 
@@ -202,7 +202,7 @@ impl Admin {
         match self.keyring.store().ping().await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Err(error) => {
-                metrics::fixed().store_error(StoreOp::Ping, &error);
+                metrics::fixed().store_error(StoreOp::Ping, error.metric_kind());
                 tracing::warn!(%error, "readiness: store unreachable");
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -138,7 +138,7 @@ impl Keyring {
             }
             Err(error) => {
                 counters.store_error.increment(1);
-                counters.store_error(StoreOp::Lookup, &error);
+                counters.store_error(StoreOp::Lookup, error.metric_kind());
                 tracing::warn!(%error, "key lookup failed");
                 return Err(VerifyError::StoreUnavailable);
             }

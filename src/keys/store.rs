@@ -1,6 +1,7 @@
 //! The store interface every backend implements (embedded now, Redis for several gateways).
 
 use crate::keys::{KeyHash, KeyRecord, UsageDelta};
+use crate::metrics::StoreErrorKind;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a key with id {0} already exists")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// The `kind` label of `kbgate_store_errors_total`.
+    pub fn metric_kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+            StoreError::Conflict(_) => StoreErrorKind::Conflict,
+        }
+    }
 }
 
 #[async_trait]

@@ -12,7 +12,6 @@
 pub mod keys;
 pub mod requests;
 
-use crate::keys::StoreError;
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
@@ -145,12 +144,12 @@ pub enum StoreOp {
 const STORE_OPS: [&str; 4] = ["lookup", "admin", "usage_flush", "ping"];
 const STORE_ERROR_KINDS: [&str; 3] = ["unavailable", "corrupt", "conflict"];
 
-fn store_error_kind(error: &StoreError) -> usize {
-    match error {
-        StoreError::Unavailable(_) => 0,
-        StoreError::Corrupt(_) => 1,
-        StoreError::Conflict(_) => 2,
-    }
+/// What kind of store error it was (the store names its errors' kinds).
+#[derive(Clone, Copy, Debug)]
+pub enum StoreErrorKind {
+    Unavailable = 0,
+    Corrupt = 1,
+    Conflict = 2,
 }
 
 /// Why an upstream request failed.
@@ -236,8 +235,8 @@ impl Fixed {
         }
     }
 
-    pub fn store_error(&self, op: StoreOp, error: &StoreError) {
-        self.store_errors[op as usize][store_error_kind(error)].increment(1);
+    pub fn store_error(&self, op: StoreOp, kind: StoreErrorKind) {
+        self.store_errors[op as usize][kind as usize].increment(1);
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
