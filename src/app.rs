@@ -107,21 +107,12 @@ pub async fn start_with_store(
     if let Some(key_metrics) = &key_metrics {
         refresh_key_metrics(key_metrics, store.as_ref()).await;
     }
-    let request_metrics = RequestMetrics::new(
-        config.routes.routes().iter().map(|r| r.template.as_str()),
+    let gateway = Arc::new(gateway(
+        &config,
+        keyring.clone(),
+        usage.clone(),
         key_metrics.clone(),
-    );
-    let gateway = Arc::new(Gateway {
-        keyring: keyring.clone(),
-        routes: config.routes,
-        upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
-        usage: usage.clone(),
-        metrics: request_metrics,
-        limits: config.limits,
-        key_sources: config.key_sources,
-        trusted_proxies: config.trusted_proxies,
-        cors: config.cors,
-    });
+    )?);
     let admin = Arc::new(
         Admin::new(
             keyring.clone(),
@@ -171,6 +162,31 @@ pub async fn start_with_store(
         shutdown,
         servers,
         usage,
+    })
+}
+
+/// The gateway as a value, built from the config's sections: [`start_with_store`] serves it,
+/// tests and benches call it in process.
+pub fn gateway(
+    config: &Config,
+    keyring: Arc<Keyring>,
+    usage: Arc<UsageRecorder>,
+    key_metrics: Option<Arc<KeyMetrics>>,
+) -> Result<Gateway, StartError> {
+    let request_metrics = RequestMetrics::new(
+        config.routes.routes().iter().map(|r| r.template.as_str()),
+        key_metrics,
+    );
+    Ok(Gateway {
+        keyring,
+        routes: config.routes.clone(),
+        upstream: Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?,
+        usage,
+        metrics: request_metrics,
+        limits: config.limits,
+        key_sources: config.key_sources.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        cors: config.cors.clone(),
     })
 }
 

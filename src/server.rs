@@ -3,8 +3,8 @@
 //! Both the gateway and the admin API are served by [`serve`].
 
 use crate::body::{Body, BoxError};
-use bytes::Bytes;
 use crate::config::{Limits, TlsFiles};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

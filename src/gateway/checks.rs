@@ -175,5 +175,4 @@ mod tests {
             assert!(!is_host(not_a_host.as_bytes()), "{not_a_host:?}");
         }
     }
-
 }

@@ -23,9 +23,9 @@ use crate::server::{ConnInfo, Handler};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
 use crate::usage::UsageRecorder;
 use body_guard::guard_body;
+use bytes::Bytes;
 use checks::check_request;
 use http::header::{self, HeaderMap, HeaderValue};
-use bytes::Bytes;
 use http::{Request, Response};
 pub use key_source::extract_key;
 use std::borrow::Cow;
@@ -95,13 +95,7 @@ impl Gateway {
             }
             _ => {
                 let result = self
-                    .handle_inner(
-                        request,
-                        &conn,
-                        &request_id,
-                        &mut log,
-                        &mut path,
-                    )
+                    .handle_inner(request, &conn, &request_id, &mut log, &mut path)
                     .await;
                 count_auth_decision(&result);
                 result
@@ -300,7 +294,6 @@ pub struct Admitted<'a> {
     /// key source.
     pub query: Option<String>,
 }
-
 
 /// The client's X-Request-Id when it is short and plain, else a new random one. Kept as a
 /// header value: the response and the upstream request carry it without a copy each.
