@@ -27,7 +27,7 @@ use bytes::Bytes;
 use checks::check_request;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
-pub use key_source::extract_key;
+use key_source::extract_key;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
