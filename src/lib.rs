@@ -22,7 +22,8 @@
 //! # Layout
 //!
 //! `config` YAML -> validated `Config` · `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
-//! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
+//! TLS, limits, graceful shutdown · `gateway` the request path: `handle` over `admit` (checks,
+//! path, key, verify, route, grant) then `forward`; `checks`, `key_source`, `body_guard` · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier · `authz` canonical paths and the route table ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
