@@ -194,7 +194,7 @@ mod tests {
         info.remove(a.id);
         let mut text = String::new();
         info.render(&mut text);
-        assert!(!text.contains(&a.id) && text.contains(&b.id), "{text}");
+        assert!(!text.contains(a.id) && text.contains(b.id), "{text}");
         let before = info.changes();
         info.set(a);
         info.replace_all(&[], before);
