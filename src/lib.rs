@@ -5,16 +5,16 @@
 //!
 //! ```text
 //! accept (HTTP/1.1, HTTP/2, optional TLS)      server.rs
-//!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway.rs
+//!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway/checks.rs
 //!   -> canonical path          400 invalid_path                       authz.rs
-//!   -> extract key             401 missing_key / 400 ambiguous_key    gateway.rs
+//!   -> extract key             401 missing_key / 400 ambiguous_key    gateway/key_source.rs
 //!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
 //!   -> verify                  hot tier, then store                   keys/keyring.rs
 //!   -> authorize               route table -> permission -> grant?    authz.rs
 //!   -> forward                 pooled client, header hygiene,         upstream.rs
-//!                              body limits (413, 408)                 gateway.rs
+//!                              body limits (413, 408)                 gateway/body_guard.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
-//!                              Prometheus metrics, access log          metrics/, gateway.rs
+//!                              Prometheus metrics, access log          metrics/, gateway/mod.rs
 //! ```
 //!
 //! Every refusal is one JSON body from one enum ([`rejection::Rejection`]).
