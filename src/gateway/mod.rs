@@ -59,23 +59,14 @@ pub struct RequestLog {
 }
 
 impl Handler for Gateway {
-    fn handle<B>(
-        &self,
-        request: Request<B>,
-        conn: ConnInfo,
-    ) -> impl Future<Output = Response<Body>> + Send
+    /// Times, meters and logs the request, and turns a refusal into its response.
+    async fn handle<B>(&self, request: Request<B>, conn: ConnInfo) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.respond(request.map(body::stream), conn)
-    }
-}
-
-impl Gateway {
-    /// Times, meters and logs the request, and turns a refusal into its response.
-    async fn respond(&self, request: Request<Body>, conn: ConnInfo) -> Response<Body> {
         let started = Instant::now();
+        let request = request.map(body::stream);
         let _in_flight = InFlight::start();
         let request_id = request_id(request.headers());
         let method = request.method().clone();
@@ -142,7 +133,9 @@ impl Gateway {
         };
         line.finish(response)
     }
+}
 
+impl Gateway {
     /// The client's address: the peer's, or behind a trusted proxy the first untrusted one of
     /// `X-Forwarded-For` from the right (see [`net::client_address`]). For the access log and
     /// per-client limits; the socket peer stays in [`ConnInfo::remote`].
