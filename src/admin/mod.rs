@@ -67,21 +67,12 @@ impl ApiError {
 }
 
 impl Handler for Admin {
-    fn handle<B>(
-        &self,
-        request: Request<B>,
-        conn: ConnInfo,
-    ) -> impl Future<Output = Response<Body>> + Send
+    async fn handle<B>(&self, request: Request<B>, _conn: ConnInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.respond(request.map(body::stream), conn)
-    }
-}
-
-impl Admin {
-    async fn respond(&self, request: Request<Body>, _conn: ConnInfo) -> Response<Body> {
+        let request = request.map(body::stream);
         let request_id = crate::gateway::request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
