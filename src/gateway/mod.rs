@@ -7,8 +7,6 @@ mod body_guard;
 mod checks;
 mod key_source;
 
-#[cfg(test)]
-use crate::access_log::millis;
 use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, Route, RouteTable};
 use crate::body::{self, Body, BoxError};
@@ -324,6 +322,7 @@ pub fn request_id_str(id: &HeaderValue) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access_log::millis;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
