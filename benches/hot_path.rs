@@ -1,48 +1,39 @@
-//! The per-request work before forwarding, on a hot-tier hit: canonical path, key extraction,
-//! format and checksum check, blake3 hash + hot-tier lookup, route lookup and grant check; then
-//! the same plus metering (in-flight gauge, auth decision, request counter, latency histograms,
-//! per-key counter), first with no metrics recorder installed, then with the Prometheus one.
+//! The per-request work before forwarding, on a hot-tier hit: the gateway's own
+//! [`Gateway::admit`] (request checks, canonical path, key extraction, format and checksum
+//! check, blake3 hash + hot-tier lookup, usage count, route lookup and grant check), on a
+//! gateway built from the shipped config; then the same plus metering (in-flight gauge, auth
+//! decision, request counter, latency histograms, per-key counter), first with no metrics
+//! recorder installed, then with the Prometheus one.
 //! Run: `cargo bench --bench hot_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue, Method};
-use kbgate::authz::routes::{Route, RouteTable};
-use kbgate::authz::{self, DEFAULT_RESOURCES, Scope};
-use kbgate::config::RouteSpec;
-use kbgate::gateway::{extract_key, request_id};
+use http::{HeaderValue, Method, Request};
+use kbgate::authz::Scope;
+use kbgate::gateway::{Gateway, RequestLog, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
-use kbgate::keys::keyring::CacheLimits;
-use kbgate::keys::{KeyGrant, KeyRecord, KeySources, KeyStore, Keyring, secret};
+use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
 use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
 use kbgate::metrics::{self, InFlight};
-use kbgate::path;
+use kbgate::rejection::Rejection;
+use kbgate::usage::UsageRecorder;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The shipped route table, so the lookup scans what a real deployment scans.
-fn shipped_routes() -> RouteTable {
-    #[derive(serde::Deserialize)]
-    struct Routes {
-        routes: Vec<RouteSpec>,
-    }
-    let routes: Routes = serde_yaml::from_str(include_str!("../config/kbgate.yaml")).unwrap();
-    let resources: Vec<String> = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-    RouteTable::compile(
-        &routes
-            .routes
-            .into_iter()
-            .map(Into::into)
-            .collect::<Vec<_>>(),
-        &resources,
-    )
-    .unwrap()
+/// The shipped config, so admission checks and scans what a real deployment does.
+fn shipped_config() -> kbgate::Config {
+    let env = |name: &str| match name {
+        "KBGATE_ADMIN_TOKEN" => Some("bench-admin-token-0123456789".to_string()),
+        _ => Some("bench".to_string()),
+    };
+    kbgate::Config::parse_with_env(include_str!("../config/kbgate.yaml"), &env).unwrap()
 }
 
 fn hot_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("bench.db")).unwrap());
     let new = secret::generate();
@@ -55,27 +46,29 @@ fn hot_path(c: &mut Criterion) {
         chrono::Utc::now(),
     );
     runtime.block_on(store.create(&record)).unwrap();
-    let limits = CacheLimits {
-        max_age: Duration::from_secs(3600),
-        max_entries: 100_000,
-        negative_ttl: Duration::from_secs(5),
-        negative_max_entries: 100_000,
-    };
-    let keyring = Keyring::new(store, limits, true);
+    let mut config = shipped_config();
+    // The shipped 30 s would send a long run back to the store.
+    config.hot_tier.max_age = Duration::from_secs(3600);
+    let keyring = Arc::new(Keyring::new(store, config.hot_tier, true));
     runtime.block_on(keyring.verify(&new.secret)).unwrap();
-    let routes = shipped_routes();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", new.secret)).unwrap(),
-    );
-    headers.insert("accept", HeaderValue::from_static("application/json"));
-    let hit = || hot_path_hit(&keyring, &routes, &headers);
+    let usage = Arc::new(UsageRecorder::default());
+    let gateway = kbgate::app::gateway(&config, keyring, usage, None).unwrap();
+    let request = Request::builder()
+        .uri("/v1/article/a1?lang=en")
+        .header("host", "kb.example.com")
+        .header(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {}", new.secret)).unwrap(),
+        )
+        .header("accept", "application/json")
+        .body(())
+        .unwrap();
+    let hit = || admit(&gateway, black_box(&request));
 
     c.bench_function("hot_path_hit", |b| b.iter(|| black_box(hit())));
     // Every request without a usable X-Request-Id gets a fresh random one.
     c.bench_function("request_id_new", |b| {
-        b.iter(|| request_id(black_box(&headers)))
+        b.iter(|| request_id(black_box(request.headers())))
     });
     // A random key of the right shape but a wrong checksum: refused with no lookup at all.
     let mut forged = secret::generate().secret;
@@ -87,12 +80,13 @@ fn hot_path(c: &mut Criterion) {
 
     // Handles registered before the recorder is installed stay no-ops: the cost of metering
     // code when nothing collects. Then install the recorder (once per process) and register again.
-    let noop = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    let templates = || gateway.routes.routes().iter().map(|r| r.template.as_str());
+    let noop = RequestMetrics::new(templates(), Some(Arc::new(KeyMetrics::new(10_000))));
     c.bench_function("hot_path_hit_metered_no_recorder", |b| {
         b.iter(|| metered(hit(), &noop))
     });
-    let handle = metrics::install();
-    let live = RequestMetrics::new(&routes, Some(Arc::new(KeyMetrics::new(10_000))));
+    let handle = metrics::install(Rejection::auth_codes());
+    let live = RequestMetrics::new(templates(), Some(Arc::new(KeyMetrics::new(10_000))));
     c.bench_function("hot_path_hit_metered_prometheus", |b| {
         b.iter(|| metered(hit(), &live))
     });
@@ -103,40 +97,24 @@ fn hot_path(c: &mut Criterion) {
     );
 }
 
-/// The path up to forwarding; returns the grant and route for metering.
-fn hot_path_hit<'r>(
-    keyring: &Keyring,
-    routes: &'r RouteTable,
-    headers: &HeaderMap,
-) -> (Arc<KeyGrant>, &'r Route) {
-    let path = path::canonicalize_path(black_box("/v1/article/a1")).unwrap();
-    let (key, _query) = extract_key(
-        black_box(headers),
-        black_box(Some("lang=en")),
-        &KeySources::DEFAULT,
-    )
-    .unwrap();
-    assert!(secret::is_well_formed(&key));
-    let grant = keyring
-        .verify(&key)
+/// The gateway's admission of `request`; returns the grant and route index for metering.
+fn admit(gateway: &Gateway, request: &Request<()>) -> (Arc<KeyGrant>, usize) {
+    let mut path = None;
+    let mut log = RequestLog::default();
+    let admitted = gateway
+        .admit(request, &mut path, &mut log)
         .now_or_never()
         .expect("a hot-tier hit never waits")
         .unwrap();
-    let route = routes.lookup(&Method::GET, &path).unwrap();
-    assert!(authz::grants(
-        grant.scope,
-        &grant.permissions,
-        &route.permission
-    ));
-    (grant, route)
+    (admitted.key, admitted.route.index)
 }
 
 /// What `Gateway::handle` records for a forwarded request.
-fn metered((grant, route): (Arc<KeyGrant>, &Route), metrics: &RequestMetrics) {
+fn metered((grant, route): (Arc<KeyGrant>, usize), metrics: &RequestMetrics) {
     let _in_flight = InFlight::start();
-    metrics::fixed().auth_decision(Ok(()));
+    metrics::fixed().auth_allowed();
     metrics.observe(&Observation {
-        route: Some(route.index),
+        route: Some(route),
         method: &Method::GET,
         status: 200,
         outcome: "forwarded",

@@ -12,6 +12,7 @@ use crate::keys::{self, KeyStore, Keyring, StoreError};
 use crate::metrics;
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
+use crate::rejection::Rejection;
 use crate::server::{self, tls_acceptor};
 use crate::upstream::Upstream;
 use crate::usage::UsageRecorder;
@@ -78,7 +79,7 @@ pub async fn start_with_store(
     let addr = local_addr("gateway", &listener)?;
     let admin_addr = local_addr("admin", &admin_listener)?;
 
-    let prometheus = metrics::install();
+    let prometheus = metrics::install(Rejection::auth_codes());
     let shutdown = CancellationToken::new();
     let changes = store.watch(shutdown.clone());
     let keyring = Arc::new(Keyring::new(
@@ -98,18 +99,12 @@ pub async fn start_with_store(
         shutdown.clone(),
     )
     .await;
-    let request_metrics = RequestMetrics::new(&config.routes, key_metrics.clone());
-    let gateway = Arc::new(Gateway {
-        keyring: keyring.clone(),
-        routes: config.routes,
-        upstream: Upstream::new(config.upstream).map_err(StartError::Upstream)?,
-        usage: usage.clone(),
-        metrics: request_metrics,
-        limits: config.limits,
-        key_sources: config.key_sources,
-        trusted_proxies: config.trusted_proxies,
-        cors: config.cors,
-    });
+    let gateway = Arc::new(gateway(
+        &config,
+        keyring.clone(),
+        usage.clone(),
+        key_metrics.clone(),
+    )?);
     let keys = Arc::new(KeyService::new(
         store.clone(),
         keyring.clone(),
@@ -151,6 +146,31 @@ pub async fn start_with_store(
         shutdown,
         servers,
         usage,
+    })
+}
+
+/// The gateway as a value, built from the config's sections: [`start_with_store`] serves it,
+/// tests and benches call it in process.
+pub fn gateway(
+    config: &Config,
+    keyring: Arc<Keyring>,
+    usage: Arc<UsageRecorder>,
+    key_metrics: Option<Arc<KeyMetrics>>,
+) -> Result<Gateway, StartError> {
+    let request_metrics = RequestMetrics::new(
+        config.routes.routes().iter().map(|r| r.template.as_str()),
+        key_metrics,
+    );
+    Ok(Gateway {
+        keyring,
+        routes: config.routes.clone(),
+        upstream: Upstream::new(config.upstream.clone()).map_err(StartError::Upstream)?,
+        usage,
+        metrics: request_metrics,
+        limits: config.limits,
+        key_sources: config.key_sources.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        cors: config.cors.clone(),
     })
 }
 

@@ -5,16 +5,16 @@
 //!
 //! ```text
 //! accept (HTTP/1.1, HTTP/2, optional TLS)      server.rs
-//!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway.rs
-//!   -> canonical path          400 invalid_path                       path.rs
-//!   -> extract key             401 missing_key / 400 ambiguous_key    gateway.rs
+//!   -> check the request       CONNECT, Upgrade, sizes, Host, framing gateway/checks.rs
+//!   -> canonical path          400 invalid_path                       path.rs   
+//!   -> extract key             401 missing_key / 400 ambiguous_key    gateway/key_source.rs
 //!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
 //!   -> verify                  hot tier, then store                   keys/keyring.rs
 //!   -> authorize               route table -> permission -> grant?    authz/
 //!   -> forward                 pooled client, header hygiene,         upstream.rs
-//!                              body limits (413, 408)                 gateway.rs
+//!                              body limits (413, 408)                 gateway/body_guard.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
-//!                              Prometheus metrics, access log          metrics/, gateway.rs
+//!                              Prometheus metrics, access log          metrics/, gateway/mod.rs
 //! ```
 //!
 //! Every refusal is one JSON body from one enum ([`rejection::Rejection`]).
@@ -25,7 +25,8 @@
 //! `path` canonical request paths, anything ambiguous refused ·
 //! `authz` permissions, scopes, grants; `authz::routes` the route table (compile, lookup, print) ·
 //! `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
-//! TLS, limits, graceful shutdown · `gateway` the request path · `rejection` refusals -> responses ·
+//! TLS, limits, graceful shutdown · `gateway` the request path: `handle` over `admit` (checks,
+//! path, key, verify, route, grant) then `forward`; `checks`, `key_source`, `body_guard` · `rejection` refusals -> responses ·
 //! `keys` secrets, records, stores, hot tier ·
 //! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
 //! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·

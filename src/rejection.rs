@@ -3,6 +3,9 @@
 //! addresses) is ever part of the message.
 
 use crate::body::{self, Body};
+use crate::keys::VerifyError;
+use crate::path::PathError;
+use crate::upstream::ForwardError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// Every method a route may name (see `authz`), for the `Allow` header of a 405.
@@ -32,6 +35,20 @@ pub enum Rejection {
     UpstreamTimeout,
     /// A CORS preflight from an origin not in `cors.allowed_origins`.
     OriginNotAllowed,
+}
+
+/// Where in the request path a refusal falls, which says what it tells of the key check
+/// (`kbgate_auth_decisions_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    /// Before any key was looked at: the request itself, its path, a CORS preflight. No
+    /// auth decision.
+    Request,
+    /// The key check said no: no key, a bad one, one without the permission. Counted under
+    /// its code.
+    Auth,
+    /// After the key was allowed: the body or the KB failed. Counted as allowed.
+    Forwarding,
 }
 
 impl Rejection {
@@ -152,6 +169,41 @@ impl Rejection {
         }
     }
 
+    /// Where this refusal falls (see [`RefusalClass`]): a new refusal is classed here, in
+    /// the one match that must name it.
+    pub fn class(self) -> RefusalClass {
+        match self {
+            Rejection::BadRequest
+            | Rejection::ConnectNotAllowed
+            | Rejection::UpgradeNotAllowed
+            | Rejection::UriTooLong
+            | Rejection::HeadersTooLarge
+            | Rejection::InvalidPath
+            | Rejection::OriginNotAllowed => RefusalClass::Request,
+            Rejection::MissingKey
+            | Rejection::AmbiguousKey
+            | Rejection::InvalidKey
+            | Rejection::KeyDisabled
+            | Rejection::KeyExpired
+            | Rejection::StoreUnavailable
+            | Rejection::RouteNotAllowed
+            | Rejection::InsufficientPermissions
+            | Rejection::QueryNotAllowed => RefusalClass::Auth,
+            Rejection::BodyTooLarge
+            | Rejection::BodyTimeout
+            | Rejection::UpstreamUnavailable
+            | Rejection::UpstreamTimeout => RefusalClass::Forwarding,
+        }
+    }
+
+    /// The codes of the refusals that are auth decisions, for the metrics to register at 0.
+    pub fn auth_codes() -> impl Iterator<Item = &'static str> {
+        Rejection::ALL
+            .into_iter()
+            .filter(|r| r.class() == RefusalClass::Auth)
+            .map(Rejection::code)
+    }
+
     /// Refusals after which the rest of the connection cannot be trusted or is not worth
     /// reading: the framing was doubtful, or an unread body may still be on its way.
     pub fn closes_connection(self) -> bool {
@@ -177,6 +229,34 @@ impl Rejection {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<VerifyError> for Rejection {
+    fn from(error: VerifyError) -> Rejection {
+        match error {
+            VerifyError::Unknown => Rejection::InvalidKey,
+            VerifyError::Disabled => Rejection::KeyDisabled,
+            VerifyError::Expired => Rejection::KeyExpired,
+            VerifyError::StoreUnavailable => Rejection::StoreUnavailable,
+        }
+    }
+}
+
+impl From<ForwardError> for Rejection {
+    fn from(error: ForwardError) -> Rejection {
+        match error {
+            ForwardError::Unavailable => Rejection::UpstreamUnavailable,
+            ForwardError::Timeout => Rejection::UpstreamTimeout,
+            // Only a path and query the gateway itself let through can fail this way.
+            ForwardError::InvalidTarget => Rejection::InvalidPath,
+        }
+    }
+}
+
+impl From<PathError> for Rejection {
+    fn from(_: PathError) -> Rejection {
+        Rejection::InvalidPath
     }
 }
 
@@ -236,6 +316,27 @@ mod tests {
                 (502, "upstream_unavailable"),
                 (504, "upstream_timeout"),
                 (403, "origin_not_allowed"),
+            ]
+        );
+    }
+
+    /// `kbgate_auth_decisions_total`'s outcomes, as the README lists them.
+    #[test]
+    fn auth_decisions_are_the_key_refusals() {
+        let mut codes: Vec<&str> = Rejection::auth_codes().collect();
+        codes.sort_unstable();
+        assert_eq!(
+            codes,
+            [
+                "ambiguous_key",
+                "insufficient_permissions",
+                "invalid_key",
+                "key_disabled",
+                "key_expired",
+                "missing_key",
+                "query_not_allowed",
+                "route_not_allowed",
+                "store_unavailable",
             ]
         );
     }

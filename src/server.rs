@@ -2,7 +2,8 @@
 //! (h2c with prior knowledge), connection cap, header read timeout and graceful shutdown.
 //! Both the gateway and the admin API are served by [`serve`].
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -71,13 +72,17 @@ impl ConnInfo {
     }
 }
 
-/// Something that answers requests: the gateway or the admin API.
+/// Something that answers requests: the gateway or the admin API. Any body will do: [`serve`]
+/// passes hyper's `Incoming`, tests and benches build requests in process.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(
+    fn handle<B>(
         &self,
-        request: Request<Incoming>,
+        request: Request<B>,
         conn: ConnInfo,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    ) -> impl Future<Output = Response<Body>> + Send
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>;
 }
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish within the grace.
@@ -122,7 +127,7 @@ pub async fn serve<H: Handler>(
                 + limits.header_read_timeout;
             let first_request = Arc::new(AtomicBool::new(false));
             let started = first_request.clone();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: Request<Incoming>| {
                 let handler = handler.clone();
                 let conn = conn.clone();
                 started.store(true, Ordering::Release);

@@ -4,7 +4,6 @@
 use crate::body::{self, Body};
 use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
-use crate::rejection::Rejection;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -117,6 +116,19 @@ impl NameSet {
     }
 }
 
+/// Why a request could not be forwarded; the gateway turns it into its refusal
+/// (`From<ForwardError> for Rejection` in rejection.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The KB could not be reached, failed before answering, or answered with a status the
+    /// gateway cannot pass on (an unrequested 1xx).
+    Unavailable,
+    /// No response headers within `upstream.timeout`.
+    Timeout,
+    /// The path and query do not make a request target.
+    InvalidTarget,
+}
+
 /// What the gateway knows about the request that the upstream should hear.
 pub struct ForwardInfo<'a> {
     pub path: &'a str,
@@ -186,7 +198,7 @@ impl Upstream {
         &self,
         request: Request<Body>,
         info: ForwardInfo<'_>,
-    ) -> Result<Response<Body>, Rejection> {
+    ) -> Result<Response<Body>, ForwardError> {
         let (client, body) = request.into_parts();
         // Safe to send again: an idempotent method (RFC 9110 §9.2.2) and no body, so nothing
         // is lost or sent twice. Bodies are streamed, never kept.
@@ -205,7 +217,7 @@ impl Upstream {
         let mut response = match response {
             Err(_elapsed) => {
                 metrics::fixed().upstream_error(UpstreamError::Timeout);
-                return Err(Rejection::UpstreamTimeout);
+                return Err(ForwardError::Timeout);
             }
             Ok(Err(error)) => {
                 let kind = if error.is_connect() {
@@ -215,7 +227,7 @@ impl Upstream {
                 };
                 metrics::fixed().upstream_error(kind);
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "upstream request failed");
-                return Err(Rejection::UpstreamUnavailable);
+                return Err(ForwardError::Unavailable);
             }
             Ok(Ok(response)) => response,
         };
@@ -225,7 +237,7 @@ impl Upstream {
             // `:status 101` over HTTP/2, which RFC 9113 §8.1 forbids. The connection is dropped.
             metrics::fixed().upstream_error(UpstreamError::Request);
             tracing::warn!(status = %response.status(), "upstream answered an unrequested informational status");
-            return Err(Rejection::UpstreamUnavailable);
+            return Err(ForwardError::Unavailable);
         }
         let headers = response.headers_mut();
         if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -247,7 +259,7 @@ impl Upstream {
         client: &http::request::Parts,
         body: Body,
         info: &ForwardInfo<'_>,
-    ) -> Result<Request<Body>, Rejection> {
+    ) -> Result<Request<Body>, ForwardError> {
         let chunked = !self.config.http2 && has_unknown_length(&body);
         let mut request = Request::new(body);
         *request.method_mut() = client.method.clone();
@@ -288,7 +300,7 @@ impl Upstream {
         Ok(request)
     }
 
-    fn target_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    fn target_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ForwardError> {
         let inject = self.config.inject_query.as_str();
         let mut path_and_query = String::with_capacity(
             self.config.base_path.len() + path.len() + query.map_or(0, str::len) + inject.len() + 2,
@@ -322,8 +334,8 @@ impl Upstream {
         }
         let mut parts = self.config.origin.clone().into_parts();
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query));
-        parts.path_and_query = Some(path_and_query.map_err(|_| Rejection::InvalidPath)?);
-        Uri::from_parts(parts).map_err(|_| Rejection::InvalidPath)
+        parts.path_and_query = Some(path_and_query.map_err(|_| ForwardError::InvalidTarget)?);
+        Uri::from_parts(parts).map_err(|_| ForwardError::InvalidTarget)
     }
 }
 

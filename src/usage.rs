@@ -88,7 +88,8 @@ impl UsageRecorder {
             .collect();
         let result = store.add_usage(&deltas).await;
         if let Err(error) = &result {
-            crate::metrics::fixed().store_error(crate::metrics::StoreOp::UsageFlush, error);
+            crate::metrics::fixed()
+                .store_error(crate::metrics::StoreOp::UsageFlush, error.metric_kind());
             for (id, p) in taken {
                 self.pending
                     .entry(id)

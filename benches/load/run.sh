@@ -622,7 +622,7 @@ profile_breakdown() {
       row("upstream request: URI, client headers that may pass, forwarding headers (incl.)", incl("^kbgate::upstream::Upstream::upstream_request$"))
       row("  of which the URI: `target_uri` (incl.)", incl("^kbgate::upstream::Upstream::target_uri$"))
       row("response headers: `remove_hop_by_hop` (incl.)", incl("^kbgate::upstream::remove_hop_by_hop$"))
-      row("key: `extract_key` + `is_well_formed` (incl.)", incl0("^kbgate::gateway::extract_key$") + incl0("^kbgate::keys::secret::is_well_formed$"))
+      row("key: `extract_key` + `is_well_formed` (incl.)", incl0("^kbgate::gateway::key_source::extract_key$") + incl0("^kbgate::keys::secret::is_well_formed$"))
       row("key: blake3 + hot-tier lookup (incl.)", incl0("^blake3::hash$") + incl0("^kbgate::keys::keyring::Keyring::cached$"))
       row("routes: `canonicalize_path` + `RouteTable::lookup` (incl.)", incl0("^kbgate::path::canonicalize_path$") + incl0("^kbgate::authz::routes::RouteTable::lookup$"))
       row("usage: `UsageRecorder::record` (incl.)", incl("^kbgate::usage::UsageRecorder::record$"))

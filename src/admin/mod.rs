@@ -5,14 +5,13 @@
 mod keys;
 mod openapi;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::keys::service::{KeyService, KeyServiceError};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
 use crate::rejection::error_response;
 use crate::server::{ConnInfo, Handler};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
@@ -56,7 +55,7 @@ impl ApiError {
     }
 
     fn store(error: crate::keys::StoreError) -> ApiError {
-        metrics::fixed().store_error(StoreOp::Admin, &error);
+        metrics::fixed().store_error(StoreOp::Admin, error.metric_kind());
         tracing::error!(%error, "admin store operation failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -79,7 +78,12 @@ impl From<KeyServiceError> for ApiError {
 }
 
 impl Handler for Admin {
-    async fn handle(&self, request: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+    async fn handle<B>(&self, request: Request<B>, _conn: ConnInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let request = request.map(body::stream);
         let request_id = crate::gateway::request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
@@ -128,7 +132,7 @@ impl Admin {
         self
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn route(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -160,7 +164,7 @@ impl Admin {
         }
     }
 
-    fn authenticate(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+    fn authenticate(&self, request: &Request<Body>) -> Result<(), ApiError> {
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -182,7 +186,7 @@ impl Admin {
         match self.keys.ping().await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Err(error) => {
-                metrics::fixed().store_error(StoreOp::Ping, &error);
+                metrics::fixed().store_error(StoreOp::Ping, error.metric_kind());
                 tracing::warn!(%error, "readiness: store unreachable");
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -279,17 +283,29 @@ fn method_not_allowed(allow: &'static str) -> ApiError {
 /// The largest admin request body: key changes are small.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
-async fn read_body(request: Request<Incoming>) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(request: Request<Body>) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let limited = http_body_util::Limited::new(request.into_body(), MAX_ADMIN_BODY);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(ApiError::new(
+    // Read frame by frame rather than through `Limited`: its boxed error would need a
+    // conversion for every lifetime, which the Send proof of this future cannot see.
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "The request body is too large or was cut off.",
-        )),
+        )
+    };
+    let mut body = request.into_body();
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| too_large())?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > MAX_ADMIN_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
     }
+    Ok(bytes.freeze())
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

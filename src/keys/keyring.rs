@@ -14,11 +14,23 @@ use crate::FastMap;
 use crate::authz::{Permission, Scope};
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent};
 use crate::metrics::{self, StoreOp};
-use crate::rejection::Rejection;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Why a presented secret does not verify; the gateway turns it into its refusal
+/// (`From<VerifyError> for Rejection` in rejection.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    /// No key holds this secret.
+    Unknown,
+    Disabled,
+    /// The key expired, or the secret is a rotated-out one past its grace.
+    Expired,
+    /// The store could not be asked: verification fails closed.
+    StoreUnavailable,
+}
 
 /// What the request path needs to know about a verified key.
 #[derive(Debug)]
@@ -46,13 +58,13 @@ impl KeyGrant {
 
     /// Is the key usable at `now`? Checked on every request, cached or not, so expiry and the
     /// end of a rotation grace take effect to the second without any invalidation.
-    fn check(&self, now: DateTime<Utc>) -> Result<(), Rejection> {
+    fn check(&self, now: DateTime<Utc>) -> Result<(), VerifyError> {
         if !self.enabled {
-            return Err(Rejection::KeyDisabled);
+            return Err(VerifyError::Disabled);
         }
         let expired = |at: Option<DateTime<Utc>>| at.is_some_and(|at| at <= now);
         if expired(self.expires_at) || expired(self.secret_retires_at) {
-            return Err(Rejection::KeyExpired);
+            return Err(VerifyError::Expired);
         }
         Ok(())
     }
@@ -102,7 +114,7 @@ impl Keyring {
     }
 
     /// Verifies a well-formed secret: hot tier first, then the store (fail closed when it is down).
-    pub async fn verify(&self, secret: &str) -> Result<Arc<KeyGrant>, Rejection> {
+    pub async fn verify(&self, secret: &str) -> Result<Arc<KeyGrant>, VerifyError> {
         let hash = KeyHash::of(secret);
         let now = Utc::now();
         let counters = metrics::fixed();
@@ -113,7 +125,7 @@ impl Keyring {
         }
         if self.known_unknown(&hash) {
             counters.hot_tier_negative_hit.increment(1);
-            return Err(Rejection::InvalidKey);
+            return Err(VerifyError::Unknown);
         }
         counters.hot_tier_miss.increment(1);
         let generation = self.generation.load(Ordering::SeqCst);
@@ -122,13 +134,13 @@ impl Keyring {
             Ok(None) => {
                 counters.store_not_found.increment(1);
                 self.remember_unknown(hash, generation);
-                return Err(Rejection::InvalidKey);
+                return Err(VerifyError::Unknown);
             }
             Err(error) => {
                 counters.store_error.increment(1);
-                counters.store_error(StoreOp::Lookup, &error);
+                counters.store_error(StoreOp::Lookup, error.metric_kind());
                 tracing::warn!(%error, "key lookup failed");
-                return Err(Rejection::StoreUnavailable);
+                return Err(VerifyError::StoreUnavailable);
             }
         };
         counters.store_found.increment(1);

@@ -12,7 +12,7 @@ mod sources;
 pub mod store;
 pub mod watch;
 
-pub use keyring::{KeyGrant, Keyring};
+pub use keyring::{KeyGrant, Keyring, VerifyError};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
 pub use sources::KeySources;

@@ -2,6 +2,7 @@
 
 use crate::authz::{Permission, Scope};
 use crate::keys::secret::{KeyHash, NewSecret};
+use crate::metrics::keys::KeyLabels;
 use chrono::{DateTime, Utc};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,18 @@ pub struct UsageDelta {
 }
 
 impl KeyRecord {
+    /// What `kbgate_key_info` says of this key.
+    pub fn metric_labels(&self) -> KeyLabels<'_> {
+        KeyLabels {
+            id: &self.id,
+            name: &self.name,
+            scope: match self.scope {
+                Scope::Read => "read",
+                Scope::ReadWrite => "read_write",
+            },
+        }
+    }
+
     /// A new enabled key holding `secret` as its only secret.
     pub fn new(
         name: String,

@@ -272,7 +272,7 @@ impl KeyService {
     /// request counter starts at 0.
     fn key_changed(&self, record: &KeyRecord) {
         if let Some(key_metrics) = &self.key_metrics {
-            key_metrics.set(record);
+            key_metrics.set(record.metric_labels());
         }
     }
 

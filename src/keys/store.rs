@@ -2,6 +2,7 @@
 
 use crate::keys::redis::RedisConfig;
 use crate::keys::{KeyHash, KeyRecord, UsageDelta};
+use crate::metrics::StoreErrorKind;
 use async_trait::async_trait;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -50,6 +51,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a key with id {0} already exists")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// The `kind` label of `kbgate_store_errors_total`.
+    pub fn metric_kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Unavailable(_) => StoreErrorKind::Unavailable,
+            StoreError::Corrupt(_) => StoreErrorKind::Corrupt,
+            StoreError::Conflict(_) => StoreErrorKind::Conflict,
+        }
+    }
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
 //! The keys' background loops: a shared store's change feed applied to the hot tier, the
 //! hot-tier sweep, and the `kbgate_key_info` refresh after changes made through other instances.
 
-use crate::keys::{KeyStore, Keyring, StoreEvent};
+use crate::keys::{KeyRecord, KeyStore, Keyring, StoreEvent};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
 use std::sync::Arc;
@@ -73,9 +73,12 @@ async fn sweep_hot_tier(keyring: Arc<Keyring>, shutdown: CancellationToken) {
 async fn refresh_key_metrics(key_metrics: &KeyMetrics, store: &dyn KeyStore) {
     let changes = key_metrics.changes();
     match store.list_oldest(key_metrics.limit()).await {
-        Ok(records) => key_metrics.replace_all(&records, changes),
+        Ok(records) => {
+            let labels: Vec<_> = records.iter().map(KeyRecord::metric_labels).collect();
+            key_metrics.replace_all(&labels, changes);
+        }
         Err(error) => {
-            metrics::fixed().store_error(StoreOp::Admin, &error);
+            metrics::fixed().store_error(StoreOp::Admin, error.metric_kind());
             tracing::warn!(%error, "cannot list keys for kbgate_key_info; will retry");
         }
     }

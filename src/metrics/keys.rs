@@ -11,8 +11,6 @@
 
 use super::{KEY_INFO, KEY_REQUESTS};
 use crate::FastMap;
-use crate::authz::Scope;
-use crate::keys::KeyRecord;
 use metrics::{Counter, counter};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -22,9 +20,18 @@ use std::sync::{Arc, RwLock};
 /// The key label that counts every key past `metrics.per_key_limit`.
 pub const OTHER_KEYS: &str = "other";
 
+/// What `kbgate_key_info` says of one key.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyLabels<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    /// `read` or `read_write`.
+    pub scope: &'static str,
+}
+
 pub struct KeyMetrics {
     /// key id -> (name, scope), sorted so the output is stable.
-    info: RwLock<BTreeMap<String, (String, Scope)>>,
+    info: RwLock<BTreeMap<String, (String, &'static str)>>,
     /// Bumped by every `set` and `remove`, so a store listing that raced with a change made
     /// here is not allowed to undo it.
     changes: AtomicU64,
@@ -72,11 +79,11 @@ impl KeyMetrics {
     }
 
     /// Adds or updates a key (after create, edit, rotate).
-    pub fn set(&self, record: &KeyRecord) {
-        self.register(&record.id);
+    pub fn set(&self, key: KeyLabels<'_>) {
+        self.register(key.id);
         let mut keys = self.write();
-        if self.counters.contains_key(record.id.as_str()) {
-            keys.insert(record.id.clone(), (record.name.clone(), record.scope));
+        if self.counters.contains_key(key.id) {
+            keys.insert(key.id.to_string(), (key.name.to_string(), key.scope));
         }
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
@@ -95,16 +102,16 @@ impl KeyMetrics {
     /// Replaces everything with the store's keys (at start, and periodically for changes made
     /// through other instances on a shared store), unless a key changed here since `changes`
     /// was read: then the listing may be stale and the next refresh tries again.
-    pub fn replace_all(&self, records: &[KeyRecord], changes: u64) {
-        for record in records {
-            self.register(&record.id);
+    pub fn replace_all(&self, all: &[KeyLabels<'_>], changes: u64) {
+        for key in all {
+            self.register(key.id);
         }
         let mut keys = self.write();
         if self.changes() == changes {
-            *keys = records
+            *keys = all
                 .iter()
-                .filter(|r| self.counters.contains_key(r.id.as_str()))
-                .map(|r| (r.id.clone(), (r.name.clone(), r.scope)))
+                .filter(|k| self.counters.contains_key(k.id))
+                .map(|k| (k.id.to_string(), (k.name.to_string(), k.scope)))
                 .collect();
         }
     }
@@ -135,24 +142,17 @@ impl KeyMetrics {
                 "{KEY_INFO}{{key_id=\"{}\",name=\"{}\",scope=\"{}\"}} 1",
                 escape(id),
                 escape(name),
-                scope_label(*scope)
+                scope
             );
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (String, Scope)>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (String, &'static str)>> {
         self.info.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (String, Scope)>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (String, &'static str)>> {
         self.info.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn scope_label(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::ReadWrite => "read_write",
     }
 }
 
@@ -167,27 +167,22 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::secret;
 
-    fn record(name: &str) -> KeyRecord {
-        let new = secret::generate();
-        KeyRecord::new(
-            name.into(),
-            Scope::Read,
-            vec![],
-            None,
-            &new,
-            chrono::Utc::now(),
-        )
+    fn key<'a>(id: &'a str, name: &'a str) -> KeyLabels<'a> {
+        KeyLabels {
+            id,
+            name,
+            scope: "read",
+        }
     }
 
     #[test]
     fn renders_escaped_sorted_series_and_forgets_deleted_keys() {
         let info = KeyMetrics::new(10);
-        let a = record("Chatbot \"prod\" \\ eu");
-        let b = record("Export");
-        info.set(&a);
-        info.set(&b);
+        let a = key("key_a", "Chatbot \"prod\" \\ eu");
+        let b = key("key_b", "Export");
+        info.set(a);
+        info.set(b);
         let mut text = String::new();
         info.render(&mut text);
         assert!(text.starts_with("# HELP kbgate_key_info "), "{text}");
@@ -196,12 +191,12 @@ mod tests {
             a.id
         );
         assert!(text.contains(&line), "{text}");
-        info.remove(&a.id);
+        info.remove(a.id);
         let mut text = String::new();
         info.render(&mut text);
-        assert!(!text.contains(&a.id) && text.contains(&b.id), "{text}");
+        assert!(!text.contains(a.id) && text.contains(b.id), "{text}");
         let before = info.changes();
-        info.set(&a);
+        info.set(a);
         info.replace_all(&[], before);
         assert_eq!(
             info.len(),

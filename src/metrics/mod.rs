@@ -14,8 +14,6 @@ pub mod keys;
 pub mod process;
 pub mod requests;
 
-use crate::keys::StoreError;
-use crate::rejection::Rejection;
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
@@ -50,8 +48,10 @@ static FIXED: OnceLock<Fixed> = OnceLock::new();
 static NOOP: Fixed = Fixed::noop();
 
 /// Installs the process-wide Prometheus recorder the first time it is called; every call
-/// returns a handle to that one recorder.
-pub fn install() -> PrometheusHandle {
+/// returns a handle to that one recorder. `auth_refusals` are the outcome codes of
+/// `kbgate_auth_decisions_total` besides `allowed`, registered at 0 so that `rate()` sees the
+/// first refusal (the first call's list is the one kept).
+pub fn install(auth_refusals: impl IntoIterator<Item = &'static str>) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let mut builder = PrometheusBuilder::new();
@@ -67,7 +67,7 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-            let _ = FIXED.set(Fixed::register());
+            let _ = FIXED.set(Fixed::register(auth_refusals));
             handle
         })
         .clone()
@@ -130,24 +130,6 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version of the running kbgate.");
 }
 
-/// Is this refusal an auth decision? The others are about the path or the upstream.
-fn is_auth_refusal(rejection: Rejection) -> bool {
-    !matches!(
-        rejection,
-        Rejection::BadRequest
-            | Rejection::ConnectNotAllowed
-            | Rejection::UpgradeNotAllowed
-            | Rejection::UriTooLong
-            | Rejection::HeadersTooLarge
-            | Rejection::InvalidPath
-            | Rejection::BodyTooLarge
-            | Rejection::BodyTimeout
-            | Rejection::UpstreamUnavailable
-            | Rejection::UpstreamTimeout
-            | Rejection::OriginNotAllowed
-    )
-}
-
 /// Where a store error happened.
 #[derive(Clone, Copy, Debug)]
 pub enum StoreOp {
@@ -164,12 +146,12 @@ pub enum StoreOp {
 const STORE_OPS: [&str; 4] = ["lookup", "admin", "usage_flush", "ping"];
 const STORE_ERROR_KINDS: [&str; 3] = ["unavailable", "corrupt", "conflict"];
 
-fn store_error_kind(error: &StoreError) -> usize {
-    match error {
-        StoreError::Unavailable(_) => 0,
-        StoreError::Corrupt(_) => 1,
-        StoreError::Conflict(_) => 2,
-    }
+/// What kind of store error it was (the store names its errors' kinds).
+#[derive(Clone, Copy, Debug)]
+pub enum StoreErrorKind {
+    Unavailable = 0,
+    Corrupt = 1,
+    Conflict = 2,
 }
 
 /// Why an upstream request failed.
@@ -188,7 +170,8 @@ const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
 /// Handles whose label sets are known before the first request.
 pub struct Fixed {
     auth_allowed: Counter,
-    auth_refused: Vec<(Rejection, Counter)>,
+    /// One per refusal code given to [`install`].
+    auth_refused: Vec<(&'static str, Counter)>,
     pub hot_tier_hit: Counter,
     pub hot_tier_miss: Counter,
     /// A well-formed secret the negative cache already knows to be unknown.
@@ -219,14 +202,13 @@ impl Fixed {
         }
     }
 
-    fn register() -> Fixed {
+    fn register(auth_refusals: impl IntoIterator<Item = &'static str>) -> Fixed {
         let lookup = |name: &'static str, result: &'static str| counter!(name, "result" => result);
         Fixed {
             auth_allowed: counter!(AUTH_DECISIONS, "outcome" => "allowed"),
-            auth_refused: Rejection::ALL
+            auth_refused: auth_refusals
                 .into_iter()
-                .filter(|r| is_auth_refusal(*r))
-                .map(|r| (r, counter!(AUTH_DECISIONS, "outcome" => r.code())))
+                .map(|code| (code, counter!(AUTH_DECISIONS, "outcome" => code)))
                 .collect(),
             hot_tier_hit: lookup(HOT_TIER_LOOKUPS, "hit"),
             hot_tier_miss: lookup(HOT_TIER_LOOKUPS, "miss"),
@@ -243,28 +225,20 @@ impl Fixed {
         }
     }
 
-    /// Counts the auth decision a request's outcome implies (none for a request refused before
-    /// any key is looked at: a malformed request or a non-canonical path).
-    pub fn auth_decision(&self, outcome: Result<(), Rejection>) {
-        match outcome {
-            Ok(())
-            | Err(
-                Rejection::UpstreamUnavailable
-                | Rejection::UpstreamTimeout
-                | Rejection::BodyTooLarge
-                | Rejection::BodyTimeout,
-            ) => self.auth_allowed.increment(1),
-            Err(rejection) => {
-                if let Some((_, counter)) = self.auth_refused.iter().find(|(r, _)| *r == rejection)
-                {
-                    counter.increment(1);
-                }
-            }
+    /// Counts a request whose key was allowed (its forwarding may still have failed).
+    pub fn auth_allowed(&self) {
+        self.auth_allowed.increment(1);
+    }
+
+    /// Counts a key check refused with `code`, one of the codes given to [`install`].
+    pub fn auth_refused(&self, code: &str) {
+        if let Some((_, counter)) = self.auth_refused.iter().find(|(c, _)| *c == code) {
+            counter.increment(1);
         }
     }
 
-    pub fn store_error(&self, op: StoreOp, error: &StoreError) {
-        self.store_errors[op as usize][store_error_kind(error)].increment(1);
+    pub fn store_error(&self, op: StoreOp, kind: StoreErrorKind) {
+        self.store_errors[op as usize][kind as usize].increment(1);
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {

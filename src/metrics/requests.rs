@@ -5,7 +5,6 @@
 use super::keys::KeyMetrics;
 use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
 use crate::FastMap;
-use crate::authz::routes::RouteTable;
 use http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
 use std::sync::{Arc, OnceLock};
@@ -49,12 +48,15 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn new(routes: &RouteTable, per_key: Option<Arc<KeyMetrics>>) -> RequestMetrics {
-        let labels = routes
-            .routes()
-            .iter()
-            .map(|r| r.template.clone())
-            .chain([NO_ROUTE.to_string()]);
+    /// `route_templates` in route-table order: a request's route is its index there.
+    pub fn new<'a>(
+        route_templates: impl IntoIterator<Item = &'a str>,
+        per_key: Option<Arc<KeyMetrics>>,
+    ) -> RequestMetrics {
+        let labels = route_templates
+            .into_iter()
+            .chain([NO_ROUTE])
+            .map(str::to_string);
         let routes = labels
             .map(|label| RouteHandles {
                 label,

@@ -1,0 +1,357 @@
+//! The request path. [`Gateway::handle`] times, meters, logs and turns refusals into
+//! responses; under it, [`Gateway::admit`] is the path of DESIGN.md read top to bottom (request
+//! checks, canonical path, key, verify, route, grant) and [`Gateway::forward`] sends what was
+//! admitted to the KB.
+
+mod body_guard;
+mod checks;
+mod key_source;
+
+use crate::access_log::{AccessLine, BytesIn};
+use crate::authz::{self, routes::Route, routes::RouteTable};
+use crate::body::{self, Body, BoxError};
+use crate::cors::Cors;
+use crate::keys::{KeyGrant, KeySources, Keyring, secret};
+use crate::metrics::requests::{Observation, RequestMetrics};
+use crate::metrics::{self, InFlight};
+use crate::net::{self, CidrList};
+use crate::rejection::{RefusalClass, Rejection};
+use crate::server::{ConnInfo, Handler, Limits};
+use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
+use crate::usage::UsageRecorder;
+use body_guard::guard_body;
+use bytes::Bytes;
+use checks::check_request;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response};
+use key_source::extract_key;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Gateway {
+    pub keyring: Arc<Keyring>,
+    pub routes: RouteTable,
+    pub upstream: Upstream,
+    pub usage: Arc<UsageRecorder>,
+    pub metrics: RequestMetrics,
+    pub limits: Limits,
+    pub key_sources: KeySources,
+    /// Peers whose `X-Forwarded-For` is believed and appended to.
+    pub trusted_proxies: CidrList,
+    /// `cors:`; `None` (the default) costs the request path nothing.
+    pub cors: Option<Cors>,
+}
+
+/// What the access log says about a request beyond its status, filled in as the request goes.
+/// Public for benches/hot_path.rs, which passes one to [`Gateway::admit`].
+#[derive(Default)]
+pub struct RequestLog {
+    key_id: Option<Arc<str>>,
+    /// Index in the route table.
+    route: Option<usize>,
+    upstream: Option<Duration>,
+    /// Request body bytes read, counted by the body guard.
+    bytes_in: Option<Arc<dyn BytesIn>>,
+}
+
+impl Handler for Gateway {
+    /// Times, meters and logs the request, and turns a refusal into its response.
+    async fn handle<B>(&self, request: Request<B>, conn: ConnInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let request = request.map(body::stream);
+        let _in_flight = InFlight::start();
+        let request_id = request_id(request.headers());
+        let method = request.method().clone();
+        let user_agent = request.headers().get(header::USER_AGENT).cloned();
+        let client_ip = self.client_ip_for_log(&conn, request.headers());
+        let mut log = RequestLog::default();
+        let mut path = None;
+        // A CORS preflight is the gateway's to answer: no key, no KB.
+        let cors = self
+            .cors
+            .as_ref()
+            .map(|cors| (cors, cors.inspect(&request)));
+        let preflight = cors.as_ref().is_some_and(|(_, seen)| seen.preflight);
+        let result = match &cors {
+            Some((cors, seen)) if seen.preflight => {
+                check_request(&request, &self.limits).and_then(|()| cors.preflight(seen))
+            }
+            _ => {
+                let result = self
+                    .handle_inner(request, &conn, &request_id, &mut log, &mut path)
+                    .await;
+                count_auth_decision(&result);
+                result
+            }
+        };
+        let (mut response, outcome) = match result {
+            Ok(response) if preflight => (response, "preflight"),
+            Ok(response) => (response, "forwarded"),
+            Err(rejection) => (
+                rejection.into_response(request_id_str(&request_id)),
+                rejection.code(),
+            ),
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
+        if let Some((cors, seen)) = cors {
+            cors.finish(seen, &mut response);
+        }
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        self.metrics.observe(&Observation {
+            route: log.route,
+            method: &method,
+            status,
+            outcome,
+            key_id: log.key_id.as_ref(),
+            elapsed,
+            upstream: log.upstream,
+        });
+        let line = AccessLine {
+            request_id,
+            client_ip,
+            key_id: log.key_id,
+            method,
+            path,
+            route: log.route.map(|i| self.routes.routes()[i].log_name.clone()),
+            status,
+            outcome,
+            bytes_in: log.bytes_in,
+            latency: elapsed,
+            upstream: log.upstream,
+            user_agent,
+        };
+        line.finish(response)
+    }
+}
+
+impl Gateway {
+    /// The client's address: the peer's, or behind a trusted proxy the first untrusted one of
+    /// `X-Forwarded-For` from the right (see [`net::client_address`]). For the access log and
+    /// per-client limits; the socket peer stays in [`ConnInfo::remote`].
+    pub fn client_address(&self, conn: &ConnInfo, headers: &HeaderMap) -> std::net::IpAddr {
+        net::client_address(conn.remote.ip(), headers, &self.trusted_proxies)
+    }
+
+    /// The client's address as the access log writes it: the peer's, formatted once per
+    /// connection, unless a trusted proxy stands in between.
+    fn client_ip_for_log(&self, conn: &ConnInfo, headers: &HeaderMap) -> HeaderValue {
+        if self.trusted_proxies.is_empty() {
+            return conn.client_ip.clone();
+        }
+        let ip = self.client_address(conn, headers);
+        HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+    }
+
+    async fn handle_inner(
+        &self,
+        request: Request<Body>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        log: &mut RequestLog,
+        canonical_path: &mut Option<String>,
+    ) -> Result<Response<Body>, Rejection> {
+        // Admission reads the head only; the body waits here (it is not Sync, and a future that
+        // held a reference to it across the key lookup would not be Send).
+        let (head, body) = request.into_parts();
+        let head = Request::from_parts(head, ());
+        let admitted = self.admit(&head, canonical_path, log).await?;
+        self.forward(head.map(|()| body), admitted, conn, request_id, log)
+            .await
+    }
+
+    /// Admission, top to bottom: the checks of the request itself, its canonical path, its
+    /// key, the key verified, the route the request asks for, and the grant of that route's
+    /// permission. Returns what was admitted; what it learned on the way (key id, route) is
+    /// written to `log` as it goes, so that a refusal is logged with as much as was known.
+    /// Public for benches/hot_path.rs, which times this very function.
+    pub async fn admit<'a>(
+        &'a self,
+        request: &Request<()>,
+        canonical_path: &'a mut Option<String>,
+        log: &mut RequestLog,
+    ) -> Result<Admitted<'a>, Rejection> {
+        check_request(request, &self.limits)?;
+        let path: &str =
+            canonical_path.insert(crate::path::canonicalize_path(request.uri().path())?);
+        let (secret, forwarded_query) =
+            extract_key(request.headers(), request.uri().query(), &self.key_sources)?;
+        if !secret::is_well_formed(&secret) {
+            return Err(Rejection::InvalidKey);
+        }
+        let key = self.keyring.verify(&secret).await?;
+        log.key_id = Some(key.id.clone());
+        self.usage.record(&key.id);
+
+        let route = self
+            .routes
+            .lookup(request.method(), path)
+            .ok_or(Rejection::RouteNotAllowed)?;
+        log.route = Some(route.index);
+        if !authz::grants(key.scope, &key.permissions, &route.permission) {
+            return Err(Rejection::InsufficientPermissions);
+        }
+        // On the query as forwarded: the client key is not a parameter of the KB's.
+        if let Some(rule) = &route.query
+            && !rule.permits(forwarded_query.as_deref())
+        {
+            return Err(Rejection::QueryNotAllowed);
+        }
+        Ok(Admitted {
+            key,
+            route,
+            path,
+            query: forwarded_query.map(Cow::into_owned),
+        })
+    }
+
+    /// Sends an admitted request to the KB, its body under the guard of the route's limits.
+    async fn forward(
+        &self,
+        request: Request<Body>,
+        admitted: Admitted<'_>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, Rejection> {
+        let Admitted {
+            key,
+            route,
+            path,
+            query: forwarded_query,
+        } = admitted;
+        let host = request.headers().get(header::HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let chain =
+            net::forwarded_chain(conn.remote.ip(), request.headers(), &self.trusted_proxies);
+        let max_body = route.max_body.unwrap_or(self.limits.max_body);
+        let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
+        log.bytes_in = Some(body_fault.clone());
+        let info = ForwardInfo {
+            path,
+            query: forwarded_query.as_deref(),
+            client_ip: chain.as_ref().unwrap_or(&conn.client_ip),
+            proto: if conn.tls { "https" } else { "http" },
+            host,
+            request_id,
+            key_id: &key.id,
+        };
+        let upstream_started = Instant::now();
+        let response = self.upstream.forward(request, info).await;
+        log.upstream = Some(upstream_started.elapsed());
+        // A request that failed because its own body did is the client's fault, not the KB's.
+        response.map_err(|error| {
+            body_fault
+                .fault
+                .get()
+                .map_or(Rejection::from(error), |f| f.rejection())
+        })
+    }
+}
+
+/// Counts the auth decision a request's outcome implies: none for a request refused before
+/// any key was looked at (see [`RefusalClass`]).
+fn count_auth_decision(result: &Result<Response<Body>, Rejection>) {
+    let fixed = metrics::fixed();
+    match result {
+        Ok(_) => fixed.auth_allowed(),
+        Err(rejection) => match rejection.class() {
+            RefusalClass::Auth => fixed.auth_refused(rejection.code()),
+            RefusalClass::Forwarding => fixed.auth_allowed(),
+            RefusalClass::Request => {}
+        },
+    }
+}
+
+/// What [`Gateway::admit`] let through: all that forwarding needs to know of the request
+/// beyond its head and body.
+pub struct Admitted<'a> {
+    pub key: Arc<KeyGrant>,
+    pub route: &'a Route,
+    /// The canonical path.
+    pub path: &'a str,
+    /// The query to forward: the client's, without the key's parameter when the query is a
+    /// key source.
+    pub query: Option<String>,
+}
+
+/// The client's X-Request-Id when it is short and plain, else a new random one. Kept as a
+/// header value: the response and the upstream request carry it without a copy each.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        })
+        .cloned()
+        .unwrap_or_else(random_request_id)
+}
+
+/// 128 random bits as 32 lowercase hex digits.
+fn random_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 16] = rand::random();
+    let mut id = [0u8; 32];
+    for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// The request id as text: what [`request_id`] returns is always visible ASCII.
+pub fn request_id_str(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::millis;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn latencies_are_logged_as_round_milliseconds() {
+        assert_eq!(millis(Duration::from_nanos(1_234_567)).to_string(), "1.234");
+        assert_eq!(millis(Duration::from_micros(42)).to_string(), "0.042");
+        assert_eq!(millis(Duration::from_secs(2)).to_string(), "2000");
+    }
+
+    #[test]
+    fn request_ids() {
+        let h = headers(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h), "abc-123");
+        let h = headers(&[("x-request-id", "bad id with spaces")]);
+        let id = request_id(&h);
+        assert_eq!(id.len(), 32);
+        assert!(
+            request_id_str(&id)
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id:?}"
+        );
+        assert_ne!(id, request_id(&h));
+    }
+}
