@@ -126,27 +126,15 @@ async fn admin_input_is_checked(gateway: &Gateway) {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
-    let anonymous = gateway
-        .client
-        .get(gateway.admin_url("/v1/keys"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = gateway.plain_get(gateway.admin_url("/v1/keys")).await;
     assert_eq!(anonymous.status(), 401);
     let wrong = gateway
-        .client
-        .get(gateway.admin_url("/v1/keys"))
-        .bearer_auth("not-the-token")
-        .send()
-        .await
-        .unwrap();
+        .keyed_get(gateway.admin_url("/v1/keys"), "not-the-token")
+        .await;
     assert_eq!(wrong.status(), 401);
     let openapi: Value = gateway
-        .client
-        .get(gateway.admin_url("/openapi.json"))
-        .send()
+        .plain_get(gateway.admin_url("/openapi.json"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -291,7 +279,11 @@ async fn embedded(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)>
 async fn redis(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
     let server = RedisServer::start()?;
     let store = server.store("lifecycle:");
-    let gateway = Gateway::start_with(upstream, |config| config.store = store).await;
+    let gateway = Gateway::builder()
+        .upstream(upstream)
+        .config(|config| config.store = store)
+        .start()
+        .await;
     Some((gateway, Some(server)))
 }
 

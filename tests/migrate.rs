@@ -44,7 +44,11 @@ fn migrate(from: &Path, to: &Path) -> String {
 }
 
 async fn start_on(upstream: &Upstream, store: StoreConfig) -> Gateway {
-    Gateway::start_with(upstream, |config| config.store = store).await
+    Gateway::builder()
+        .upstream(upstream)
+        .config(|config| config.store = store)
+        .start()
+        .await
 }
 
 /// The keys as the admin API shows them, without the fields that change with use.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, Upstream};
+use common::{ADMIN_TOKEN, Gateway};
 use serde_json::{Value, json};
 
 /// Test cases per operation: under a minute for the whole run on two busy cores.
@@ -117,8 +117,7 @@ fn assert_matches(doc: &Value, path: &str, method: &str, status: u16, body: &Val
 
 #[tokio::test]
 async fn answers_match_the_documented_schemas() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
 
     let (status, created) = gateway
@@ -176,8 +175,7 @@ async fn answers_match_the_documented_schemas() {
 
 #[tokio::test]
 async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let client = reqwest::Client::new();
     let all = [
@@ -237,8 +235,7 @@ async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
 
 #[tokio::test]
 async fn body_errors_name_the_field_and_names_follow_the_document() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let name_schema = &doc["components"]["schemas"]["CreateKey"]["properties"]["name"];
     assert_eq!(name_schema["minLength"], 1);
@@ -330,8 +327,7 @@ async fn schemathesis_finds_nothing() {
     let Some(schemathesis) = schemathesis() else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     // Hypothesis keeps its example database in the working directory: a temporary one.
     let work = tempfile::tempdir().unwrap();
     let config = concat!(

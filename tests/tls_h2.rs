@@ -24,11 +24,14 @@ async fn tls_gateway_with(
     let dir = tempfile::tempdir().unwrap();
     let cert = tls::self_signed(dir.path());
     let files = cert.files();
-    let gateway = Gateway::start_with(upstream, |config| {
-        config.tls = Some(files);
-        adjust(config);
-    })
-    .await;
+    let gateway = Gateway::builder()
+        .upstream(upstream)
+        .config(|config| {
+            config.tls = Some(files);
+            adjust(config);
+        })
+        .start()
+        .await;
     (gateway, cert, dir)
 }
 
@@ -181,8 +184,7 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "h2c"})).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -270,14 +272,17 @@ async fn gateway_to_https_upstream(
     ca: Option<std::path::PathBuf>,
     http2: bool,
 ) -> Gateway {
-    Gateway::start_with(placeholder, |config| {
-        config.upstream.origin = format!("https://localhost:{}/", upstream_addr.port())
-            .parse()
-            .unwrap();
-        config.upstream.ca = ca;
-        config.upstream.http2 = http2;
-    })
-    .await
+    Gateway::builder()
+        .upstream(placeholder)
+        .config(|config| {
+            config.upstream.origin = format!("https://localhost:{}/", upstream_addr.port())
+                .parse()
+                .unwrap();
+            config.upstream.ca = ca;
+            config.upstream.http2 = http2;
+        })
+        .start()
+        .await
 }
 
 /// A keyed GET through the gateway to an HTTPS upstream trusted through `upstream.ca`; returns
@@ -297,12 +302,8 @@ async fn through_https_upstream(http2: bool) -> Value {
     .await;
     let (_, key) = gateway.create_key(json!({"name": "https upstream"})).await;
     let response = gateway
-        .client
-        .get(gateway.url("/v1/article/a1?lang=en"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .keyed_get(gateway.url("/v1/article/a1?lang=en"), &key)
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["path"], "/v1/article/a1?lang=en");
