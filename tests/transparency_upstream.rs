@@ -131,6 +131,17 @@ routes:
     )
 }
 
+/// A gateway on [`yaml`]`(extra, top)` in front of `kb`, and a read-write key.
+async fn start(kb: &Upstream, extra: &str, top: &str) -> (Gateway, String) {
+    let gateway = Gateway::builder()
+        .yaml(&yaml(extra, top))
+        .upstream(kb)
+        .start()
+        .await;
+    let key = gateway.read_write_key().await;
+    (gateway, key)
+}
+
 const UNDERSCORED: &str = "Transfer_Encoding: chunked\r\nX_Api_Key: kb_forged\r\nX_Kbgate_Key_Id: forged\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom_Thing: custom\r\nX-Other: other\r\n";
 
 async fn send_underscored(gateway: &Gateway, key: &str) {
@@ -162,8 +173,10 @@ async fn header_names_with_underscores_are_dropped_by_default() {
 
 #[tokio::test]
 async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
-    let text = yaml("  forward_underscore_headers: true", "");
-    let (upstream, gateway, key) = Gateway::builder().yaml(&text).start_with_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("  forward_underscore_headers: true", ""))
+        .start_with_key()
+        .await;
     send_underscored(&gateway, &key).await;
     let seen = upstream.last().headers;
     assert_eq!(seen["x_custom_thing"], "custom", "{seen:?}");
@@ -181,11 +194,13 @@ async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
 
 #[tokio::test]
 async fn an_injected_query_parameter_replaces_the_clients() {
-    let text = yaml(
-        r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
-        "",
-    );
-    let (upstream, gateway, key) = Gateway::builder().yaml(&text).start_with_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml(
+            r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
+            "",
+        ))
+        .start_with_key()
+        .await;
     let target = "/v1/search?query=x&token=forged&tok%65n=forged2&api+key=mine&b=2&token";
     let (status, _, body) = raw::request(gateway.addr, get(&key, target).as_bytes()).await;
     assert_eq!(status, 200, "{body}");
@@ -387,9 +402,7 @@ async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
 #[tokio::test]
 async fn public_url_is_where_links_lead_over_http1_and_h2() {
     let kb = linking_kb("").await;
-    let text = yaml("", "public_url: https://kb-gateway.example.com/");
-    let gateway = Gateway::builder().yaml(&text).upstream(&kb).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start(&kb, "", "public_url: https://kb-gateway.example.com/").await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
     assert_eq!(
         header(&headers, "location"),
@@ -407,12 +420,7 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         "<https://kb-gateway.example.com/v1/article?page=5>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"
     );
     // Without public_url, the h2 client's :authority is the public origin.
-    let plain = Gateway::builder()
-        .yaml(&yaml("", ""))
-        .upstream(&kb)
-        .start()
-        .await;
-    let key = plain.read_write_key().await;
+    let (plain, key) = start(&kb, "", "").await;
     let not_following = reqwest::Client::builder()
         .http2_prior_knowledge()
         .redirect(reqwest::redirect::Policy::none())
@@ -436,9 +444,7 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
 async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     // No prefix: the KB's own body links are right as they are.
     let kb = linking_kb("").await;
-    let text = yaml("  preserve_host: true", "");
-    let gateway = Gateway::builder().yaml(&text).upstream(&kb).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start(&kb, "  preserve_host: true", "").await;
     let (status, headers, body) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -458,7 +464,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     // Under a prefix: links the KB built from the client's Host lose the prefix.
     let kb = linking_kb("/api").await;
     let gateway = Gateway::builder()
-        .yaml(&text)
+        .yaml(&yaml("  preserve_host: true", ""))
         .upstream(&kb)
         .config(|config| {
             config.upstream.base_path = "/api".into();
@@ -511,8 +517,10 @@ async fn forwarded_for_seen(
 
 #[tokio::test]
 async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
-    let text = yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]");
-    let (upstream, gateway, key) = Gateway::builder().yaml(&text).start_with_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]"))
+        .start_with_key()
+        .await;
     assert_eq!(
         forwarded_for_seen(&gateway, &upstream, &key, &["203.0.113.7, 10.1.2.3"]).await,
         vec!["203.0.113.7, 10.1.2.3, 127.0.0.1"]
@@ -534,12 +542,7 @@ async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
 async fn a_forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let upstream = Upstream::start().await;
     for top in ["", "trusted_proxies: [10.0.0.0/8, \"::1\"]"] {
-        let gateway = Gateway::builder()
-            .yaml(&yaml("", top))
-            .upstream(&upstream)
-            .start()
-            .await;
-        let key = gateway.read_write_key().await;
+        let (gateway, key) = start(&upstream, "", top).await;
         assert_eq!(
             forwarded_for_seen(&gateway, &upstream, &key, &["6.6.6.6", "10.0.0.1"]).await,
             vec!["127.0.0.1"],
