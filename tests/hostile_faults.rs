@@ -198,15 +198,13 @@ async fn a_client_aborting_mid_upload_aborts_the_upstream_request() {
     .enumerate()
     {
         let before = upstream.requests().len();
-        let mut conn = Conn::open(gateway.addr).await;
-        conn.send(
-            format!(
-                "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n{framing}\r\n{partial}"
-            )
-            .as_bytes(),
+        let conn = Conn::open_keyed(
+            gateway.addr,
+            "PUT /v1/article/a1",
+            &key,
+            &format!("{framing}\r\n{partial}"),
         )
-        .await
-        .unwrap();
+        .await;
         // Once the gateway has counted the request it is forwarding it; the client gives up.
         eventually("the gateway forwards the upload", || async {
             let (_, view) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;

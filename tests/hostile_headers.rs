@@ -300,15 +300,13 @@ async fn expect_100_continue_on_a_refused_request_gets_the_final_status_and_no_1
 #[tokio::test]
 async fn expect_100_continue_on_an_accepted_request_gets_100_then_the_answer() {
     let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
-    let mut conn = Conn::open(gateway.addr).await;
-    conn.send(
-        format!(
-            "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "PUT /v1/article/a1",
+        &key,
+        "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(conn.response().await.status(), 100);
     conn.send(b"hello").await.unwrap();
     assert_eq!(conn.response().await.status(), 200);

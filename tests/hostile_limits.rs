@@ -496,15 +496,13 @@ async fn a_slow_but_steady_upload_is_not_cut_off() {
         })
         .start_with_key()
         .await;
-    let mut conn = Conn::open(gateway.addr).await;
-    conn.send(
-        format!(
-            "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "PUT /v1/article/a1",
+        &key,
+        "Content-Length: 10\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     let started = Instant::now();
     for byte in b"0123456789" {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -205,13 +205,7 @@ async fn changes_hold_from_the_next_request(gateway: &Gateway) {
 async fn rotation_with_grace(gateway: &Gateway) {
     let (id, old) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &old).await.0, 200);
-    let (status, rotated) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{id}/rotate"),
-            Some(json!({"grace_period_seconds": 2})),
-        )
-        .await;
+    let (status, rotated) = gateway.rotate(&id, 2).await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(new, old);
@@ -232,13 +226,7 @@ async fn rotation_with_grace(gateway: &Gateway) {
     assert_eq!(gateway.get("/v1/article", &new).await.0, 200);
 
     // Grace 0: the old secret is refused at once.
-    let (status, again) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{id}/rotate"),
-            Some(json!({"grace_period_seconds": 0})),
-        )
-        .await;
+    let (status, again) = gateway.rotate(&id, 0).await;
     assert_eq!(status, 200);
     assert_eq!(
         gateway.get("/v1/article", &new).await,

@@ -111,13 +111,7 @@ async fn a_change_made_on_a_is_enforced_by_b() {
 
     let mut new_secret = String::new();
     let rotated = propagation(&b, &key, (401, "key_expired"), async {
-        let (_, body) = a
-            .admin(
-                "POST",
-                &format!("{path}/rotate"),
-                Some(json!({"grace_period_seconds": 0})),
-            )
-            .await;
+        let (_, body) = a.rotate(&id, 0).await;
         new_secret = body["secret"].as_str().unwrap().to_string();
     })
     .await;

@@ -318,6 +318,13 @@ impl Gateway {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Rotates key `id` with a grace period for the old secret; returns the status and body.
+    pub async fn rotate(&self, id: &str, grace_period_seconds: u64) -> (u16, Value) {
+        let body = serde_json::json!({ "grace_period_seconds": grace_period_seconds });
+        self.admin("POST", &format!("/v1/keys/{id}/rotate"), Some(body))
+            .await
+    }
+
     /// Creates a key; returns (id, secret).
     pub async fn create_key(&self, body: Value) -> (String, String) {
         let (status, key) = self.admin("POST", "/v1/keys", Some(body)).await;
