@@ -114,7 +114,7 @@ async fn rust_log_overrides_and_is_checked_too() {
         .upstream(&upstream)
         .edit(&[("level: info", "level: error")])
         .write(dir.path());
-    let config = &written.path;
+    let config = written.path.clone();
 
     let output = kbgate(
         dir.path(),
@@ -155,7 +155,7 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
     let written = Gateway::builder().upstream(&upstream).write(dir.path());
-    let config = &written.path;
+    let config = written.path.clone();
     let absolute_store = format!("{:?}", dir.path().join("kbgate.db").display().to_string());
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

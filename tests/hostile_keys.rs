@@ -184,11 +184,7 @@ async fn malformed_and_unknown_keys_get_the_very_same_401() {
             "{what}: told apart from an unknown key"
         );
     }
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the request before the delete"
-    );
+    upstream.assert_count(1, "only the request before the delete");
     gateway.shutdown().await;
 }
 

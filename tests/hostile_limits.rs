@@ -64,11 +64,7 @@ async fn oversized_headers_get_431() {
         let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
         assert_eq!((status, body.as_str()), (431, ""));
     }
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the request under the limit"
-    );
+    upstream.assert_count(1, "only the request under the limit");
     gateway.shutdown().await;
 }
 

@@ -131,7 +131,7 @@ async fn answers_match_the_documented_schemas() {
     assert_matches(&doc, "/v1/keys", "post", 201, &created);
     let id = created["id"].as_str().unwrap();
 
-    let (status, rotated) = gateway.rotate(&id, 3600).await;
+    let (status, rotated) = gateway.rotate(id, 3600).await;
     assert_eq!(status, 200, "{rotated}");
     assert_matches(&doc, "/v1/keys/{id}/rotate", "post", 200, &rotated);
     assert_eq!(rotated["secrets"].as_array().unwrap().len(), 2);

@@ -24,11 +24,7 @@ async fn a_read_key_gets_but_cannot_post() {
         gateway.send("POST", "/v1/article", &key).await,
         (403, "insufficient_permissions".into())
     );
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "the refused POST never reached the upstream"
-    );
+    upstream.assert_count(2, "the refused POST never reached the upstream");
     gateway.shutdown().await;
 }
 
@@ -117,11 +113,7 @@ async fn key_refusals() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "malformed and unknown keys look alike"
     );
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the one good request went upstream"
-    );
+    upstream.assert_count(1, "only the one good request went upstream");
     gateway.shutdown().await;
 }
 
@@ -276,11 +268,7 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
         let grew = after.sum(name, labels) - before.sum(name, labels);
         assert!(grew >= 1.0, "{name} {labels:?} grew by {grew}");
     }
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "the unverified request never went upstream"
-    );
+    upstream.assert_count(2, "the unverified request never went upstream");
 
     down.store(false, Ordering::SeqCst);
     assert_eq!(

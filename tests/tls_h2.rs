@@ -436,10 +436,6 @@ async fn junk_on_the_tls_listener_does_not_hurt_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "only the two proper requests were forwarded"
-    );
+    upstream.assert_count(2, "only the two proper requests were forwarded");
     gateway.shutdown().await;
 }

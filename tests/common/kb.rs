@@ -172,6 +172,12 @@ impl Upstream {
         self.seen.lock().unwrap().len()
     }
 
+    /// Asserts that the KB has seen exactly `n` requests (`why` says which).
+    #[track_caller]
+    pub fn assert_count(&self, n: usize, why: &str) {
+        assert_eq!(self.count(), n, "{why}");
+    }
+
     pub fn last(&self) -> Seen {
         self.requests()
             .last()
