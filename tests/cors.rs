@@ -37,6 +37,17 @@ async fn cors_kb() -> Upstream {
         .await
 }
 
+/// A gateway with `cors:` on ([`with_cors`]) in front of a [`cors_kb`]; returns both.
+async fn cors_gateway() -> (Upstream, Gateway) {
+    let kb = cors_kb().await;
+    let gateway = Gateway::builder()
+        .yaml(&with_cors())
+        .upstream(&kb)
+        .start()
+        .await;
+    (kb, gateway)
+}
+
 /// What Chrome sends before a `fetch` with an `Authorization` header: no key, no body.
 fn browser_preflight(origin: &str, path: &str) -> Vec<u8> {
     format!(
@@ -69,12 +80,7 @@ fn vary(headers: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_preflight_from_a_listed_origin_is_answered_without_a_key_or_the_kb() {
-    let kb = cors_kb().await;
-    let gateway = Gateway::builder()
-        .yaml(&with_cors())
-        .upstream(&kb)
-        .start()
-        .await;
+    let (kb, gateway) = cors_gateway().await;
     for (origin, path) in [
         (APP, "/v1/article/a1"),
         (DEV, "/v1/search?query=x"),
@@ -108,12 +114,7 @@ async fn a_preflight_from_a_listed_origin_is_answered_without_a_key_or_the_kb() 
 
 #[tokio::test]
 async fn a_preflight_from_any_other_origin_is_refused_with_no_cors_header() {
-    let kb = cors_kb().await;
-    let gateway = Gateway::builder()
-        .yaml(&with_cors())
-        .upstream(&kb)
-        .start()
-        .await;
+    let (kb, gateway) = cors_gateway().await;
     for origin in [
         "https://evil.example",
         "http://app.example.com",       // another scheme
@@ -142,12 +143,7 @@ async fn a_preflight_from_any_other_origin_is_refused_with_no_cors_header() {
 
 #[tokio::test]
 async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included() {
-    let kb = cors_kb().await;
-    let gateway = Gateway::builder()
-        .yaml(&with_cors())
-        .upstream(&kb)
-        .start()
-        .await;
+    let (kb, gateway) = cors_gateway().await;
     let (_, read_key) = gateway
         .create_key(serde_json::json!({"scope": "read"}))
         .await;
