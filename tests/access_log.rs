@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::process::{Process, free_port, write_config};
-use common::{Upstream, eventually};
+use common::process::Process;
+use common::{Gateway, Upstream, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,14 +19,14 @@ async fn start(upstream: &Upstream, dir: &std::path::Path) -> Process {
 
 /// JSON logs, and `top` (top-level YAML) put before the shipped `log:` section.
 async fn start_with(upstream: &Upstream, dir: &std::path::Path, top: &str) -> Process {
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let changes = [
-        ("format: text", "format: json".to_string()),
-        ("\nlog:\n", format!("\n{top}\nlog:\n")),
-    ];
-    let config = write_config(dir, gateway, admin, &upstream.url(), &changes);
-    Process::spawn(&config, dir.join("kbgate.log"), gateway, admin).await
+    Gateway::builder()
+        .upstream(upstream)
+        .edit(&[
+            ("format: text", "format: json".to_string()),
+            ("\nlog:\n", format!("\n{top}\nlog:\n")),
+        ])
+        .spawn(dir)
+        .await
 }
 
 /// The JSON log lines of `process` so far.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, Upstream};
+use common::{ADMIN_TOKEN, Gateway};
 use serde_json::Value;
 
 struct Cli<'a> {
@@ -42,8 +42,7 @@ impl Cli<'_> {
 
 #[tokio::test]
 async fn every_keys_command_works_against_the_admin_api() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let cli = Cli { gateway: &gateway };
 
     let created = cli
@@ -120,8 +119,7 @@ async fn every_keys_command_works_against_the_admin_api() {
 
 #[tokio::test]
 async fn the_admin_target_can_come_from_the_config_file() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
             .unwrap();

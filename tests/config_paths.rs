@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::process::{Process, free_port, write_config};
-use common::{ADMIN_TOKEN, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
@@ -111,10 +110,11 @@ async fn unknown_log_levels_are_refused_and_warning_means_warn() {
 async fn rust_log_overrides_and_is_checked_too() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let changes = [("level: info", "level: error".to_string())];
-    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &changes);
+    let written = Gateway::builder()
+        .upstream(&upstream)
+        .edit(&[("level: info", "level: error")])
+        .write(dir.path());
+    let config = written.path.clone();
 
     let output = kbgate(
         dir.path(),
@@ -130,14 +130,9 @@ async fn rust_log_overrides_and_is_checked_too() {
     );
 
     // log.level: error alone would hide the start-up line; RUST_LOG=warning,kbgate=info shows it.
-    let mut process = Process::spawn_with_env(
-        &config,
-        dir.path().join("kbgate.log"),
-        gateway,
-        admin,
-        &[("RUST_LOG", "warning,kbgate=info")],
-    )
-    .await;
+    let mut process = written
+        .spawn_as("kbgate.log", &[("RUST_LOG", "warning,kbgate=info")])
+        .await;
     common::eventually("the start-up line", || async {
         process.log().contains("kbgate listening")
     })
@@ -146,14 +141,7 @@ async fn rust_log_overrides_and_is_checked_too() {
     assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));
 
     // An empty RUST_LOG is no filter at all: the configured level (error) applies.
-    let mut quiet = Process::spawn_with_env(
-        &config,
-        dir.path().join("quiet.log"),
-        gateway,
-        admin,
-        &[("RUST_LOG", "")],
-    )
-    .await;
+    let mut quiet = written.spawn_as("quiet.log", &[("RUST_LOG", "")]).await;
     quiet.terminate();
     assert_eq!(quiet.wait(Duration::from_secs(10)).await, Some(0));
     assert!(!quiet.log().contains("kbgate listening"), "{}", quiet.log());
@@ -166,9 +154,8 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &[]);
+    let written = Gateway::builder().upstream(&upstream).write(dir.path());
+    let config = written.path.clone();
     let absolute_store = format!("{:?}", dir.path().join("kbgate.db").display().to_string());
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -220,7 +207,7 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
     check_config_ok(elsewhere.path(), &tls_config).await;
 
     // The process runs in the crate folder (the test's current directory), not in `dir`.
-    let mut process = Process::spawn(&config, dir.path().join("kbgate.log"), gateway, admin).await;
+    let mut process = written.spawn().await;
     let (status, key) = process
         .admin(
             reqwest::Method::POST,
@@ -325,23 +312,19 @@ async fn localhost_is_a_listen_address() {
 
     // And a gateway started on `localhost:PORT` answers on 127.0.0.1.
     let upstream = Upstream::start().await;
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &[]);
-    let text = std::fs::read_to_string(&config).unwrap();
+    let written = Gateway::builder().upstream(&upstream).write(dir.path());
+    let (config, gateway) = (&written.path, written.gateway);
+    let text = std::fs::read_to_string(config).unwrap();
     let text = replace_once(
         &text,
         &format!("listen: {gateway}"),
         &format!("listen: localhost:{}", gateway.port()),
     );
-    std::fs::write(&config, text).unwrap();
-    let mut process = Process::spawn(&config, dir.path().join("kbgate.log"), gateway, admin).await;
+    std::fs::write(config, text).unwrap();
+    let mut process = written.spawn().await;
     let response = process
-        .client
-        .get(format!("http://{gateway}/v1/article"))
-        .send()
-        .await
-        .unwrap();
+        .plain_get(format!("http://{gateway}/v1/article"))
+        .await;
     assert_eq!(response.status(), 401, "the gateway answers on 127.0.0.1");
     process.terminate();
     assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));

@@ -5,16 +5,9 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::kb::{self, FakeKb};
 use common::raw;
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, shipped_yaml};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream, shipped_yaml};
 
 const APP: &str = "https://app.example.com";
 const DEV: &str = "http://localhost:3000";
@@ -27,61 +20,32 @@ fn with_cors() -> String {
 }
 
 /// A KB that answers 200 with a permissive CORS policy of its own (which the gateway must not
-/// let through when `cors:` is on) and counts its requests.
-struct CorsKb {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+/// let through when `cors:` is on); `kb.count()` is the number of requests it got.
+async fn cors_kb() -> Upstream {
+    FakeKb::new()
+        .otherwise(|_| async {
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .header("access-control-allow-origin", "*")
+                .header("access-control-allow-credentials", "true")
+                .header("vary", "Accept-Encoding")
+                .header("etag", "\"v1\"")
+                .body(kb::full(&b"{\"ok\":true}"[..]))
+                .unwrap()
+        })
+        .start()
+        .await
 }
 
-impl Drop for CorsKb {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl CorsKb {
-    async fn start() -> CorsKb {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let count = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let count = count.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req| {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        let response = http::Response::builder()
-                            .header("content-type", "application/json")
-                            .header("access-control-allow-origin", "*")
-                            .header("access-control-allow-credentials", "true")
-                            .header("vary", "Accept-Encoding")
-                            .header("etag", "\"v1\"")
-                            .body(Full::new(Bytes::from_static(b"{\"ok\":true}")))
-                            .unwrap();
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        CorsKb {
-            addr,
-            requests,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
+/// A gateway with `cors:` on ([`with_cors`]) in front of a [`cors_kb`]; returns both.
+async fn cors_gateway() -> (Upstream, Gateway) {
+    let kb = cors_kb().await;
+    let gateway = Gateway::builder()
+        .yaml(&with_cors())
+        .upstream(&kb)
+        .start()
+        .await;
+    (kb, gateway)
 }
 
 /// What Chrome sends before a `fetch` with an `Authorization` header: no key, no body.
@@ -116,8 +80,7 @@ fn vary(headers: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_preflight_from_a_listed_origin_is_answered_without_a_key_or_the_kb() {
-    let kb = CorsKb::start().await;
-    let gateway = Gateway::start_yaml(&with_cors(), &kb.url(), |_| {}).await;
+    let (kb, gateway) = cors_gateway().await;
     for (origin, path) in [
         (APP, "/v1/article/a1"),
         (DEV, "/v1/search?query=x"),
@@ -145,14 +108,13 @@ async fn a_preflight_from_a_listed_origin_is_answered_without_a_key_or_the_kb() 
         assert!(raw::header(&headers, "x-request-id").is_some());
         assert!(raw::header(&headers, "access-control-allow-credentials").is_none());
     }
-    assert_eq!(kb.requests(), 0, "no preflight reached the KB");
+    assert_eq!(kb.count(), 0, "no preflight reached the KB");
     gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_preflight_from_any_other_origin_is_refused_with_no_cors_header() {
-    let kb = CorsKb::start().await;
-    let gateway = Gateway::start_yaml(&with_cors(), &kb.url(), |_| {}).await;
+    let (kb, gateway) = cors_gateway().await;
     for origin in [
         "https://evil.example",
         "http://app.example.com",       // another scheme
@@ -175,14 +137,13 @@ async fn a_preflight_from_any_other_origin_is_refused_with_no_cors_header() {
         assert!(raw::header(&headers, "access-control-allow-methods").is_none());
         assert_eq!(vary(&headers), ["origin"]);
     }
-    assert_eq!(kb.requests(), 0);
+    assert_eq!(kb.count(), 0);
     gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included() {
-    let kb = CorsKb::start().await;
-    let gateway = Gateway::start_yaml(&with_cors(), &kb.url(), |_| {}).await;
+    let (kb, gateway) = cors_gateway().await;
     let (_, read_key) = gateway
         .create_key(serde_json::json!({"scope": "read"}))
         .await;
@@ -207,7 +168,7 @@ async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included(
     let vary: Vec<_> = h.get_all("vary").iter().collect();
     assert_eq!(vary, ["Accept-Encoding", "Origin"]);
     assert_eq!(h["etag"], "\"v1\"");
-    assert_eq!(kb.requests(), 1);
+    assert_eq!(kb.count(), 1);
 
     // The origin is echoed as the browser sent it (a listed origin in another case).
     let response = get("/v1/article/a1", DEV).send().await.unwrap();
@@ -249,7 +210,7 @@ async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included(
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code);
     }
-    assert_eq!(kb.requests(), 2, "no refusal reached the KB");
+    assert_eq!(kb.count(), 2, "no refusal reached the KB");
 
     // Another origin's actual request is served (CORS is the browser's to enforce) but gets no
     // CORS header at all, not even the KB's `*`.
@@ -279,7 +240,11 @@ async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included(
 async fn a_502_to_a_listed_origin_carries_its_origin() {
     // Nothing listens on the upstream's port.
     let closed = format!("http://127.0.0.1:{}", common::free_port());
-    let gateway = Gateway::start_yaml(&with_cors(), &closed, |_| {}).await;
+    let gateway = Gateway::builder()
+        .yaml(&with_cors())
+        .upstream(&closed)
+        .start()
+        .await;
     let key = gateway.read_write_key().await;
     let response = gateway
         .client
@@ -298,8 +263,8 @@ async fn a_502_to_a_listed_origin_carries_its_origin() {
 
 #[tokio::test]
 async fn without_cors_the_gateway_adds_nothing_and_a_preflight_needs_a_key() {
-    let kb = CorsKb::start().await;
-    let gateway = Gateway::start_at(&kb.url(), |_| {}).await;
+    let kb = cors_kb().await;
+    let gateway = Gateway::builder().upstream(&kb).start().await;
     let (status, headers, body) =
         raw::request(gateway.addr, &browser_preflight(APP, "/v1/article/a1")).await;
     assert_eq!(status, 401, "{headers}");

@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::{Gateway, UPSTREAM_CREDENTIAL, Upstream, eventually};
+use common::{Gateway, UPSTREAM_CREDENTIAL, eventually};
 use serde_json::json;
 
 #[tokio::test]
 async fn upstream_sees_the_injected_credential_and_never_the_client_key() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
 
     let response = gateway
@@ -71,19 +70,17 @@ async fn upstream_sees_the_injected_credential_and_never_the_client_key() {
 
 #[tokio::test]
 async fn query_credential_injection() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.upstream.inject_headers.clear();
-        config.upstream.inject_query = "key=kb-upstream-credential".into();
-    })
-    .await;
+    let (upstream, gateway) = Gateway::builder()
+        .config(|config| {
+            config.upstream.inject_headers.clear();
+            config.upstream.inject_query = "key=kb-upstream-credential".into();
+        })
+        .start_on_echo()
+        .await;
     let (_, key) = gateway.create_key(json!({})).await;
     let response = gateway
-        .client
-        .get(gateway.url(&format!("/v1/article?key={key}")))
-        .send()
-        .await
-        .unwrap();
+        .plain_get(gateway.url(&format!("/v1/article?key={key}")))
+        .await;
     assert_eq!(response.status(), 200);
     let seen = upstream.last();
     assert_eq!(
@@ -96,8 +93,7 @@ async fn query_credential_injection() {
 
 #[tokio::test]
 async fn request_count_equals_the_requests_made_and_survives_a_restart() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
     let (_, other) = gateway.create_key(json!({})).await;
     for _ in 0..25 {
@@ -109,7 +105,6 @@ async fn request_count_equals_the_requests_made_and_survives_a_restart() {
     assert!(shown["last_used_at"].is_string());
 
     // The 100 ms flusher writes it to the store; a restart on the same file still shows it.
-    let store_path = gateway.dir.path().to_path_buf();
     let running = gateway.running.as_ref().unwrap();
     let store = running.keyring.store().clone();
     eventually("usage is flushed to the store", || {
@@ -122,8 +117,11 @@ async fn request_count_equals_the_requests_made_and_survives_a_restart() {
     let Gateway { running, dir, .. } = gateway;
     running.unwrap().shutdown().await;
 
-    let config = common::config(&upstream.url(), &store_path);
-    let again = Gateway::from_running(kbgate::start(config).await.unwrap(), dir);
+    let again = Gateway::builder()
+        .upstream(&upstream)
+        .dir(dir)
+        .start()
+        .await;
     let (_, shown) = again.admin("GET", &format!("/v1/keys/{id}"), None).await;
     assert_eq!(shown["request_count"], 25);
     assert_eq!(

@@ -36,7 +36,10 @@ fn config(dir: &std::path::Path) -> kbgate::Config {
         search,
         r#"path: "/v1/search", permission: "search:read", query: { deny: [_where] } }"#,
     ) + "\ncors: { allowed_origins: [\"https://app.example\"] }\n";
-    let mut config = common::config_from(&text, UNREACHABLE_KB, dir);
+    let mut config = common::Gateway::builder()
+        .yaml(&text)
+        .upstream(UNREACHABLE_KB)
+        .build_config(dir);
     config.limits.max_body = 16;
     config
 }

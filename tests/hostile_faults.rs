@@ -9,7 +9,7 @@ mod common;
 
 use common::raw::{self, Conn, Wire};
 use common::raw_upstream::RawUpstream;
-use common::{Gateway, Upstream, eventually};
+use common::{Gateway, eventually};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,10 +28,13 @@ async fn an_upstream_refusing_connections_gets_502_at_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gateway = Gateway::start_at(&format!("http://{closed}"), |config| {
-        config.upstream.connect_timeout = Duration::from_secs(20);
-    })
-    .await;
+    let gateway = Gateway::builder()
+        .upstream(&format!("http://{closed}"))
+        .config(|config| {
+            config.upstream.connect_timeout = Duration::from_secs(20);
+        })
+        .start()
+        .await;
     let key = gateway.read_write_key().await;
     for (method, path) in [("GET", "/v1/article/a1"), ("POST", "/v1/article")] {
         let started = Instant::now();
@@ -62,10 +65,13 @@ async fn an_upstream_that_never_sends_headers_gets_504_at_the_deadline() {
     })
     .await;
     for upstream in [&silent, &deaf] {
-        let gateway = Gateway::start_at(&upstream.url(), |config| {
-            config.upstream.timeout = timeout;
-        })
-        .await;
+        let gateway = Gateway::builder()
+            .upstream(&upstream)
+            .config(|config| {
+                config.upstream.timeout = timeout;
+            })
+            .start()
+            .await;
         let key = gateway.read_write_key().await;
         let started = Instant::now();
         let (status, _, body) =
@@ -136,7 +142,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         ("chunked", &chunked),
         ("closed", &closed),
     ] {
-        let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+        let gateway = Gateway::builder().upstream(&upstream).start().await;
         let key = gateway.read_write_key().await;
 
         // Over HTTP/1.1, byte for byte.
@@ -179,8 +185,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
 
 #[tokio::test]
 async fn a_client_aborting_mid_upload_aborts_the_upstream_request() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     for (counted, (framing, partial)) in [
         ("Content-Length: 1000\r\n", "x".repeat(100)),
@@ -193,15 +198,13 @@ async fn a_client_aborting_mid_upload_aborts_the_upstream_request() {
     .enumerate()
     {
         let before = upstream.requests().len();
-        let mut conn = Conn::open(gateway.addr).await;
-        conn.send(
-            format!(
-                "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n{framing}\r\n{partial}"
-            )
-            .as_bytes(),
+        let conn = Conn::open_keyed(
+            gateway.addr,
+            "PUT /v1/article/a1",
+            &key,
+            &format!("{framing}\r\n{partial}"),
         )
-        .await
-        .unwrap();
+        .await;
         // Once the gateway has counted the request it is forwarding it; the client gives up.
         eventually("the gateway forwards the upload", || async {
             let (_, view) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
@@ -244,7 +247,7 @@ async fn closes_second_request_on_first_connection() -> RawUpstream {
 #[tokio::test]
 async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_once() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
@@ -265,7 +268,7 @@ async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_on
 #[tokio::test]
 async fn a_non_idempotent_request_on_a_connection_the_upstream_closed_is_not_retried() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
@@ -300,7 +303,7 @@ async fn a_request_is_retried_only_once() {
         conn.request().await;
     })
     .await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(
         gateway.get("/v1/article/a1", &key).await,
@@ -318,7 +321,7 @@ async fn an_upstream_closing_an_idle_connection_between_requests_costs_nothing()
         conn.ok().await;
     })
     .await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     for i in 0..5 {
         assert_eq!(gateway.get(&format!("/v1/article/a{i}"), &key).await.0, 200);
@@ -356,8 +359,7 @@ async fn attempt(addr: SocketAddr, request: &[u8]) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_drain_under_load_loses_no_accepted_request() {
     const IN_FLIGHT: usize = 20;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read"})).await;
     let addr = gateway.addr;
 

@@ -338,9 +338,7 @@ fn cases() -> Vec<(&'static str, String, Expect)> {
 
 #[tokio::test]
 async fn framing_attacks_never_reach_the_upstream_as_anything_but_one_well_framed_request() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let cases = cases();
     assert!(cases.len() >= 40, "the table lost cases");
     let mut failures = Vec::new();
@@ -464,9 +462,7 @@ fn check(ok: bool, what: &str, got: &impl std::fmt::Debug) -> Result<(), String>
 /// a refusal that closes the connection is the gateway's choice, not the harness's.
 #[tokio::test]
 async fn pipelined_well_formed_requests_are_both_served() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let first =
         "GET /v1/article/first HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n";
@@ -488,9 +484,7 @@ async fn pipelined_well_formed_requests_are_both_served() {
 /// served, it is refused, and nothing after it on that connection is read.
 #[tokio::test]
 async fn a_pipelined_request_after_a_framing_error_is_never_read() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let good =
         "GET /v1/article/first HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n";
@@ -537,8 +531,7 @@ async fn a_pipelined_request_after_a_framing_error_is_never_read() {
 /// is noticed.
 #[tokio::test]
 async fn parser_refusals_are_bare_and_close() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let bytes =
         "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nContent-Length: +5\r\n\r\nhello";
     let (status, headers, body) = raw::request(gateway.addr, bytes.as_bytes()).await;
@@ -552,9 +545,7 @@ async fn parser_refusals_are_bare_and_close() {
 /// HTTP/2 carries the authority in `:authority`; a `Host` field beside it must agree.
 #[tokio::test]
 async fn http2_host_disagreeing_with_authority_is_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let h2 = common::h2c_client();
     let send = |host: String| {
         h2.get(gateway.url("/v1/article/a1"))

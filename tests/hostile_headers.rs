@@ -6,7 +6,7 @@ mod common;
 
 use common::raw::{self, Conn};
 use common::raw_upstream::RawUpstream;
-use common::{Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{Gateway, UPSTREAM_CREDENTIAL};
 use serde_json::json;
 
 /// `GET /v1/article/a1` with `key` and the given extra header lines, closing after.
@@ -31,9 +31,7 @@ fn values<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn headers_named_in_every_connection_line_never_reach_the_upstream() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let request = format!(
         "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\
          Connection: keep-alive, X-One\r\nConnection: x-two,,  X-Three-Listed \r\n\
@@ -83,8 +81,7 @@ async fn headers_named_in_every_connection_line_never_reach_the_upstream() {
 /// unframe the body nor remove what the gateway adds.
 #[tokio::test]
 async fn connection_naming_framing_or_gateway_headers_changes_nothing_that_matters() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     let request = format!(
         "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\
@@ -127,7 +124,7 @@ async fn hop_by_hop_headers_in_the_upstream_response_never_reach_the_client() {
         }
     })
     .await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     conn.send(get_with(&key, "").as_bytes()).await.unwrap();
@@ -170,7 +167,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
         }
     })
     .await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let request = kept_alive(&key, "");
@@ -188,9 +185,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
 
 #[tokio::test]
 async fn protocol_switches_are_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let cases = [
         // Issue 11: an h2c offer is ignored and answered over HTTP/1.1 (tests/transparency_request.rs).
         (
@@ -260,11 +255,12 @@ async fn protocol_switches_are_refused() {
 /// the request will be refused, and never invited to send a body that will not be read.
 #[tokio::test]
 async fn expect_100_continue_on_a_refused_request_gets_the_final_status_and_no_100() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.max_body = 1000;
-    })
-    .await;
+    let (upstream, gateway) = Gateway::builder()
+        .config(|config| {
+            config.limits.max_body = 1000;
+        })
+        .start_on_echo()
+        .await;
     let (_, read_only) = gateway.create_key(json!({"scope": "read"})).await;
     let key = gateway.read_write_key().await;
     let head = |auth: &str, length: u64| {
@@ -303,18 +299,14 @@ async fn expect_100_continue_on_a_refused_request_gets_the_final_status_and_no_1
 
 #[tokio::test]
 async fn expect_100_continue_on_an_accepted_request_gets_100_then_the_answer() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
-    let mut conn = Conn::open(gateway.addr).await;
-    conn.send(
-        format!(
-            "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "PUT /v1/article/a1",
+        &key,
+        "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(conn.response().await.status(), 100);
     conn.send(b"hello").await.unwrap();
     assert_eq!(conn.response().await.status(), 200);
@@ -329,8 +321,7 @@ async fn expect_100_continue_on_an_accepted_request_gets_100_then_the_answer() {
 
 #[tokio::test]
 async fn client_sent_gateway_headers_cannot_pose_as_the_gateway() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read"})).await;
     let request = get_with(
         &key,

@@ -11,7 +11,6 @@
 
 mod common;
 
-use common::process::{Process, free_port, write_config};
 use common::store::Call;
 use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
 use kbgate::keys::{KeyHash, secret};
@@ -35,9 +34,9 @@ async fn the_store_only_ever_sees_hashes_of_secrets() {
     let upstream = Upstream::start().await;
     let watched = Arc::new(Mutex::new(Watched::default()));
     let log = watched.clone();
-    let gateway = Gateway::start_with_hook(
-        &upstream,
-        Box::new(move |call| {
+    let gateway = Gateway::builder()
+        .upstream(&upstream)
+        .store(Box::new(move |call| {
             let mut log = log.lock().unwrap();
             match call {
                 Call::FindByHash(hash) => log.lookups.push(*hash),
@@ -47,9 +46,9 @@ async fn the_store_only_ever_sees_hashes_of_secrets() {
                 _ => {}
             }
             Ok(())
-        }),
-    )
-    .await;
+        }))
+        .start()
+        .await;
     let (id, first) = gateway.create_key(json!({"name": "watched"})).await;
     let (_, rotated) = gateway
         .admin("POST", &format!("/v1/keys/{id}/rotate"), Some(json!({})))
@@ -113,8 +112,7 @@ async fn refusal(addr: SocketAddr, request: &[u8]) -> (String, Vec<String>, Stri
 
 #[tokio::test]
 async fn malformed_and_unknown_keys_get_the_very_same_401() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (deleted_id, deleted) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article/a1", &deleted).await.0, 200);
     let (status, _) = gateway
@@ -186,11 +184,7 @@ async fn malformed_and_unknown_keys_get_the_very_same_401() {
             "{what}: told apart from an unknown key"
         );
     }
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the request before the delete"
-    );
+    upstream.assert_count(1, "only the request before the delete");
     gateway.shutdown().await;
 }
 
@@ -202,16 +196,16 @@ async fn malformed_and_unknown_keys_get_the_very_same_401() {
 async fn secrets_never_appear_in_any_log_line_at_trace_level() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let changes = [(
-        "# query: { key: \"${KB_API_KEY}\" }",
-        "query: { key: \"${KB_API_KEY}\" } #".to_string(),
-    )];
-    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &changes);
-    let log = dir.path().join("kbgate.log");
-    let mut process =
-        Process::spawn_with_env(&config, log, gateway, admin, &[("RUST_LOG", "trace")]).await;
+    let mut process = Gateway::builder()
+        .upstream(&upstream)
+        .edit(&[(
+            "# query: { key: \"${KB_API_KEY}\" }",
+            "query: { key: \"${KB_API_KEY}\" } #",
+        )])
+        .env("RUST_LOG", "trace")
+        .spawn(dir.path())
+        .await;
+    let (gateway, admin) = (process.gateway, process.admin);
 
     let (status, created) = process
         .admin(Method::POST, "/v1/keys", Some(json!({"name": "logged"})))

@@ -5,13 +5,8 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::raw::{self, Conn};
-use common::{Gateway, Upstream, shipped_yaml};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
+use common::{FakeKb, Gateway, Upstream, shipped_yaml};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,9 +23,7 @@ fn get_with_header(key: &str, name: &str, value: &str) -> String {
 
 #[tokio::test]
 async fn oversized_headers_get_431() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let limit = 32 * KIB; // the default limits.max_header_size
 
     // Just under the limit: served.
@@ -71,19 +64,13 @@ async fn oversized_headers_get_431() {
         let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
         assert_eq!((status, body.as_str()), (431, ""));
     }
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the request under the limit"
-    );
+    upstream.assert_count(1, "only the request under the limit");
     gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn overlong_uris_get_414() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let limit = 8 * KIB; // the default limits.max_uri_length
     let target = |len: usize| {
         let prefix = "/v1/search?query=";
@@ -148,12 +135,13 @@ async fn send_body(
 
 #[tokio::test]
 async fn bodies_over_the_route_or_global_limit_get_413() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_yaml(&yaml_with_route_limits(), &upstream.url(), |config| {
-        config.limits.max_body = 2 * KIB as u64;
-    })
-    .await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml_with_route_limits())
+        .config(|config| {
+            config.limits.max_body = 2 * KIB as u64;
+        })
+        .start_with_key()
+        .await;
     let too_large = (413, "body_too_large".to_string());
     let cases = [
         ("POST", "/v1/article", KIB, (200, String::new())),
@@ -233,12 +221,12 @@ async fn bodies_over_the_route_or_global_limit_get_413() {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_to_be_accepted() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.max_connections = 2;
-    })
-    .await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .config(|config| {
+            config.limits.max_connections = 2;
+        })
+        .start_with_key()
+        .await;
     let keep_alive = format!(
         "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n"
     );
@@ -268,67 +256,42 @@ async fn connections_beyond_max_connections_wait_to_be_accepted() {
 
 /// An upstream that records how many requests it holds at once. Each waits until three are
 /// in flight (which a working stream cap never allows) or 600 ms have passed.
-struct ConcurrencyUpstream {
-    addr: std::net::SocketAddr,
-    max_in_flight: Arc<AtomicUsize>,
-    served: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ConcurrencyUpstream {
-    async fn start() -> ConcurrencyUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let max_in_flight = Arc::new(AtomicUsize::new(0));
-        let served = Arc::new(AtomicUsize::new(0));
-        let (now, max, done) = (in_flight.clone(), max_in_flight.clone(), served.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (now, max, done) = (now.clone(), max.clone(), done.clone());
-                let service = service_fn(move |_request| {
-                    let (now, max, done) = (now.clone(), max.clone(), done.clone());
-                    async move {
-                        let current = now.fetch_add(1, Ordering::SeqCst) + 1;
-                        max.fetch_max(current, Ordering::SeqCst);
-                        let deadline = Instant::now() + Duration::from_millis(600);
-                        while now.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        now.fetch_sub(1, Ordering::SeqCst);
-                        done.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("ok"))))
-                    }
-                });
-                tokio::spawn(
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned(),
-                );
+/// Returns the upstream, the most requests it held at once, and the number it answered.
+async fn concurrency_upstream() -> (Upstream, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (now, max, done) = (in_flight.clone(), max_in_flight.clone(), served.clone());
+    let upstream = FakeKb::new()
+        .otherwise(move |_| {
+            let (now, max, done) = (now.clone(), max.clone(), done.clone());
+            async move {
+                let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(current, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_millis(600);
+                while now.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                http::Response::new(common::kb::full("ok"))
             }
-        });
-        ConcurrencyUpstream {
-            addr,
-            max_in_flight,
-            served,
-            task,
-        }
-    }
-}
-
-impl Drop for ConcurrencyUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+        })
+        .start()
+        .await;
+    (upstream, max_in_flight, served)
 }
 
 #[tokio::test]
 async fn http2_streams_beyond_max_concurrent_streams_wait() {
-    let upstream = ConcurrencyUpstream::start().await;
-    let gateway = Gateway::start_at(&format!("http://{}", upstream.addr), |config| {
-        config.limits.max_concurrent_streams = 2;
-    })
-    .await;
+    let (upstream, max_in_flight, served) = concurrency_upstream().await;
+    let gateway = Gateway::builder()
+        .upstream(&upstream)
+        .config(|config| {
+            config.limits.max_concurrent_streams = 2;
+        })
+        .start()
+        .await;
     let key = gateway.read_write_key().await;
     let h2 = common::h2c_client();
     // Five requests at once on one HTTP/2 connection.
@@ -347,9 +310,9 @@ async fn http2_streams_beyond_max_concurrent_streams_wait() {
         answers.iter().all(|a| *a == (http::Version::HTTP_2, 200)),
         "{answers:?}"
     );
-    assert_eq!(upstream.served.load(Ordering::SeqCst), 5);
+    assert_eq!(served.load(Ordering::SeqCst), 5);
     assert_eq!(
-        upstream.max_in_flight.load(Ordering::SeqCst),
+        max_in_flight.load(Ordering::SeqCst),
         2,
         "at most two streams at once, and two did run together"
     );
@@ -406,11 +369,12 @@ fn assert_cut_at_timeout(what: &str, elapsed: Duration, timeout: Duration) {
 
 #[tokio::test]
 async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.header_read_timeout = HEADER_TIMEOUT;
-    })
-    .await;
+    let (upstream, gateway) = Gateway::builder()
+        .config(|config| {
+            config.limits.header_read_timeout = HEADER_TIMEOUT;
+        })
+        .start_on_echo()
+        .await;
     let cases: [(&str, &[u8], &'static [u8]); 4] = [
         (
             "a header line every 100 ms",
@@ -455,13 +419,13 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
 /// ever (hyper's header timer only starts once the HTTP/2 preface sniff is done).
 #[tokio::test]
 async fn silent_connections_cannot_hold_every_connection_slot() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.max_connections = 1;
-        config.limits.header_read_timeout = HEADER_TIMEOUT;
-    })
-    .await;
-    let key = gateway.read_write_key().await;
+    let (_upstream, gateway, key) = Gateway::builder()
+        .config(|config| {
+            config.limits.max_connections = 1;
+            config.limits.header_read_timeout = HEADER_TIMEOUT;
+        })
+        .start_with_key()
+        .await;
     let _silent = TcpStream::connect(gateway.addr).await.unwrap();
     // Make sure the silent one holds the slot before the real client comes.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -476,12 +440,12 @@ const BODY_TIMEOUT: Duration = Duration::from_millis(400);
 
 #[tokio::test]
 async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.body_timeout = BODY_TIMEOUT;
-    })
-    .await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .config(|config| {
+            config.limits.body_timeout = BODY_TIMEOUT;
+        })
+        .start_with_key()
+        .await;
     for framing in ["Content-Length: 100\r\n", "Transfer-Encoding: chunked\r\n"] {
         let body = if framing.starts_with("Content") {
             "0123456789"
@@ -522,21 +486,19 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
 /// slow but steady upload that takes longer than it goes through.
 #[tokio::test]
 async fn a_slow_but_steady_upload_is_not_cut_off() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.limits.body_timeout = BODY_TIMEOUT;
-    })
-    .await;
-    let key = gateway.read_write_key().await;
-    let mut conn = Conn::open(gateway.addr).await;
-    conn.send(
-        format!(
-            "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
+    let (upstream, gateway, key) = Gateway::builder()
+        .config(|config| {
+            config.limits.body_timeout = BODY_TIMEOUT;
+        })
+        .start_with_key()
+        .await;
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "PUT /v1/article/a1",
+        &key,
+        "Content-Length: 10\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .unwrap();
+    .await;
     let started = Instant::now();
     for byte in b"0123456789" {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -126,27 +126,15 @@ async fn admin_input_is_checked(gateway: &Gateway) {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
-    let anonymous = gateway
-        .client
-        .get(gateway.admin_url("/v1/keys"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = gateway.plain_get(gateway.admin_url("/v1/keys")).await;
     assert_eq!(anonymous.status(), 401);
     let wrong = gateway
-        .client
-        .get(gateway.admin_url("/v1/keys"))
-        .bearer_auth("not-the-token")
-        .send()
-        .await
-        .unwrap();
+        .keyed_get(gateway.admin_url("/v1/keys"), "not-the-token")
+        .await;
     assert_eq!(wrong.status(), 401);
     let openapi: Value = gateway
-        .client
-        .get(gateway.admin_url("/openapi.json"))
-        .send()
+        .plain_get(gateway.admin_url("/openapi.json"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -217,13 +205,7 @@ async fn changes_hold_from_the_next_request(gateway: &Gateway) {
 async fn rotation_with_grace(gateway: &Gateway) {
     let (id, old) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &old).await.0, 200);
-    let (status, rotated) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{id}/rotate"),
-            Some(json!({"grace_period_seconds": 2})),
-        )
-        .await;
+    let (status, rotated) = gateway.rotate(&id, 2).await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(new, old);
@@ -244,13 +226,7 @@ async fn rotation_with_grace(gateway: &Gateway) {
     assert_eq!(gateway.get("/v1/article", &new).await.0, 200);
 
     // Grace 0: the old secret is refused at once.
-    let (status, again) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{id}/rotate"),
-            Some(json!({"grace_period_seconds": 0})),
-        )
-        .await;
+    let (status, again) = gateway.rotate(&id, 0).await;
     assert_eq!(status, 200);
     assert_eq!(
         gateway.get("/v1/article", &new).await,
@@ -291,7 +267,11 @@ async fn embedded(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)>
 async fn redis(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
     let server = RedisServer::start()?;
     let store = server.store("lifecycle:");
-    let gateway = Gateway::start_with(upstream, |config| config.store = store).await;
+    let gateway = Gateway::builder()
+        .upstream(upstream)
+        .config(|config| config.store = store)
+        .start()
+        .await;
     Some((gateway, Some(server)))
 }
 

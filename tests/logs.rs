@@ -5,11 +5,9 @@
 
 mod common;
 
-use common::process::{Process, free_port, write_config};
-use common::{ADMIN_TOKEN, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The random tail of a secret: the part after its display `start`, which may be shown.
@@ -21,8 +19,6 @@ fn tail(secret: &str) -> &str {
 async fn json_logs_at_trace_level_carry_no_secret() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let changes = [
         ("format: text", "format: json".to_string()),
         (
@@ -30,15 +26,13 @@ async fn json_logs_at_trace_level_carry_no_secret() {
             "query: { key: \"${KB_API_KEY}\" }".to_string(),
         ),
     ];
-    let config = write_config(dir.path(), gateway, admin, &upstream.url(), &changes);
-    let mut process = Process::spawn_with_env(
-        &config,
-        dir.path().join("kbgate.log"),
-        gateway,
-        admin,
-        &[("RUST_LOG", "trace")],
-    )
-    .await;
+    let mut process = Gateway::builder()
+        .upstream(&upstream)
+        .edit(&changes)
+        .env("RUST_LOG", "trace")
+        .spawn(dir.path())
+        .await;
+    let gateway = process.gateway;
 
     let (status, key) = process
         .admin(Method::POST, "/v1/keys", Some(json!({"name": "Logged"})))

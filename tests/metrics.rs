@@ -7,7 +7,7 @@
 mod common;
 
 use common::metrics::{Scrape, prometheus_tool, promtool_check_metrics};
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL};
 use kbgate::metrics::{
     AUTH_DECISIONS, BUILD_INFO, HOT_TIER_LOOKUPS, IN_FLIGHT, KEY_INFO, KEY_REQUESTS,
     REQUEST_DURATION, REQUESTS, STORE_LOOKUPS, UPSTREAM_DURATION, UPSTREAM_ERRORS,
@@ -22,8 +22,7 @@ fn grew(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn requests_are_counted_by_route_outcome_and_key() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, secret) = gateway
         .create_key(json!({"name": "Metrics \"reader\"", "scope": "read"}))
         .await;
@@ -46,15 +45,7 @@ async fn requests_are_counted_by_route_outcome_and_key() {
         (gateway.send("POST", "/v1/article", &secret).await, 403),
         (gateway.get("/v1/nowhere", &secret).await, 403),
         (
-            common::status_and_code(
-                gateway
-                    .client
-                    .get(gateway.url("/v1/article"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await,
+            common::status_and_code(gateway.plain_get(gateway.url("/v1/article")).await).await,
             401,
         ),
         (gateway.get("/v1/article", &unknown).await, 401),
@@ -141,8 +132,7 @@ async fn requests_are_counted_by_route_outcome_and_key() {
 
 #[tokio::test]
 async fn key_info_follows_edits_and_deletes() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, _) = gateway.create_key(json!({"name": "Before"})).await;
     let series = |scrape: &Scrape| -> Vec<(String, String)> {
         scrape
@@ -176,8 +166,7 @@ async fn key_info_follows_edits_and_deletes() {
 
 #[tokio::test]
 async fn key_info_is_loaded_from_the_store_at_start() {
-    let upstream = Upstream::start().await;
-    let first = Gateway::start(&upstream).await;
+    let (upstream, first) = Gateway::builder().start_on_echo().await;
     let (id, _) = first.create_key(json!({"name": "Survivor"})).await;
     let dir = first.dir.path().to_path_buf();
     let Gateway {
@@ -185,10 +174,13 @@ async fn key_info_is_loaded_from_the_store_at_start() {
     } = first;
     running.unwrap().shutdown().await;
 
-    let again = Gateway::start_with(&upstream, |config| {
-        config.store = kbgate::keys::StoreConfig::embedded(dir.join("kbgate.db"));
-    })
-    .await;
+    let again = Gateway::builder()
+        .upstream(&upstream)
+        .config(|config| {
+            config.store = kbgate::keys::StoreConfig::embedded(dir.join("kbgate.db"));
+        })
+        .start()
+        .await;
     let scrape = again.scrape().await;
     assert_eq!(
         scrape.sum(KEY_INFO, &[("key_id", &id), ("name", "Survivor")]),
@@ -204,8 +196,10 @@ async fn key_info_is_loaded_from_the_store_at_start() {
 
 #[tokio::test]
 async fn per_key_series_can_be_switched_off() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |c| c.metrics.per_key = false).await;
+    let (_upstream, gateway) = Gateway::builder()
+        .config(|c| c.metrics.per_key = false)
+        .start_on_echo()
+        .await;
     let (id, secret) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
     let scrape = gateway.scrape().await;
@@ -218,8 +212,10 @@ async fn per_key_series_can_be_switched_off() {
 /// The only test in this binary that reaches a cap, so `key_id="other"` is its alone.
 #[tokio::test]
 async fn keys_past_the_cap_count_as_other() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |c| c.metrics.per_key_limit = 1).await;
+    let (_upstream, gateway) = Gateway::builder()
+        .config(|c| c.metrics.per_key_limit = 1)
+        .start_on_echo()
+        .await;
     let (first, first_secret) = gateway.create_key(json!({})).await;
     let (second, second_secret) = gateway.create_key(json!({})).await;
     let before = gateway.scrape().await;
@@ -247,15 +243,19 @@ async fn upstream_failures_are_counted_by_kind() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
-    let upstream = Upstream::start().await;
-    let unreachable = Gateway::start_with(&upstream, |c| {
-        c.upstream.origin = closed_url.parse().unwrap();
-    })
-    .await;
-    let slow = Gateway::start_with(&upstream, |c| {
-        c.upstream.timeout = Duration::from_millis(200);
-    })
-    .await;
+    let (upstream, unreachable) = Gateway::builder()
+        .config(|c| {
+            c.upstream.origin = closed_url.parse().unwrap();
+        })
+        .start_on_echo()
+        .await;
+    let slow = Gateway::builder()
+        .upstream(&upstream)
+        .config(|c| {
+            c.upstream.timeout = Duration::from_millis(200);
+        })
+        .start()
+        .await;
     let (_, a) = unreachable.create_key(json!({})).await;
     let (_, b) = slow.create_key(json!({})).await;
     let before = slow.scrape().await;
@@ -272,25 +272,14 @@ async fn upstream_failures_are_counted_by_kind() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_need_no_token() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
-        let response = gateway
-            .client
-            .get(gateway.admin_url(path))
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.plain_get(gateway.admin_url(path)).await;
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], want, "{path}");
     }
-    let keys = gateway
-        .client
-        .get(gateway.admin_url("/v1/keys"))
-        .send()
-        .await
-        .unwrap();
+    let keys = gateway.plain_get(gateway.admin_url("/v1/keys")).await;
     assert_eq!(keys.status(), 401, "the key API still needs the token");
     gateway.scrape().await;
     gateway.shutdown().await;

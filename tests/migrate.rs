@@ -44,7 +44,11 @@ fn migrate(from: &Path, to: &Path) -> String {
 }
 
 async fn start_on(upstream: &Upstream, store: StoreConfig) -> Gateway {
-    Gateway::start_with(upstream, |config| config.store = store).await
+    Gateway::builder()
+        .upstream(upstream)
+        .config(|config| config.store = store)
+        .start()
+        .await
 }
 
 /// The keys as the admin API shows them, without the fields that change with use.
@@ -74,13 +78,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
     for _ in 0..3 {
         assert_eq!(gateway.get("/v1/article", &reader).await.0, 200);
     }
-    let (_, rotated) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{writer_id}/rotate"),
-            Some(json!({"grace_period_seconds": 3600})),
-        )
-        .await;
+    let (_, rotated) = gateway.rotate(&writer_id, 3600).await;
     let writer = rotated["secret"].as_str().unwrap().to_string();
     assert_eq!(gateway.send("POST", "/v1/article", &writer).await.0, 200);
     let before = keys(&gateway).await;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, Upstream};
+use common::{ADMIN_TOKEN, Gateway};
 use serde_json::{Value, json};
 
 /// Test cases per operation: under a minute for the whole run on two busy cores.
@@ -117,8 +117,7 @@ fn assert_matches(doc: &Value, path: &str, method: &str, status: u16, body: &Val
 
 #[tokio::test]
 async fn answers_match_the_documented_schemas() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
 
     let (status, created) = gateway
@@ -132,13 +131,7 @@ async fn answers_match_the_documented_schemas() {
     assert_matches(&doc, "/v1/keys", "post", 201, &created);
     let id = created["id"].as_str().unwrap();
 
-    let (status, rotated) = gateway
-        .admin(
-            "POST",
-            &format!("/v1/keys/{id}/rotate"),
-            Some(json!({"grace_period_seconds": 3600})),
-        )
-        .await;
+    let (status, rotated) = gateway.rotate(id, 3600).await;
     assert_eq!(status, 200, "{rotated}");
     assert_matches(&doc, "/v1/keys/{id}/rotate", "post", 200, &rotated);
     assert_eq!(rotated["secrets"].as_array().unwrap().len(), 2);
@@ -176,8 +169,7 @@ async fn answers_match_the_documented_schemas() {
 
 #[tokio::test]
 async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let client = reqwest::Client::new();
     let all = [
@@ -237,8 +229,7 @@ async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
 
 #[tokio::test]
 async fn body_errors_name_the_field_and_names_follow_the_document() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let name_schema = &doc["components"]["schemas"]["CreateKey"]["properties"]["name"];
     assert_eq!(name_schema["minLength"], 1);
@@ -330,8 +321,7 @@ async fn schemathesis_finds_nothing() {
     let Some(schemathesis) = schemathesis() else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     // Hypothesis keeps its example database in the working directory: a temporary one.
     let work = tempfile::tempdir().unwrap();
     let config = concat!(

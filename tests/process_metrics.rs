@@ -2,8 +2,8 @@
 
 mod common;
 
+use common::Gateway;
 use common::metrics::{prometheus_tool, promtool_check_metrics};
-use common::{Gateway, Upstream};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn one(scrape: &common::metrics::Scrape, name: &str) -> f64 {
@@ -18,8 +18,7 @@ fn one(scrape: &common::metrics::Scrape, name: &str) -> f64 {
 
 #[tokio::test]
 async fn process_metrics_are_scraped_with_plausible_values() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let scrape = gateway.scrape().await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -11,14 +11,32 @@ use kbgate::keys::redis::RedisConfig;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// What two gateways of [`pair`] share: a redis-server and a fake KB.
+struct Shared {
+    server: RedisServer,
+    upstream: Upstream,
+}
+
+/// A redis-server, a fake KB and two gateways in front of it sharing the server ([`gateways`]);
+/// None (SKIPPED) where redis-server is not installed.
+async fn pair() -> Option<(Gateway, Gateway, Shared)> {
+    let server = RedisServer::start()?;
+    let upstream = Upstream::start().await;
+    let (a, b) = gateways(&upstream, &server).await;
+    Some((a, b, Shared { server, upstream }))
+}
+
 /// Two gateways sharing `server` under one prefix; the hot tier keeps entries for a minute, so
 /// a refusal seen on B within the test's wait can only come from the change feed.
-async fn pair(upstream: &Upstream, server: &RedisServer) -> (Gateway, Gateway) {
+async fn gateways(upstream: &Upstream, server: &RedisServer) -> (Gateway, Gateway) {
     let start = || {
-        Gateway::start_with(upstream, |config| {
-            config.store = server.store("shared:");
-            config.hot_tier.max_age = Duration::from_secs(60);
-        })
+        Gateway::builder()
+            .upstream(upstream)
+            .config(|config| {
+                config.store = server.store("shared:");
+                config.hot_tier.max_age = Duration::from_secs(60);
+            })
+            .start()
     };
     let a = start().await;
     let b = start().await;
@@ -54,11 +72,9 @@ async fn propagation(
 
 #[tokio::test]
 async fn a_change_made_on_a_is_enforced_by_b() {
-    let Some(server) = RedisServer::start() else {
+    let Some((a, b, _shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
 
     let (id, key) = a.create_key(json!({"scope": "read_write"})).await;
     let path = format!("/v1/keys/{id}");
@@ -96,13 +112,7 @@ async fn a_change_made_on_a_is_enforced_by_b() {
 
     let mut new_secret = String::new();
     let rotated = propagation(&b, &key, (401, "key_expired"), async {
-        let (_, body) = a
-            .admin(
-                "POST",
-                &format!("{path}/rotate"),
-                Some(json!({"grace_period_seconds": 0})),
-            )
-            .await;
+        let (_, body) = a.rotate(&id, 0).await;
         new_secret = body["secret"].as_str().unwrap().to_string();
     })
     .await;
@@ -133,24 +143,22 @@ async fn a_change_made_on_a_is_enforced_by_b() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_keys_is_answered_from_the_negative_cache() {
-    let Some(server) = RedisServer::start() else {
+    let Some((a, b, shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
     let unknown = kbgate::keys::secret::generate().secret;
     assert_eq!(
         b.get("/v1/article", &unknown).await,
         (401, "invalid_key".into())
     );
-    let gets_before = server.calls("get");
+    let gets_before = shared.server.calls("get");
     for _ in 0..200 {
         assert_eq!(
             b.get("/v1/article", &unknown).await,
             (401, "invalid_key".into())
         );
     }
-    let lookups = server.calls("get") - gets_before;
+    let lookups = shared.server.calls("get") - gets_before;
     assert!(
         lookups <= 2,
         "200 refusals of one unknown key cost {lookups} Redis lookups"
@@ -166,11 +174,9 @@ async fn a_flood_of_unknown_keys_is_answered_from_the_negative_cache() {
 
 #[tokio::test]
 async fn usage_from_all_instances_adds_up_exactly() {
-    let Some(server) = RedisServer::start() else {
+    let Some((a, b, shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
     let (id, key) = a.create_key(json!({})).await;
     let requests = |gateway: &Gateway, n: usize| {
         let key = key.clone();
@@ -200,7 +206,11 @@ async fn usage_from_all_instances_adds_up_exactly() {
     // And nothing more arrives later: the sum is exact, not an over-count.
     a.shutdown().await;
     b.shutdown().await;
-    let c = Gateway::start_with(&upstream, |config| config.store = server.store("shared:")).await;
+    let c = Gateway::builder()
+        .upstream(&shared.upstream)
+        .config(|config| config.store = shared.server.store("shared:"))
+        .start()
+        .await;
     let (_, shown) = c.admin("GET", &format!("/v1/keys/{id}"), None).await;
     assert_eq!(shown["request_count"], 60);
     c.shutdown().await;
@@ -212,22 +222,18 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
         return;
     }
     let port = free_port();
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.store = StoreConfig::Redis(RedisConfig {
-            urls: vec![format!("redis://127.0.0.1:{port}/0")],
-            cluster: false,
-            prefix: "late:".into(),
-            timeout: Duration::from_millis(300),
+    let (upstream, gateway) = Gateway::builder()
+        .config(|config| {
+            config.store = StoreConfig::Redis(RedisConfig {
+                urls: vec![format!("redis://127.0.0.1:{port}/0")],
+                cluster: false,
+                prefix: "late:".into(),
+                timeout: Duration::from_millis(300),
+            })
         })
-    })
-    .await;
-    let ready = gateway
-        .client
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+        .start_on_echo()
+        .await;
+    let ready = gateway.plain_get(gateway.admin_url("/readyz")).await;
     assert_eq!(ready.status(), 503);
     let some_key = kbgate::keys::secret::generate().secret;
     let started = Instant::now();
@@ -250,11 +256,8 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
     let _server = RedisServer::start_on(port).unwrap();
     eventually("ready once Redis is up", || async {
         gateway
-            .client
-            .get(gateway.admin_url("/readyz"))
-            .send()
+            .plain_get(gateway.admin_url("/readyz"))
             .await
-            .unwrap()
             .status()
             == 200
     })
@@ -266,16 +269,14 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
 
 #[tokio::test]
 async fn redis_lost_mid_run_keeps_cached_keys_fails_closed_for_the_rest_and_recovers() {
-    let Some(mut server) = RedisServer::start() else {
+    let Some((a, b, mut shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
     let (_, cached) = a.create_key(json!({})).await;
     let (_, uncached) = a.create_key(json!({})).await;
     assert_eq!(b.get("/v1/article", &cached).await.0, 200);
 
-    server.kill();
+    shared.server.kill();
     assert_eq!(
         b.get("/v1/article", &cached).await.0,
         200,
@@ -291,22 +292,14 @@ async fn redis_lost_mid_run_keeps_cached_keys_fails_closed_for_the_rest_and_reco
         "bounded by the store timeout: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        b.client
-            .get(b.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(b.plain_get(b.admin_url("/readyz")).await.status(), 503);
     assert_eq!(
         b.get("/v1/article", &cached).await.0,
         200,
         "still served while Redis is down"
     );
 
-    server.restart();
+    shared.server.restart();
     eventually("full service resumes", || async {
         b.get("/v1/article", &uncached).await.0 == 200
     })
@@ -333,9 +326,10 @@ async fn a_slow_redis_gives_503_after_the_store_timeout_not_a_hung_request() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let gateway =
-        Gateway::start_with(&upstream, |config| config.store = server.store("slow:")).await;
+    let (_upstream, gateway) = Gateway::builder()
+        .config(|config| config.store = server.store("slow:"))
+        .start_on_echo()
+        .await;
     let (_, key) = gateway.create_key(json!({})).await;
     let (_, other) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
@@ -370,10 +364,13 @@ async fn a_redis_cluster_serves_as_the_shared_store() {
     let cluster = common::redis::RedisCluster::start().unwrap();
     let upstream = Upstream::start().await;
     let start = || {
-        Gateway::start_with(&upstream, |config| {
-            config.store = cluster.store("kbgate:");
-            config.hot_tier.max_age = Duration::from_secs(60);
-        })
+        Gateway::builder()
+            .upstream(&upstream)
+            .config(|config| {
+                config.store = cluster.store("kbgate:");
+                config.hot_tier.max_age = Duration::from_secs(60);
+            })
+            .start()
     };
     let a = start().await;
     let b = start().await;
@@ -399,18 +396,19 @@ async fn a_redis_cluster_serves_as_the_shared_store() {
 
 #[tokio::test]
 async fn losing_the_change_feed_while_redis_is_up_empties_the_hot_tier() {
-    let Some(server) = RedisServer::start() else {
+    let Some((a, b, shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
     let (_, key) = a.create_key(json!({})).await;
     assert_eq!(b.get("/v1/article", &key).await.0, 200);
     let keyring = b.running.as_ref().unwrap().keyring.clone();
     assert!(keyring.hot_len() >= 1, "the key is cached on B");
 
     // Drop every subscriber connection; Redis itself stays up.
-    let killed = server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).unwrap();
+    let killed = shared
+        .server
+        .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .unwrap();
     assert_ne!(killed, "0", "a subscription was there to kill");
     eventually("B empties its hot tier", || async {
         keyring.hot_len() == 0
@@ -424,11 +422,9 @@ async fn losing_the_change_feed_while_redis_is_up_empties_the_hot_tier() {
 
 #[tokio::test]
 async fn a_key_created_on_a_gets_its_name_in_b_metrics() {
-    let Some(server) = RedisServer::start() else {
+    let Some((a, b, _shared)) = pair().await else {
         return;
     };
-    let upstream = Upstream::start().await;
-    let (a, b) = pair(&upstream, &server).await;
     let (id, _) = a.create_key(json!({"name": "Named on A"})).await;
     // B hears of the change on its feed and re-reads the names within a refresh (5 s).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_read_key_gets_but_cannot_post() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "Chatbot"})).await;
     assert_eq!(
         gateway.get("/v1/article/a1", &key).await,
@@ -25,24 +24,14 @@ async fn a_read_key_gets_but_cannot_post() {
         gateway.send("POST", "/v1/article", &key).await,
         (403, "insufficient_permissions".into())
     );
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "the refused POST never reached the upstream"
-    );
+    upstream.assert_count(2, "the refused POST never reached the upstream");
     gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/v1/article"))
-        .send()
-        .await
-        .unwrap();
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let response = gateway.plain_get(gateway.url("/v1/article")).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
@@ -65,8 +54,7 @@ async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
 
 #[tokio::test]
 async fn key_refusals() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({})).await;
     let (_, other) = gateway.create_key(json!({})).await;
     let c = &gateway.client;
@@ -125,18 +113,13 @@ async fn key_refusals() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "malformed and unknown keys look alike"
     );
-    assert_eq!(
-        upstream.requests().len(),
-        1,
-        "only the one good request went upstream"
-    );
+    upstream.assert_count(1, "only the one good request went upstream");
     gateway.shutdown().await;
 }
 
 #[tokio::test]
 async fn disabled_and_expired_keys() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
     gateway
@@ -173,8 +156,7 @@ async fn disabled_and_expired_keys() {
 
 #[tokio::test]
 async fn route_refusals() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, read) = gateway.create_key(json!({"scope": "read"})).await;
     let (_, narrow) = gateway
         .create_key(json!({"scope": "read_write", "permissions": ["search:read"]}))
@@ -212,37 +194,29 @@ async fn upstream_unavailable_and_timeout() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.upstream.origin = format!("http://{closed}/").parse().unwrap();
-    })
-    .await;
+    let (upstream, gateway) = Gateway::builder()
+        .config(|config| {
+            config.upstream.origin = format!("http://{closed}/").parse().unwrap();
+        })
+        .start_on_echo()
+        .await;
     let (_, key) = gateway.create_key(json!({})).await;
-    let response = gateway
-        .client
-        .get(gateway.url("/v1/article"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.keyed_get(gateway.url("/v1/article"), &key).await;
     let (status, code) = status_and_code(response).await;
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
     gateway.shutdown().await;
 
-    let gateway = Gateway::start_with(&upstream, |config| {
-        config.upstream.timeout = Duration::from_millis(300);
-    })
-    .await;
+    let gateway = Gateway::builder()
+        .upstream(&upstream)
+        .config(|config| {
+            config.upstream.timeout = Duration::from_millis(300);
+        })
+        .start()
+        .await;
     let (_, key) = gateway.create_key(json!({})).await;
     let response = gateway.get("/v1/article?delay_ms=5000", &key).await;
     assert_eq!(response, (504, "upstream_timeout".into()));
-    let body = gateway
-        .client
-        .get(gateway.url("/v1/article"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let body = gateway.keyed_get(gateway.url("/v1/article"), &key).await;
     let text = body.text().await.unwrap();
     assert!(
         !text.contains("127.0.0.1"),
@@ -257,16 +231,16 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
     // The embedded store with a switch that fails every call, as a lost disk or network would.
     let down = Arc::new(AtomicBool::new(false));
     let switch = down.clone();
-    let gateway = Gateway::start_with_hook(
-        &upstream,
-        Box::new(move |_call| {
+    let gateway = Gateway::builder()
+        .upstream(&upstream)
+        .store(Box::new(move |_call| {
             if switch.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("switched off by the test".into()));
             }
             Ok(())
-        }),
-    )
-    .await;
+        }))
+        .start()
+        .await;
     let (_, cached) = gateway.create_key(json!({})).await;
     let (_, uncached) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &cached).await.0, 200);
@@ -282,12 +256,7 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
         200,
         "the hot tier keeps serving"
     );
-    let ready = gateway
-        .client
-        .get(gateway.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = gateway.plain_get(gateway.admin_url("/readyz")).await;
     assert_eq!(ready.status(), 503);
     let after = gateway.scrape().await;
     for (name, labels) in [
@@ -299,11 +268,7 @@ async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
         let grew = after.sum(name, labels) - before.sum(name, labels);
         assert!(grew >= 1.0, "{name} {labels:?} grew by {grew}");
     }
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "the unverified request never went upstream"
-    );
+    upstream.assert_count(2, "the unverified request never went upstream");
 
     down.store(false, Ordering::SeqCst);
     assert_eq!(

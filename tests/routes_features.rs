@@ -23,7 +23,11 @@ const EXTRA: &str = r#"  - { methods: [GET], path: "/v1/page/{id}", permission: 
 "#;
 
 async fn start(upstream: &Upstream) -> Gateway {
-    Gateway::start_yaml(&yaml_with(EXTRA), &upstream.url(), |_| {}).await
+    Gateway::builder()
+        .yaml(&yaml_with(EXTRA))
+        .upstream(&upstream)
+        .start()
+        .await
 }
 
 async fn call(gateway: &Gateway, method: Method, path: &str, key: &str) -> (u16, String) {
@@ -128,13 +132,7 @@ async fn query_rules_refuse_with_query_not_allowed() {
     ];
     let forwarded_before = upstream.requests().len();
     for path in refused {
-        let response = gateway
-            .client
-            .get(gateway.url(path))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.keyed_get(gateway.url(path), &key).await;
         assert_eq!(response.status(), 403, "{path}");
         assert!(response.headers().contains_key("x-request-id"));
         let body: serde_json::Value = response.json().await.unwrap();
@@ -166,19 +164,13 @@ async fn query_rules_refuse_with_query_not_allowed() {
 
     // The client key in ?key= is not a parameter of the KB's: it never counts, and is stripped.
     let response = gateway
-        .client
-        .get(gateway.url(&format!("/v1/find?q=x&key={key}")))
-        .send()
-        .await
-        .unwrap();
+        .plain_get(gateway.url(&format!("/v1/find?q=x&key={key}")))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.last().path_and_query, "/v1/find?q=x");
     let response = gateway
-        .client
-        .get(gateway.url(&format!("/v1/plain?key={key}")))
-        .send()
-        .await
-        .unwrap();
+        .plain_get(gateway.url(&format!("/v1/plain?key={key}")))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(upstream.last().path_and_query, "/v1/plain");
 

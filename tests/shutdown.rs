@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::Upstream;
-use common::process::{Process, free_port, write_config};
+use common::{Gateway, Upstream};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,8 +34,6 @@ async fn wait_until_refused(addr: SocketAddr) {
 async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gateway_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     // Usage is flushed only hourly, so only the shutdown flush can write it in this test.
     let changes = [
         ("flush_interval: 1s", "flush_interval: 1h".to_string()),
@@ -45,24 +42,16 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
             format!("shutdown_grace: {}s", GRACE.as_secs()),
         ),
     ];
-    let config = write_config(
-        dir.path(),
-        gateway_addr,
-        admin_addr,
-        &upstream.url(),
-        &changes,
-    );
+    let config = Gateway::builder()
+        .upstream(&upstream)
+        .edit(&changes)
+        .write(dir.path());
 
     // The first process runs on one thread (the current-thread runtime kbgate picks on a
     // one-CPU machine), the second on the machine's CPUs: the drain works on both.
-    let mut first = Process::spawn_with_env(
-        &config,
-        dir.path().join("first.log"),
-        gateway_addr,
-        admin_addr,
-        &[("TOKIO_WORKER_THREADS", "1")],
-    )
-    .await;
+    let mut first = config
+        .spawn_as("first.log", &[("TOKIO_WORKER_THREADS", "1")])
+        .await;
     let (status, key) = first
         .admin(
             reqwest::Method::POST,
@@ -144,13 +133,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
     assert_eq!(seen[0].path_and_query, target);
 
     // Restart on the same config and store: the usage counted before shutdown was written.
-    let mut second = Process::spawn(
-        &config,
-        dir.path().join("second.log"),
-        gateway_addr,
-        admin_addr,
-    )
-    .await;
+    let mut second = config.spawn_as("second.log", &[]).await;
     let (status, key) = second
         .admin(reqwest::Method::GET, &format!("/v1/keys/{id}"), None)
         .await;

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{Gateway, UPSTREAM_CREDENTIAL};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -113,13 +113,7 @@ async fn put(gateway: &Gateway, key: &str, path: &str, size: u64, peak: Peak) ->
 
 /// GETs `path` and counts the body chunk by chunk, sampling RSS every 1 MiB.
 async fn download(gateway: &Gateway, key: &str, path: &str, peak: &Peak) -> (u16, u64) {
-    let response = gateway
-        .client
-        .get(gateway.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.keyed_get(gateway.url(path), key).await;
     let status = response.status().as_u16();
     let mut chunks = response.bytes_stream();
     let mut received = 0u64;
@@ -137,8 +131,7 @@ async fn download(gateway: &Gateway, key: &str, path: &str, peak: &Peak) -> (u16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_upload_streams_through_without_being_buffered() {
     let _one_at_a_time = MEMORY_TESTS.lock().await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway
         .create_key(json!({"name": "uploader", "scope": "read_write"}))
         .await;
@@ -195,8 +188,7 @@ async fn a_64_mib_upload_streams_through_without_being_buffered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_download_streams_through_without_being_buffered() {
     let _one_at_a_time = MEMORY_TESTS.lock().await;
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "downloader"})).await;
 
     // Warm up with a small streamed download.

@@ -24,11 +24,14 @@ async fn tls_gateway_with(
     let dir = tempfile::tempdir().unwrap();
     let cert = tls::self_signed(dir.path());
     let files = cert.files();
-    let gateway = Gateway::start_with(upstream, |config| {
-        config.tls = Some(files);
-        adjust(config);
-    })
-    .await;
+    let gateway = Gateway::builder()
+        .upstream(upstream)
+        .config(|config| {
+            config.tls = Some(files);
+            adjust(config);
+        })
+        .start()
+        .await;
     (gateway, cert, dir)
 }
 
@@ -181,8 +184,7 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
+    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "h2c"})).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -263,46 +265,60 @@ async fn x_forwarded_proto_says_how_the_client_came() {
     plain_gateway.shutdown().await;
 }
 
-/// A gateway whose upstream is the HTTPS echo server at `https://localhost:PORT/`.
-async fn gateway_to_https_upstream(
-    placeholder: &Upstream,
-    upstream_addr: SocketAddr,
-    ca: Option<std::path::PathBuf>,
-    http2: bool,
-) -> Gateway {
-    Gateway::start_with(placeholder, |config| {
-        config.upstream.origin = format!("https://localhost:{}/", upstream_addr.port())
-            .parse()
-            .unwrap();
-        config.upstream.ca = ca;
-        config.upstream.http2 = http2;
-    })
-    .await
+/// A gateway whose upstream is an HTTPS echo server (`tls::start_https_upstream`) at
+/// `https://localhost:PORT/` with a fresh self-signed certificate, trusting that certificate
+/// through `upstream.ca` (or, with `trust_other`, another one); with a key. The recording
+/// upstream is only a placeholder for the harness; nothing should reach it.
+struct HttpsUpstream {
+    gateway: Gateway,
+    placeholder: Upstream,
+    key: String,
+    _certs: [tempfile::TempDir; 2],
+}
+
+async fn gateway_to_https_upstream(trust_other: bool, http2: bool) -> HttpsUpstream {
+    let cert_dir = tempfile::tempdir().unwrap();
+    let cert = tls::self_signed(cert_dir.path());
+    let upstream_addr = tls::start_https_upstream(&cert).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let ca = match trust_other {
+        false => cert.cert_path.clone(),
+        // The upstream's own certificate is not signed by this one.
+        true => tls::self_signed(other_dir.path()).cert_path,
+    };
+    let placeholder = Upstream::start().await;
+    let gateway = Gateway::builder()
+        .upstream(&placeholder)
+        .config(|config| {
+            config.upstream.origin = format!("https://localhost:{}/", upstream_addr.port())
+                .parse()
+                .unwrap();
+            config.upstream.ca = Some(ca);
+            config.upstream.http2 = http2;
+        })
+        .start()
+        .await;
+    let (_, key) = gateway.create_key(json!({"name": "https upstream"})).await;
+    HttpsUpstream {
+        gateway,
+        placeholder,
+        key,
+        _certs: [cert_dir, other_dir],
+    }
 }
 
 /// A keyed GET through the gateway to an HTTPS upstream trusted through `upstream.ca`; returns
 /// what the upstream saw (path, authorization, HTTP version).
 async fn through_https_upstream(http2: bool) -> Value {
-    let cert_dir = tempfile::tempdir().unwrap();
-    let cert = tls::self_signed(cert_dir.path());
-    let https_upstream = tls::start_https_upstream(&cert).await;
-    // The recording upstream is only a placeholder for the harness; nothing should reach it.
-    let placeholder = Upstream::start().await;
-    let gateway = gateway_to_https_upstream(
-        &placeholder,
-        https_upstream,
-        Some(cert.cert_path.clone()),
-        http2,
-    )
-    .await;
-    let (_, key) = gateway.create_key(json!({"name": "https upstream"})).await;
+    let HttpsUpstream {
+        gateway,
+        placeholder,
+        key,
+        _certs,
+    } = gateway_to_https_upstream(false, http2).await;
     let response = gateway
-        .client
-        .get(gateway.url("/v1/article/a1?lang=en"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .keyed_get(gateway.url("/v1/article/a1?lang=en"), &key)
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["path"], "/v1/article/a1?lang=en");
@@ -327,21 +343,8 @@ async fn an_https_upstream_can_be_spoken_to_over_h2() {
 
 #[tokio::test]
 async fn an_https_upstream_outside_the_trusted_roots_is_unavailable() {
-    let cert_dir = tempfile::tempdir().unwrap();
-    let cert = tls::self_signed(cert_dir.path());
-    let https_upstream = tls::start_https_upstream(&cert).await;
-    // Trust another certificate: the upstream's own is not signed by it.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other = tls::self_signed(other_dir.path());
-    let placeholder = Upstream::start().await;
-    let gateway = gateway_to_https_upstream(
-        &placeholder,
-        https_upstream,
-        Some(other.cert_path.clone()),
-        false,
-    )
-    .await;
-    let (_, key) = gateway.create_key(json!({"name": "https upstream"})).await;
+    let https = gateway_to_https_upstream(true, false).await;
+    let (gateway, key) = (https.gateway, https.key);
 
     let (status, code) = gateway.get("/v1/article/a1", &key).await;
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
@@ -433,10 +436,6 @@ async fn junk_on_the_tls_listener_does_not_hurt_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        upstream.requests().len(),
-        2,
-        "only the two proper requests were forwarded"
-    );
+    upstream.assert_count(2, "only the two proper requests were forwarded");
     gateway.shutdown().await;
 }

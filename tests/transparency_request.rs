@@ -5,105 +5,24 @@
 mod common;
 
 use bytes::Bytes;
+use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
 use common::{Gateway, Upstream};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-/// One request as [`BodyUpstream`] read it, body and all.
-#[derive(Clone, Debug)]
-struct Got {
-    method: String,
-    version: http::Version,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-    complete: bool,
-}
 
 /// A KB that keeps every request body it reads (HTTP/1.1, or h2c with prior knowledge) and
 /// answers 200 with the number of body bytes it got.
-struct BodyUpstream {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Got>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for BodyUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl BodyUpstream {
-    async fn start() -> BodyUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
-        let log = got.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let (parts, mut body) = request.into_parts();
-                            let (mut bytes, mut complete) = (Vec::new(), true);
-                            while let Some(frame) = body.frame().await {
-                                match frame {
-                                    Ok(frame) => {
-                                        if let Some(data) = frame.data_ref() {
-                                            bytes.extend_from_slice(data);
-                                        }
-                                    }
-                                    Err(_) => {
-                                        complete = false;
-                                        break;
-                                    }
-                                }
-                            }
-                            let answer = format!("{{\"got\":{}}}", bytes.len());
-                            log.lock().unwrap().push(Got {
-                                method: parts.method.to_string(),
-                                version: parts.version,
-                                headers: parts.headers,
-                                body: bytes,
-                                complete,
-                            });
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        BodyUpstream { addr, got, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn last(&self) -> Got {
-        self.got
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("the upstream saw no request")
-    }
-
-    fn count(&self) -> usize {
-        self.got.lock().unwrap().len()
-    }
+async fn body_upstream() -> Upstream {
+    FakeKb::new()
+        .keep_bodies()
+        .otherwise(|seen| async move {
+            Response::new(kb::full(format!("{{\"got\":{}}}", seen.body_len)))
+        })
+        .start()
+        .await
 }
 
 /// The framing the upstream saw: (Transfer-Encoding values, Content-Length values).
@@ -123,11 +42,14 @@ fn framing(headers: &http::HeaderMap) -> (Vec<String>, Vec<String>) {
 #[tokio::test]
 async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
     for http2_upstream in [false, true] {
-        let upstream = BodyUpstream::start().await;
-        let gateway = Gateway::start_at(&upstream.url(), |config| {
-            config.upstream.http2 = http2_upstream;
-        })
-        .await;
+        let upstream = body_upstream().await;
+        let gateway = Gateway::builder()
+            .upstream(&upstream)
+            .config(|config| {
+                config.upstream.http2 = http2_upstream;
+            })
+            .start()
+            .await;
         let key = gateway.read_write_key().await;
         for method in ["GET", "HEAD"] {
             let mut conn = Conn::open(gateway.addr).await;
@@ -143,7 +65,10 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
             let what = format!("{method}, http2 upstream: {http2_upstream}");
             assert_eq!(got.method, method, "{what}");
             assert_eq!(
-                (String::from_utf8_lossy(&got.body).as_ref(), got.complete),
+                (
+                    String::from_utf8_lossy(&got.body).as_ref(),
+                    got.body_complete
+                ),
                 ("{\"query\":\"gateways\"}", true),
                 "{what}: {:?}",
                 got.headers
@@ -167,8 +92,8 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
 
 #[tokio::test]
 async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
-    let upstream = BodyUpstream::start().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let upstream = body_upstream().await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let h2 = common::h2c_client();
     let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -190,7 +115,7 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     let got = upstream.last();
     assert_eq!(got.method, "GET");
     assert_eq!(got.body, b"{\"query\":\"gateways\"}");
-    assert!(got.complete);
+    assert!(got.body_complete);
     assert_eq!(framing(&got.headers), (vec!["chunked".to_string()], vec![]));
 
     // A GET without a body stays without one: no framing is invented for it.
@@ -213,8 +138,8 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
 /// A bodiless GET over HTTP/1.1 and a GET with a declared length keep their own framing.
 #[tokio::test]
 async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
-    let upstream = BodyUpstream::start().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let upstream = body_upstream().await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let with_length = format!(
         "GET /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
@@ -243,9 +168,7 @@ fn with_host(key: &str, host_lines: &str) -> String {
 
 #[tokio::test]
 async fn host_values_that_are_not_hosts_are_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let refused = [
         "Host: kb.test:-1\r\n",
         "Host: kb.test:8o\r\n",
@@ -298,9 +221,7 @@ async fn host_values_that_are_not_hosts_are_refused() {
 
 #[tokio::test]
 async fn an_absolute_form_target_with_credentials_or_a_bad_port_is_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let refused = [
         "GET http://user:pw@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
         "GET http://user@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
@@ -347,9 +268,7 @@ async fn h2_get(addr: SocketAddr, uri: &str, key: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     for uri in [
         "http://user:pw@kb.test/v1/article/a1",
         "http://user@kb.test/v1/article/a1",
@@ -389,9 +308,7 @@ fn assert_no_offer_upstream(seen: &http::HeaderMap, what: &str) {
 
 #[tokio::test]
 async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_http1() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let offers = [
         "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
         "Connection: upgrade\r\nConnection: http2-settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABk\r\n",
@@ -432,9 +349,7 @@ async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_ht
 
 #[tokio::test]
 async fn any_other_upgrade_stays_refused() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     for offer in [
         "Connection: Upgrade\r\nUpgrade: websocket\r\n",
         "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\n",
@@ -470,9 +385,7 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
         eprintln!("SKIPPED: curl is not installed");
         return;
     }
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let output = tokio::process::Command::new("curl")
         .args(["--http2", "-sS", "-v", "--max-time", "10", "-H"])
         .arg(format!("Authorization: Bearer {key}"))
@@ -502,41 +415,36 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
 
 /// A KB with its own `key` query parameter: a column filter. `GET /v1/article/a1?key=title`
 /// answers only the named columns of the one article; it also echoes the query it got.
-async fn column_filter_kb() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
-                    let query = request.uri().query().unwrap_or("").to_string();
-                    let article = serde_json::json!({
-                        "id": "a1", "title": "Gateways", "body": "All about them."
-                    });
-                    let mut answer = serde_json::Map::new();
-                    for pair in query.split('&') {
-                        if let Some(column) = pair.strip_prefix("key=")
-                            && let Some(value) = article.get(column)
-                        {
-                            answer.insert(column.to_string(), value.clone());
-                        }
-                    }
-                    let body = serde_json::json!({ "query": query, "article": answer });
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+async fn column_filter_kb() -> Upstream {
+    FakeKb::new()
+        .otherwise(|seen| async move {
+            let query = seen.query().to_string();
+            let article = serde_json::json!({
+                "id": "a1", "title": "Gateways", "body": "All about them."
             });
-        }
-    });
-    (addr, task)
+            let mut answer = serde_json::Map::new();
+            for pair in query.split('&') {
+                if let Some(column) = pair.strip_prefix("key=")
+                    && let Some(value) = article.get(column)
+                {
+                    answer.insert(column.to_string(), value.clone());
+                }
+            }
+            let body = serde_json::json!({ "query": query, "article": answer });
+            Response::new(kb::full(body.to_string()))
+        })
+        .start()
+        .await
 }
 
 /// The shipped config with `keys.sources` set to `sources` (YAML flow list).
 async fn gateway_with_sources(upstream_url: &str, sources: &str) -> Gateway {
     let yaml = format!("{}\nkeys:\n  sources: {sources}\n", common::shipped_yaml());
-    Gateway::start_yaml(&yaml, upstream_url, |_| {}).await
+    Gateway::builder()
+        .yaml(&yaml)
+        .upstream(upstream_url)
+        .start()
+        .await
 }
 
 async fn get_json(
@@ -555,8 +463,8 @@ async fn get_json(
 
 #[tokio::test]
 async fn a_kb_with_its_own_key_parameter_works_when_the_query_source_is_removed() {
-    let (kb, _task) = column_filter_kb().await;
-    let gateway = gateway_with_sources(&format!("http://{kb}"), "[authorization, x-api-key]").await;
+    let kb = column_filter_kb().await;
+    let gateway = gateway_with_sources(&kb.url(), "[authorization, x-api-key]").await;
     let key = gateway.read_write_key().await;
     let bearer = format!("Bearer {key}");
     let (status, body) = get_json(
@@ -588,12 +496,8 @@ async fn a_kb_with_its_own_key_parameter_works_when_the_query_source_is_removed(
 
 #[tokio::test]
 async fn a_renamed_query_parameter_carries_the_key_and_key_reaches_the_kb() {
-    let (kb, _task) = column_filter_kb().await;
-    let gateway = gateway_with_sources(
-        &format!("http://{kb}"),
-        "[authorization, \"query:kbgate_key\"]",
-    )
-    .await;
+    let kb = column_filter_kb().await;
+    let gateway = gateway_with_sources(&kb.url(), "[authorization, \"query:kbgate_key\"]").await;
     let key = gateway.read_write_key().await;
     let (status, body) = get_json(
         &gateway,
@@ -633,9 +537,7 @@ async fn a_renamed_query_parameter_carries_the_key_and_key_reaches_the_kb() {
 
 #[tokio::test]
 async fn the_default_sources_still_read_all_three() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let bearer = format!("Bearer {key}");
     for (path, headers) in [
         (
@@ -659,9 +561,7 @@ async fn the_default_sources_still_read_all_three() {
 
 #[tokio::test]
 async fn empty_key_sources_beside_a_key_are_no_second_key() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let cases = [
         format!(
             "GET /v1/article/a1?lang=en HTTP/1.1\r\nAuthorization: Bearer {key}\r\nX-Api-Key:\r\n"

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
 use common::raw_upstream::RawUpstream;
 use common::{Gateway, Upstream, h2c_client};
@@ -34,7 +35,7 @@ async fn switching_upstream() -> RawUpstream {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_http1() {
     let upstream = switching_upstream().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let (status, headers, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
@@ -68,7 +69,7 @@ async fn an_unrequested_101_is_502_over_http1() {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_h2c() {
     let upstream = switching_upstream().await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let client = h2c_client();
     // Twice on one HTTP/2 connection: a `:status 101` would make a compliant client drop it.
@@ -97,7 +98,7 @@ async fn interim_100_and_103_before_a_final_answer_still_pass() {
         }
     })
     .await;
-    let gateway = Gateway::start_at(&upstream.url(), |_| {}).await;
+    let gateway = Gateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let (status, _, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
@@ -130,6 +131,17 @@ routes:
     )
 }
 
+/// A gateway on [`yaml`]`(extra, top)` in front of `kb`, and a read-write key.
+async fn start(kb: &Upstream, extra: &str, top: &str) -> (Gateway, String) {
+    let gateway = Gateway::builder()
+        .yaml(&yaml(extra, top))
+        .upstream(kb)
+        .start()
+        .await;
+    let key = gateway.read_write_key().await;
+    (gateway, key)
+}
+
 const UNDERSCORED: &str = "Transfer_Encoding: chunked\r\nX_Api_Key: kb_forged\r\nX_Kbgate_Key_Id: forged\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom_Thing: custom\r\nX-Other: other\r\n";
 
 async fn send_underscored(gateway: &Gateway, key: &str) {
@@ -142,9 +154,10 @@ async fn send_underscored(gateway: &Gateway, key: &str) {
 
 #[tokio::test]
 async fn header_names_with_underscores_are_dropped_by_default() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_yaml(&yaml("", ""), &upstream.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("", ""))
+        .start_with_key()
+        .await;
     send_underscored(&gateway, &key).await;
     let seen = upstream.last().headers;
     for name in seen.keys() {
@@ -160,10 +173,10 @@ async fn header_names_with_underscores_are_dropped_by_default() {
 
 #[tokio::test]
 async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
-    let upstream = Upstream::start().await;
-    let text = yaml("  forward_underscore_headers: true", "");
-    let gateway = Gateway::start_yaml(&text, &upstream.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("  forward_underscore_headers: true", ""))
+        .start_with_key()
+        .await;
     send_underscored(&gateway, &key).await;
     let seen = upstream.last().headers;
     assert_eq!(seen["x_custom_thing"], "custom", "{seen:?}");
@@ -181,13 +194,13 @@ async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
 
 #[tokio::test]
 async fn an_injected_query_parameter_replaces_the_clients() {
-    let upstream = Upstream::start().await;
-    let text = yaml(
-        r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
-        "",
-    );
-    let gateway = Gateway::start_yaml(&text, &upstream.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml(
+            r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
+            "",
+        ))
+        .start_with_key()
+        .await;
     let target = "/v1/search?query=x&token=forged&tok%65n=forged2&api+key=mine&b=2&token";
     let (status, _, body) = raw::request(gateway.addr, get(&key, target).as_bytes()).await;
     assert_eq!(status, 200, "{body}");
@@ -217,9 +230,10 @@ async fn an_injected_query_parameter_replaces_the_clients() {
 
 #[tokio::test]
 async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
-    let upstream = Upstream::start().await;
-    let gateway = Gateway::start_yaml(&yaml("", ""), &upstream.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("", ""))
+        .start_with_key()
+        .await;
     let response = h2c_client()
         .get(gateway.url("/v1/article/a1"))
         .bearer_auth(&key)
@@ -261,94 +275,58 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
 /// - `{prefix}/v1/article/old`: 301 to `http://{own address}{prefix}/v1/article/new`;
 /// - `{prefix}/v1/article/relative`: 302 to `/elsewhere?x=1` (relative);
 /// - `{prefix}/v1/article/outside`: 302 to `http://{own address}/login` (outside the prefix).
-struct LinkingKb {
-    addr: std::net::SocketAddr,
-    hosts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for LinkingKb {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl LinkingKb {
-    async fn start(prefix: &'static str) -> LinkingKb {
-        use http_body_util::Full;
-        use hyper::service::service_fn;
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hosts: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
-        let seen = hosts.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let host = req.headers()["host"].to_str().unwrap().to_string();
-                    let target = req.uri().path_and_query().unwrap().to_string();
-                    seen.lock().unwrap().push((host.clone(), target.clone()));
-                    let response = http::Response::builder();
-                    let path = req.uri().path().strip_prefix(prefix).unwrap_or("");
-                    let response = match path {
-                        "/v1/article" => {
-                            let page: u32 = req
-                                .uri()
-                                .query()
-                                .and_then(|q| q.strip_prefix("page="))
-                                .and_then(|n| n.parse().ok())
-                                .unwrap_or(1);
-                            let next =
-                                format!("http://{host}{prefix}/v1/article?page={}", page + 1);
-                            response
-                                .header(
-                                    "link",
-                                    format!("<{next}>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"),
-                                )
-                                .header("content-location", format!("http://{host}{target}"))
-                                .header("content-type", "application/json")
-                                .body(Full::new(bytes::Bytes::from(format!("{{\"next\":\"{next}\"}}"))))
-                        }
-                        "/v1/article/old" => response
-                            .status(301)
-                            .header("location", format!("http://{addr}{prefix}/v1/article/new"))
-                            .body(Full::default()),
-                        "/v1/article/relative" => response
-                            .status(302)
-                            .header("location", "/elsewhere?x=1")
-                            .body(Full::default()),
-                        "/v1/article/outside" => response
-                            .status(302)
-                            .header("location", format!("http://{addr}/login"))
-                            .body(Full::default()),
-                        _ => response.status(404).body(Full::default()),
-                    };
-                    async move { Ok::<_, std::convert::Infallible>(response.unwrap()) }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        LinkingKb { addr, hosts, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// (Host, target) of the last request.
-    fn last(&self) -> (String, String) {
-        self.hosts
-            .lock()
+async fn linking_kb(prefix: &'static str) -> Upstream {
+    let location = |status: u16, to: String| {
+        http::Response::builder()
+            .status(status)
+            .header("location", to)
+            .body(kb::empty())
             .unwrap()
-            .last()
-            .cloned()
-            .expect("no request")
-    }
+    };
+    FakeKb::new()
+        .route(&format!("{prefix}/v1/article"), move |req| {
+            let host = req.headers["host"].to_str().unwrap();
+            let page = req.param("page").unwrap_or(1);
+            let next = format!("http://{host}{prefix}/v1/article?page={}", page + 1);
+            http::Response::builder()
+                .header(
+                    "link",
+                    format!("<{next}>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"),
+                )
+                .header(
+                    "content-location",
+                    format!("http://{host}{}", req.path_and_query),
+                )
+                .header("content-type", "application/json")
+                .body(kb::full(format!("{{\"next\":\"{next}\"}}")))
+                .unwrap()
+        })
+        .route(&format!("{prefix}/v1/article/old"), move |req| {
+            location(301, format!("http://{}{prefix}/v1/article/new", req.kb))
+        })
+        .route(&format!("{prefix}/v1/article/relative"), move |_| {
+            location(302, "/elsewhere?x=1".into())
+        })
+        .route(&format!("{prefix}/v1/article/outside"), move |req| {
+            location(302, format!("http://{}/login", req.kb))
+        })
+        .otherwise(|_| async {
+            http::Response::builder()
+                .status(404)
+                .body(kb::empty())
+                .unwrap()
+        })
+        .start()
+        .await
+}
+
+/// (Host, target) of the last request `kb` saw.
+fn host_and_target(kb: &Upstream) -> (String, String) {
+    let seen = kb.last();
+    (
+        seen.headers["host"].to_str().unwrap().to_string(),
+        seen.path_and_query,
+    )
 }
 
 /// GET `target` with `Host: gw.test:8080`; returns (status, headers, body).
@@ -367,17 +345,21 @@ fn header(headers: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
-    let kb = LinkingKb::start("/api").await;
-    let gateway = Gateway::start_yaml(&yaml("", ""), &kb.url(), |config| {
-        config.upstream.base_path = "/api".into();
-    })
-    .await;
+    let kb = linking_kb("/api").await;
+    let gateway = Gateway::builder()
+        .yaml(&yaml("", ""))
+        .upstream(&kb)
+        .config(|config| {
+            config.upstream.base_path = "/api".into();
+        })
+        .start()
+        .await;
     let key = gateway.read_write_key().await;
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
     assert_eq!(
-        kb.last(),
+        host_and_target(&kb),
         (kb.addr.to_string(), "/api/v1/article?page=1".into()),
         "the KB's own Host by default"
     );
@@ -393,7 +375,7 @@ async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
     // The rewritten link leads to the next page through the gateway.
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=2").await;
     assert_eq!(status, 200);
-    assert_eq!(kb.last().1, "/api/v1/article?page=2");
+    assert_eq!(host_and_target(&kb).1, "/api/v1/article?page=2");
     assert!(header(&headers, "link").starts_with("<http://gw.test:8080/v1/article?page=3>"));
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
@@ -419,10 +401,8 @@ async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
 
 #[tokio::test]
 async fn public_url_is_where_links_lead_over_http1_and_h2() {
-    let kb = LinkingKb::start("").await;
-    let text = yaml("", "public_url: https://kb-gateway.example.com/");
-    let gateway = Gateway::start_yaml(&text, &kb.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let kb = linking_kb("").await;
+    let (gateway, key) = start(&kb, "", "public_url: https://kb-gateway.example.com/").await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article/old").await;
     assert_eq!(
         header(&headers, "location"),
@@ -440,8 +420,7 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         "<https://kb-gateway.example.com/v1/article?page=5>; rel=\"next\", <https://cdn.example/style.css>; rel=preload"
     );
     // Without public_url, the h2 client's :authority is the public origin.
-    let plain = Gateway::start_yaml(&yaml("", ""), &kb.url(), |_| {}).await;
-    let key = plain.read_write_key().await;
+    let (plain, key) = start(&kb, "", "").await;
     let not_following = reqwest::Client::builder()
         .http2_prior_knowledge()
         .redirect(reqwest::redirect::Policy::none())
@@ -464,14 +443,12 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
 #[tokio::test]
 async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     // No prefix: the KB's own body links are right as they are.
-    let kb = LinkingKb::start("").await;
-    let text = yaml("  preserve_host: true", "");
-    let gateway = Gateway::start_yaml(&text, &kb.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let kb = linking_kb("").await;
+    let (gateway, key) = start(&kb, "  preserve_host: true", "").await;
     let (status, headers, body) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
     assert_eq!(
-        kb.last().0,
+        host_and_target(&kb).0,
         "gw.test:8080",
         "the client's Host reached the KB"
     );
@@ -485,15 +462,19 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     gateway.shutdown().await;
 
     // Under a prefix: links the KB built from the client's Host lose the prefix.
-    let kb = LinkingKb::start("/api").await;
-    let gateway = Gateway::start_yaml(&text, &kb.url(), |config| {
-        config.upstream.base_path = "/api".into();
-    })
-    .await;
+    let kb = linking_kb("/api").await;
+    let gateway = Gateway::builder()
+        .yaml(&yaml("  preserve_host: true", ""))
+        .upstream(&kb)
+        .config(|config| {
+            config.upstream.base_path = "/api".into();
+        })
+        .start()
+        .await;
     let key = gateway.read_write_key().await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article?page=7").await;
     assert_eq!(
-        kb.last(),
+        host_and_target(&kb),
         ("gw.test:8080".into(), "/api/v1/article?page=7".into())
     );
     assert!(
@@ -536,10 +517,10 @@ async fn forwarded_for_seen(
 
 #[tokio::test]
 async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
-    let upstream = Upstream::start().await;
-    let text = yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]");
-    let gateway = Gateway::start_yaml(&text, &upstream.url(), |_| {}).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = Gateway::builder()
+        .yaml(&yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]"))
+        .start_with_key()
+        .await;
     assert_eq!(
         forwarded_for_seen(&gateway, &upstream, &key, &["203.0.113.7, 10.1.2.3"]).await,
         vec!["203.0.113.7, 10.1.2.3, 127.0.0.1"]
@@ -561,8 +542,7 @@ async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
 async fn a_forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let upstream = Upstream::start().await;
     for top in ["", "trusted_proxies: [10.0.0.0/8, \"::1\"]"] {
-        let gateway = Gateway::start_yaml(&yaml("", top), &upstream.url(), |_| {}).await;
-        let key = gateway.read_write_key().await;
+        let (gateway, key) = start(&upstream, "", top).await;
         assert_eq!(
             forwarded_for_seen(&gateway, &upstream, &key, &["6.6.6.6", "10.0.0.1"]).await,
             vec!["127.0.0.1"],

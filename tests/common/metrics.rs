@@ -46,12 +46,7 @@ impl Scrape {
 impl Gateway {
     /// GETs `/metrics` from the admin listener (no token needed) and parses it.
     pub async fn scrape(&self) -> Scrape {
-        let response = self
-            .client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
+        let response = self.plain_get(self.admin_url("/metrics")).await;
         assert_eq!(response.status(), 200);
         let content_type = response.headers()["content-type"].to_str().unwrap();
         assert!(

@@ -1,21 +1,16 @@
-//! Test harness: a real upstream HTTP server that records what it received, and a real kbgate
-//! started in-process on port 0 with the shipped route table, talked to over sockets.
+//! Test harness: a fake KB that records what it received and answers as each test states
+//! ([`kb::FakeKb`]), and a real kbgate built by [`Gateway::builder`] from the shipped config,
+//! started in-process on port 0 or spawned as the binary, talked to over sockets.
 #![allow(dead_code)]
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use kbgate::Config;
 use kbgate::keys::StoreConfig;
 use serde_json::Value;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub mod kb;
 pub mod metrics;
 pub mod process;
 pub mod raw;
@@ -24,173 +19,235 @@ pub mod redis;
 pub mod store;
 pub mod tls;
 
+#[allow(unused_imports)]
+pub use kb::{FakeKb, Seen, TestBody, Upstream, streaming_bytes};
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const UPSTREAM_CREDENTIAL: &str = "upstream-secret-credential";
 
-/// One request as the upstream saw it.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: String,
-    pub path_and_query: String,
-    pub headers: http::HeaderMap,
-    pub body_len: u64,
-    /// False when the body ended in an error (the gateway aborted it): a real KB would drop
-    /// such a request, so it must never be mistaken for a complete one of `body_len` bytes.
-    pub body_complete: bool,
-}
-
-/// A real HTTP server standing in for the KB. It records every request and answers 200 with
-/// a small JSON body; `?size=N` makes it stream N bytes back; `?delay_ms=N` waits first.
-pub struct Upstream {
-    pub addr: SocketAddr,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Upstream {
-    pub async fn start() -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| answer(req, log.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Upstream { addr, seen, task }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    pub fn last(&self) -> Seen {
-        self.requests()
-            .last()
-            .cloned()
-            .expect("the upstream saw no request")
-    }
-}
-
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
-async fn answer(
-    req: Request<Incoming>,
-    log: Arc<Mutex<Vec<Seen>>>,
-) -> Result<Response<TestBody>, Infallible> {
-    let method = req.method().to_string();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let headers = req.headers().clone();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let param = |name: &str| -> Option<u64> {
-        query
-            .split('&')
-            .find_map(|p| p.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-    };
-    if let Some(ms) = param("delay_ms") {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    // Count the body as it streams, never holding it whole.
-    let mut body = req.into_body();
-    let mut body_len = 0u64;
-    let mut body_complete = true;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => body_len += frame.data_ref().map_or(0, |d| d.len() as u64),
-            Err(_) => {
-                body_complete = false;
-                break;
-            }
-        }
-    }
-    log.lock().unwrap().push(Seen {
-        method,
-        path_and_query: path_and_query.clone(),
-        headers,
-        body_len,
-        body_complete,
-    });
-    let response_body: TestBody = match param("size") {
-        Some(size) => streaming_bytes(size),
-        None => Full::new(Bytes::from(
-            serde_json::json!({ "ok": true, "path": path_and_query, "body_len": body_len })
-                .to_string(),
-        ))
-        .boxed(),
-    };
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("connection", "x-upstream-hop")
-        .header("x-upstream-hop", "must not reach the client")
-        .body(response_body)
-        .unwrap())
-}
-
-/// `size` bytes in 64 KiB chunks, produced as they are sent.
-pub fn streaming_bytes(size: u64) -> TestBody {
-    const CHUNK: u64 = 64 * 1024;
-    let chunks = futures_util::stream::unfold(size, |left| async move {
-        if left == 0 {
-            return None;
-        }
-        let n = left.min(CHUNK);
-        Some((
-            Ok(Frame::data(Bytes::from(vec![b'x'; n as usize]))),
-            left - n,
-        ))
-    });
-    StreamBody::new(chunks).boxed()
-}
-
-/// The shipped config, pointed at `upstream`, on free ports, with its store in `dir`.
-pub fn config(upstream: &str, dir: &std::path::Path) -> Config {
-    config_from(&shipped_yaml(), upstream, dir)
-}
-
-/// The text of config/kbgate.yaml.
+/// The text of config/kbgate.yaml: the one place the tests read it.
 pub fn shipped_yaml() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml")).unwrap()
 }
 
-/// [`config`] from other YAML text (e.g. the shipped text with a route changed).
-pub fn config_from(text: &str, upstream: &str, dir: &std::path::Path) -> Config {
-    let env = |name: &str| match name {
+/// `text` with each `(from, to)` made: exact replacements, each `from` found exactly once.
+pub fn edit_yaml<T: AsRef<str>>(text: &str, changes: &[(&str, T)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in changes {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} in the config");
+        text = text.replacen(from, to.as_ref(), 1);
+    }
+    text
+}
+
+/// The shipped config with `changes` made (see [`edit_yaml`]).
+pub fn shipped_with<T: AsRef<str>>(changes: &[(&str, T)]) -> String {
+    edit_yaml(&shipped_yaml(), changes)
+}
+
+/// Parses config YAML with the test secrets as its environment.
+pub fn parse_config(text: &str) -> Config {
+    Config::parse_with_env(text, &test_env).unwrap()
+}
+
+/// The environment the tests give kbgate: the admin token and the KB credential.
+pub fn test_env(name: &str) -> Option<String> {
+    match name {
         "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
         "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
         _ => None,
-    };
-    let mut config = Config::parse_with_env(text, &env).unwrap();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.upstream.origin = format!("{upstream}/").parse().unwrap();
-    config.store = StoreConfig::embedded(dir.join("kbgate.db"));
-    config.usage_flush_interval = Duration::from_millis(100);
-    config
+    }
+}
+
+/// The address of anything a fake KB can be reached at.
+pub trait KbUrl {
+    fn kb_url(&self) -> String;
+}
+
+impl KbUrl for Upstream {
+    fn kb_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl KbUrl for raw_upstream::RawUpstream {
+    fn kb_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl<T: KbUrl + ?Sized> KbUrl for &T {
+    fn kb_url(&self) -> String {
+        (**self).kb_url()
+    }
+}
+
+impl KbUrl for str {
+    fn kb_url(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl KbUrl for String {
+    fn kb_url(&self) -> String {
+        self.clone()
+    }
+}
+
+type ConfigEdit<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
+
+/// The one way the tests start a kbgate: the shipped config (or other YAML), text edits,
+/// typed edits, in front of an upstream, on the embedded store (optionally hooked); in process
+/// ([`GatewayBuilder::start`]) or as the real binary ([`GatewayBuilder::spawn`]).
+pub struct GatewayBuilder<'a> {
+    yaml: String,
+    upstream: String,
+    edits: Vec<ConfigEdit<'a>>,
+    hook: Option<store::Hook>,
+    env: Vec<(String, String)>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl<'a> GatewayBuilder<'a> {
+    /// Keeps the store in `dir` (e.g. the folder of a gateway shut down before: a restart).
+    pub fn dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// The upstream (KB) the gateway forwards to.
+    pub fn upstream(mut self, kb: &(impl KbUrl + ?Sized)) -> Self {
+        self.upstream = kb.kb_url();
+        self
+    }
+
+    /// Starts from this YAML text instead of the shipped config.
+    pub fn yaml(mut self, text: &str) -> Self {
+        self.yaml = text.to_string();
+        self
+    }
+
+    /// Makes exact text replacements in the YAML (each `from` found once).
+    pub fn edit<T: AsRef<str>>(mut self, changes: &[(&str, T)]) -> Self {
+        self.yaml = edit_yaml(&self.yaml, changes);
+        self
+    }
+
+    /// Changes the parsed config (in-process gateways only).
+    pub fn config(mut self, edit: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.edits.push(Box::new(edit));
+        self
+    }
+
+    /// Puts `hook` in front of every call to the embedded store (in-process gateways only).
+    pub fn store(mut self, hook: store::Hook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Sets an environment variable for a spawned process (RUST_LOG is unset unless given).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The config this builder describes, on port 0, with its store in `dir`.
+    pub fn build_config(self, dir: &std::path::Path) -> Config {
+        let mut config = parse_config(&self.yaml);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config.upstream.origin = format!("{}/", self.upstream).parse().unwrap();
+        config.store = StoreConfig::embedded(dir.join("kbgate.db"));
+        config.usage_flush_interval = Duration::from_millis(100);
+        for edit in self.edits {
+            edit(&mut config);
+        }
+        config
+    }
+
+    /// Starts kbgate in this process, on port 0, with its store in a fresh folder.
+    pub async fn start(mut self) -> Gateway {
+        let dir = self
+            .dir
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let hook = self.hook.take();
+        let config = self.build_config(dir.path());
+        let running = match hook {
+            None => kbgate::start(config).await.unwrap(),
+            Some(hook) => {
+                let store = store::HookedStore {
+                    inner: kbgate::keys::embedded::EmbeddedStore::open(
+                        &dir.path().join("kbgate.db"),
+                    )
+                    .unwrap(),
+                    hook,
+                };
+                kbgate::app::start_with_store(config, Arc::new(store))
+                    .await
+                    .unwrap()
+            }
+        };
+        Gateway {
+            addr: running.addr,
+            admin_addr: running.admin_addr,
+            running: Some(running),
+            client: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    /// Starts in front of a new fake KB with the default echo answer; returns both.
+    pub async fn start_on_echo(self) -> (Upstream, Gateway) {
+        let upstream = Upstream::start().await;
+        let gateway = self.upstream(&upstream).start().await;
+        (upstream, gateway)
+    }
+
+    /// [`GatewayBuilder::start_on_echo`], with a read-write key made.
+    pub async fn start_with_key(self) -> (Upstream, Gateway, String) {
+        let (upstream, gateway) = self.start_on_echo().await;
+        let key = gateway.read_write_key().await;
+        (upstream, gateway, key)
+    }
+
+    /// Writes the config file into `dir` (fixed free ports, store and log in `dir`).
+    pub fn write(self, dir: &std::path::Path) -> process::Written {
+        assert!(
+            self.edits.is_empty(),
+            "typed config edits need an in-process gateway"
+        );
+        let gateway: SocketAddr = free_addr();
+        let admin: SocketAddr = free_addr();
+        let store = dir.join("kbgate.db");
+        let upstream = self.upstream.clone();
+        let text = edit_yaml(
+            &self.yaml,
+            &[
+                ("listen: 127.0.0.1:8080", format!("listen: {gateway}")),
+                ("listen: 127.0.0.1:9090", format!("listen: {admin}")),
+                ("url: http://127.0.0.1:8081", format!("url: {upstream}")),
+                (
+                    "embedded: { path: data/kbgate.db }",
+                    format!("embedded: {{ path: {:?} }}", store.display().to_string()),
+                ),
+            ],
+        );
+        let path = dir.join("kbgate.yaml");
+        std::fs::write(&path, text).unwrap();
+        process::Written {
+            path,
+            log: dir.join("kbgate.log"),
+            gateway,
+            admin,
+            env: self.env,
+        }
+    }
+
+    /// Runs the real `kbgate serve` binary with this config (file, store and log in `dir`).
+    pub async fn spawn(self, dir: &std::path::Path) -> process::Process {
+        self.write(dir).spawn().await
+    }
 }
 
 /// A running kbgate with an HTTP client and admin helpers.
@@ -203,60 +260,35 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub async fn start(upstream: &Upstream) -> Gateway {
-        Gateway::start_with(upstream, |_| {}).await
-    }
-
-    /// Starts with the test config, changed by `adjust` first.
-    pub async fn start_with(upstream: &Upstream, adjust: impl FnOnce(&mut Config)) -> Gateway {
-        Gateway::start_at(&upstream.url(), adjust).await
-    }
-
-    /// Starts in front of any upstream URL (e.g. a `raw_upstream::RawUpstream`).
-    pub async fn start_at(upstream_url: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
-        Gateway::start_yaml(&shipped_yaml(), upstream_url, adjust).await
-    }
-
-    /// Starts from YAML text rather than the shipped config.
-    pub async fn start_yaml(
-        text: &str,
-        upstream_url: &str,
-        adjust: impl FnOnce(&mut Config),
-    ) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = config_from(text, upstream_url, dir.path());
-        adjust(&mut config);
-        Gateway::from_running(kbgate::start(config).await.unwrap(), dir)
-    }
-
-    /// Wraps a started kbgate whose store lives in `dir`.
-    pub fn from_running(running: kbgate::Running, dir: tempfile::TempDir) -> Gateway {
-        Gateway {
-            addr: running.addr,
-            admin_addr: running.admin_addr,
-            running: Some(running),
-            client: reqwest::Client::new(),
-            dir,
+    /// A builder on the shipped config; give it an upstream.
+    pub fn builder<'a>() -> GatewayBuilder<'a> {
+        GatewayBuilder {
+            yaml: shipped_yaml(),
+            upstream: String::new(),
+            edits: Vec::new(),
+            hook: None,
+            env: Vec::new(),
+            dir: None,
         }
     }
 
-    /// Starts on the embedded store in its folder, with `hook` seeing every store call first.
-    pub async fn start_with_hook(upstream: &Upstream, hook: store::Hook) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store::HookedStore {
-            inner: kbgate::keys::embedded::EmbeddedStore::open(&dir.path().join("kbgate.db"))
-                .unwrap(),
-            hook,
-        };
-        let config = config(&upstream.url(), dir.path());
-        let running = kbgate::app::start_with_store(config, std::sync::Arc::new(store))
-            .await
-            .unwrap();
-        Gateway::from_running(running, dir)
+    /// The shipped config in front of `upstream`.
+    pub async fn start(upstream: &(impl KbUrl + ?Sized)) -> Gateway {
+        Gateway::builder().upstream(upstream).start().await
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// GETs any URL (e.g. [`Gateway::url`] or [`Gateway::admin_url`]) with no credentials.
+    pub async fn plain_get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// GETs any URL with `key` as a bearer token.
+    pub async fn keyed_get(&self, url: impl reqwest::IntoUrl, key: &str) -> reqwest::Response {
+        self.client.get(url).bearer_auth(key).send().await.unwrap()
     }
 
     /// Creates a read-write key and returns its secret.
@@ -286,6 +318,13 @@ impl Gateway {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Rotates key `id` with a grace period for the old secret; returns the status and body.
+    pub async fn rotate(&self, id: &str, grace_period_seconds: u64) -> (u16, Value) {
+        let body = serde_json::json!({ "grace_period_seconds": grace_period_seconds });
+        self.admin("POST", &format!("/v1/keys/{id}/rotate"), Some(body))
+            .await
+    }
+
     /// Creates a key; returns (id, secret).
     pub async fn create_key(&self, body: Value) -> (String, String) {
         let (status, key) = self.admin("POST", "/v1/keys", Some(body)).await;
@@ -298,14 +337,7 @@ impl Gateway {
 
     /// GET `path` with `key` as a bearer token; returns (status, error code or "").
     pub async fn get(&self, path: &str, key: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        status_and_code(response).await
+        status_and_code(self.keyed_get(self.url(path), key).await).await
     }
 
     pub async fn send(&self, method: &str, path: &str, key: &str) -> (u16, String) {
@@ -363,11 +395,22 @@ where
     }
 }
 
-/// A port nothing listens on right now (bound, read, released).
+/// A port nothing listens on right now (bound, read, released): for configs that need a
+/// number (port 0 cannot be read back from a child process) and for a closed upstream.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// 127.0.0.1 on a [`free_port`].
+pub fn free_addr() -> SocketAddr {
+    ([127, 0, 0, 1], free_port()).into()
+}
+
+/// An `http://` URL where nothing listens.
+pub fn closed_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
 }

@@ -3,52 +3,32 @@
 use super::{ADMIN_TOKEN, UPSTREAM_CREDENTIAL};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
-/// A port that was free a moment ago (the config needs a number; port 0 cannot be read back).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A config file written by [`super::GatewayBuilder::write`]: fixed free ports, the store
+/// beside it.
+pub struct Written {
+    pub path: PathBuf,
+    /// The log file of [`Written::spawn`].
+    pub log: PathBuf,
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub env: Vec<(String, String)>,
 }
 
-/// The shipped config on the given ports, in front of `upstream`, storing in `dir`, with
-/// `changes` (exact text replacements, each found once) made too.
-pub fn write_config(
-    dir: &Path,
-    gateway: SocketAddr,
-    admin: SocketAddr,
-    upstream: &str,
-    changes: &[(&str, String)],
-) -> PathBuf {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
-        .unwrap();
-    let store = dir.join("kbgate.db");
-    let mut text = text;
-    for (from, to) in [
-        ("listen: 127.0.0.1:8080", format!("listen: {gateway}")),
-        ("listen: 127.0.0.1:9090", format!("listen: {admin}")),
-        ("url: http://127.0.0.1:8081", format!("url: {upstream}")),
-        (
-            "embedded: { path: data/kbgate.db }",
-            format!("embedded: {{ path: {:?} }}", store.display().to_string()),
-        ),
-    ]
-    .into_iter()
-    .chain(changes.iter().map(|(from, to)| (*from, to.clone())))
-    {
-        assert_eq!(
-            text.matches(from).count(),
-            1,
-            "{from:?} in the shipped config"
-        );
-        text = text.replacen(from, &to, 1);
+impl Written {
+    /// Spawns `kbgate serve` on this config, logging to `kbgate.log` beside it.
+    pub async fn spawn(&self) -> Process {
+        Process::spawn(self, self.log.clone(), &[]).await
     }
-    let path = dir.join("kbgate.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+
+    /// Spawns another process on this config, logging to `log` beside it, with `env` added.
+    pub async fn spawn_as(&self, log: &str, env: &[(&str, &str)]) -> Process {
+        Process::spawn(self, self.path.with_file_name(log), env).await
+    }
 }
 
 /// A `kbgate serve` child process, its log file and addresses.
@@ -62,30 +42,16 @@ pub struct Process {
 }
 
 impl Process {
-    pub async fn spawn(
-        config: &Path,
-        log: PathBuf,
-        gateway: SocketAddr,
-        admin: SocketAddr,
-    ) -> Process {
-        Process::spawn_with_env(config, log, gateway, admin, &[]).await
-    }
-
-    /// Spawns with `env` added (RUST_LOG is removed unless given here).
-    pub async fn spawn_with_env(
-        config: &Path,
-        log: PathBuf,
-        gateway: SocketAddr,
-        admin: SocketAddr,
-        env: &[(&str, &str)],
-    ) -> Process {
+    /// Spawns with the builder's env and `env` added (RUST_LOG is removed unless given).
+    async fn spawn(config: &Written, log: PathBuf, env: &[(&str, &str)]) -> Process {
         let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kbgate"))
             .args(["serve", "--config"])
-            .arg(config)
+            .arg(&config.path)
             .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
             .env_remove("RUST_LOG")
+            .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -96,12 +62,17 @@ impl Process {
         let mut process = Process {
             child,
             log,
-            gateway,
-            admin,
+            gateway: config.gateway,
+            admin: config.admin,
             client: reqwest::Client::new(),
         };
         process.wait_until_healthy().await;
         process
+    }
+
+    /// GETs any URL with no credentials.
+    pub async fn plain_get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -299,6 +299,17 @@ impl Conn {
         }
     }
 
+    /// Opens a connection and sends `{start} HTTP/1.1` (e.g. `start` = "PUT /v1/article/a1"),
+    /// `Host: kb.example`, `key` as a bearer token, then `rest` as given (more header lines,
+    /// the blank line, any body).
+    pub async fn open_keyed(addr: SocketAddr, start: &str, key: &str, rest: &str) -> Conn {
+        let mut conn = Conn::open(addr).await;
+        let head =
+            format!("{start} HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n");
+        conn.send(format!("{head}{rest}").as_bytes()).await.unwrap();
+        conn
+    }
+
     /// Writes `bytes` as given; the gateway may already have closed, so errors are returned.
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.wire.send(bytes).await
