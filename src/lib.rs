@@ -21,19 +21,26 @@
 //!
 //! # Layout
 //!
-//! `config` the file format: serde shapes, `${ENV}`, units, validate() -> the parts' settings ·
-//! `path` canonical request paths, anything ambiguous refused ·
-//! `authz` permissions, scopes, grants; `authz::routes` the route table (compile, lookup, print) ·
-//! `cors` browser clients (opt-in) · `app` wires the parts and runs them · `server` listeners,
-//! TLS, limits, graceful shutdown · `gateway` the request path: `handle` over `admit` (checks,
-//! path, key, verify, route, grant) then `forward`; `checks`, `key_source`, `body_guard` · `rejection` refusals -> responses ·
-//! `keys` secrets, records, stores, hot tier ·
-//! `upstream` the forwarding client · `usage` per-key counters · `metrics` Prometheus names and
-//! handles, per-key series · `admin` the admin API (with `/metrics`) · `cli` `kbgate keys …` ·
-//! `migrate` copies keys between stores · `log_format` lays out log lines (the access line
-//! fast) · `log_sink` writes them in batches off the request path · `access_log` the access
-//! line and when it is written · `log_filter` checks `log.level`/`RUST_LOG` · `demo` the sample
-//! KB and the one-command tour.
+//! Arrows point down only: a module uses the floors below it, never one above.
+//!
+//! - floor 1: `body` the boxed body type · `path` canonical request paths, anything ambiguous
+//!   refused · `net` CIDR lists and the client address behind trusted proxies · `log_format`,
+//!   `log_sink`, `log_filter` log lines, batched writes, level words · `metrics` Prometheus
+//!   names and handles on plain labels (`process` the process_* series) · `authz` permissions,
+//!   scopes, grants
+//! - floor 2: `authz::routes` the route table · `keys` secrets, records, stores (each owns its
+//!   settings), `keyring` (hot tier + verify -> `VerifyError`), `service` (the key lifecycle),
+//!   `watch` (change feed, hot-tier sweep, key-info refresh) · `upstream` the forwarding client
+//!   (`ForwardError`) and header hygiene · `links` Location/Link rewriting · `server` accept
+//!   loop, TLS, its limits · `cors` browser clients (opt-in)
+//! - floor 3: `rejection` the refusal enum, its class, and `From` the domain errors · `usage`
+//!   per-key counters · `access_log` the access line and when it is written
+//! - floor 4: `gateway` `handle` over `admit` (checks, path, key, verify, route, grant) then
+//!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`)
+//!   · `config` the file format: serde shapes, `${ENV}`, units, `validate` -> the parts' settings
+//! - floor 5: `app` builds the gateway and the admin API as values and runs them
+//! - floor 6: `cli` `kbgate keys …` · `migrate` copies keys between stores · `demo` the sample
+//!   KB and the one-command tour
 
 pub mod access_log;
 pub mod admin;
