@@ -42,24 +42,24 @@
 //! - floor 6: `cli` `kbgate keys …` · `migrate` copies keys between stores · `demo` the sample
 //!   KB and the one-command tour
 
-pub mod access_log;
+mod access_log;
 pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod cors;
+mod cors;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
-pub mod links;
+mod links;
 pub mod log_filter;
 pub mod log_format;
 pub mod log_sink;
 pub mod metrics;
 pub mod migrate;
-pub mod net;
+mod net;
 pub mod path;
 pub mod rejection;
 pub mod server;

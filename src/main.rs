@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 
 /// A worker thread per CPU this process may use (or `TOKIO_WORKER_THREADS`). With one, a
 /// current-thread runtime: the same single worker without the work-stealing machinery, which
-/// costs about a tenth of the CPU time per proxied request (benches/load, issue 5 notes).
+/// costs about a tenth of the CPU time per proxied request (benches/load, one CPU, closed loop).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let workers = std::env::var("TOKIO_WORKER_THREADS")
         .ok()

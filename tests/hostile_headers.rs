@@ -187,7 +187,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
 async fn protocol_switches_are_refused() {
     let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
     let cases = [
-        // Issue 11: an h2c offer is ignored and answered over HTTP/1.1 (tests/transparency_request.rs).
+        // An h2c offer is ignored and answered over HTTP/1.1 (tests/transparency_request.rs).
         (
             "h2c upgrade",
             kept_alive(

@@ -1,4 +1,4 @@
-//! Transparency of the request side (issue 11): bodies of unknown length on GET and HEAD reach
+//! Transparency of the request side: bodies of unknown length on GET and HEAD reach
 //! the KB whole, Host and authority values that are not hosts are refused, `Upgrade: h2c` is
 //! served over HTTP/1.1, and the credential sources are a setting (`keys.sources`).
 

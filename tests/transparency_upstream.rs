@@ -1,4 +1,4 @@
-//! The gateway is transparent to upstreams nobody here wrote (issue 11): an unrequested
+//! The gateway is transparent to upstreams nobody here wrote: an unrequested
 //! `101 Switching Protocols` never reaches a client; header names with underscores, a client's
 //! copy of an injected query parameter and split HTTP/2 cookies never reach the KB as such;
 //! links and redirects the KB builds from its own origin (or from the client's Host) lead back

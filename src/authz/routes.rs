@@ -846,7 +846,7 @@ POST      /v1/article       article:write";
         assert_eq!(table.to_string(), expected);
     }
 
-    // ---- issue 11: HEAD with GET, {rest*}, query rules, shadowed routes ----
+    // ---- HEAD with GET, {rest*}, query rules, shadowed routes ----
 
     fn with(
         spec: RouteDefinition,

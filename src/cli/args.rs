@@ -42,7 +42,7 @@ pub enum KeysCommand {
         name: Option<String>,
         /// What the key may do (default: read)
         #[arg(long)]
-        scope: Option<Scope>,
+        scope: Option<ScopeArg>,
         /// Narrow the scope to this permission, e.g. article:read (repeatable)
         #[arg(long = "permission", value_name = "PERMISSION")]
         permissions: Vec<String>,
@@ -67,7 +67,7 @@ pub enum KeysCommand {
         name: Option<String>,
         /// New scope
         #[arg(long)]
-        scope: Option<Scope>,
+        scope: Option<ScopeArg>,
         /// Replace the permissions with these (repeatable)
         #[arg(long = "permission", value_name = "PERMISSION")]
         permissions: Vec<String>,
@@ -127,20 +127,20 @@ pub struct ExpiryArgs {
     pub expires_in: Option<Duration>,
 }
 
-/// The two scopes of the admin API; both spellings of read-write are accepted.
+/// `--scope`: the two scopes of the admin API (authz::Scope is the domain's); both spellings of read-write are accepted.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub enum ScopeArg {
     Read,
     #[value(alias = "read_write")]
     ReadWrite,
 }
 
-impl Scope {
+impl ScopeArg {
     /// The spelling the admin API uses.
     pub fn as_api(self) -> &'static str {
         match self {
-            Scope::Read => "read",
-            Scope::ReadWrite => "read_write",
+            ScopeArg::Read => "read",
+            ScopeArg::ReadWrite => "read_write",
         }
     }
 }
@@ -226,7 +226,7 @@ mod tests {
             panic!("expected create, got {cmd:?}");
         };
         assert_eq!(name.as_deref(), Some("chatbot"));
-        assert_eq!(scope, Some(Scope::ReadWrite));
+        assert_eq!(scope, Some(ScopeArg::ReadWrite));
         assert_eq!(permissions, ["article:read", "search:read"]);
         assert_eq!(expiry.expires_in, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(expiry.expires_at, None);
@@ -252,9 +252,9 @@ mod tests {
     #[test]
     fn scope_accepts_all_spellings() {
         for (given, want) in [
-            ("read", Scope::Read),
-            ("read-write", Scope::ReadWrite),
-            ("read_write", Scope::ReadWrite),
+            ("read", ScopeArg::Read),
+            ("read-write", ScopeArg::ReadWrite),
+            ("read_write", ScopeArg::ReadWrite),
         ] {
             let cmd = command(&["create", "--scope", given]);
             let KeysCommand::Create { scope, .. } = cmd else {
@@ -347,7 +347,7 @@ mod tests {
             panic!("expected edit, got {cmd:?}");
         };
         assert_eq!((id.as_str(), name.as_deref()), ("k1", Some("n")));
-        assert_eq!(scope, Some(Scope::Read));
+        assert_eq!(scope, Some(ScopeArg::Read));
         assert!(no_expiry);
         assert!(!clear_permissions);
     }

@@ -22,7 +22,7 @@ use std::io::{ErrorKind, IsTerminal, Write};
 
 use chrono::Utc;
 
-pub use args::{ExpiryArgs, KeysArgs, KeysCommand, Scope};
+pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ScopeArg};
 pub use error::CliError;
 
 use client::AdminClient;

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::args::{ExpiryArgs, KeysCommand, Scope};
+use super::args::{ExpiryArgs, KeysCommand, ScopeArg};
 use super::error::CliError;
 
 /// One call to the admin API and how to show what it answers.
@@ -99,7 +99,7 @@ fn set_enabled(id: &str, enabled: bool) -> Request {
 /// The fields create and edit share; each is sent only when given.
 fn key_fields(
     name: Option<&str>,
-    scope: Option<Scope>,
+    scope: Option<ScopeArg>,
     permissions: &[String],
     expiry: &ExpiryArgs,
     now: DateTime<Utc>,
@@ -200,7 +200,7 @@ mod tests {
 
         let full = KeysCommand::Create {
             name: Some("bot".into()),
-            scope: Some(Scope::ReadWrite),
+            scope: Some(ScopeArg::ReadWrite),
             permissions: vec!["article:read".into()],
             expiry: expiry(None, Some(30 * 86_400)),
         };
@@ -219,7 +219,7 @@ mod tests {
         let command = KeysCommand::Edit {
             id: "k1".into(),
             name: Some("renamed".into()),
-            scope: Some(Scope::Read),
+            scope: Some(ScopeArg::Read),
             permissions: vec![],
             clear_permissions: true,
             expiry: expiry(None, None),
