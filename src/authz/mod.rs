@@ -129,14 +129,15 @@ pub const DEFAULT_RESOURCES: &[&str] = &[
 ];
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn known() -> Vec<String> {
+    /// The default resources, as the config hands them over.
+    pub(crate) fn known() -> Vec<String> {
         DEFAULT_RESOURCES.iter().map(|r| r.to_string()).collect()
     }
 
-    fn perm(s: &str) -> Permission {
+    pub(crate) fn perm(s: &str) -> Permission {
         Permission::parse(s, &known()).expect("valid permission")
     }
 

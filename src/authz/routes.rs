@@ -558,15 +558,7 @@ impl fmt::Display for RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::DEFAULT_RESOURCES;
-
-    fn known() -> Vec<String> {
-        DEFAULT_RESOURCES.iter().map(|r| r.to_string()).collect()
-    }
-
-    fn perm(s: &str) -> Permission {
-        Permission::parse(s, &known()).expect("valid permission")
-    }
+    use crate::authz::tests::{known, perm};
 
     fn spec(methods: &[&str], path: &str, permission: &str) -> RouteDefinition {
         RouteDefinition {

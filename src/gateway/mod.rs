@@ -323,14 +323,7 @@ pub fn request_id_str(id: &HeaderValue) -> &str {
 mod tests {
     use super::*;
     use crate::access_log::millis;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
+    use key_source::tests::headers;
 
     #[test]
     fn latencies_are_logged_as_round_milliseconds() {
