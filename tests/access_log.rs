@@ -7,19 +7,19 @@
 mod common;
 
 use common::process::Process;
-use common::{Gateway, Upstream, eventually};
+use common::{RunningKb, TestGateway, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn start(upstream: &Upstream, dir: &std::path::Path) -> Process {
+async fn start(upstream: &RunningKb, dir: &std::path::Path) -> Process {
     start_with(upstream, dir, "").await
 }
 
 /// JSON logs, and `top` (top-level YAML) put before the shipped `log:` section.
-async fn start_with(upstream: &Upstream, dir: &std::path::Path, top: &str) -> Process {
-    Gateway::builder()
+async fn start_with(upstream: &RunningKb, dir: &std::path::Path, top: &str) -> Process {
+    TestGateway::builder()
         .upstream(upstream)
         .edit(&[
             ("format: text", "format: json".to_string()),
@@ -54,7 +54,7 @@ async fn access_line(process: &Process, id: &str) -> Value {
 
 #[tokio::test]
 async fn access_lines_say_what_the_client_called() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     let process = start(&upstream, dir.path()).await;
     let (status, key) = process
@@ -160,7 +160,7 @@ async fn access_lines_say_what_the_client_called() {
 
 #[tokio::test]
 async fn metrics_scrapes_write_no_info_line() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut process = start(&upstream, dir.path()).await;
     for _ in 0..3 {
@@ -193,7 +193,7 @@ async fn metrics_scrapes_write_no_info_line() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_line_names_the_forwarded_client() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     // The test client connects from 127.0.0.1: a trusted proxy here.
     let top = "trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]";

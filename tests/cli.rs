@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway};
+use common::{ADMIN_TOKEN, TestGateway};
 use serde_json::Value;
 
 struct Cli<'a> {
-    gateway: &'a Gateway,
+    gateway: &'a TestGateway,
 }
 
 impl Cli<'_> {
@@ -42,7 +42,7 @@ impl Cli<'_> {
 
 #[tokio::test]
 async fn every_keys_command_works_against_the_admin_api() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let cli = Cli { gateway: &gateway };
 
     let created = cli
@@ -119,7 +119,7 @@ async fn every_keys_command_works_against_the_admin_api() {
 
 #[tokio::test]
 async fn the_admin_target_can_come_from_the_config_file() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
             .unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, free_port};
+use common::{ADMIN_TOKEN, TestGateway, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
@@ -58,7 +58,7 @@ fn write_config(dir: &Path, admin: std::net::SocketAddr) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn the_config_is_read_for_its_admin_section_only_and_is_found_by_default() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), gateway.admin_addr);
     let elsewhere = tempfile::tempdir().unwrap();
@@ -108,7 +108,7 @@ async fn the_config_is_read_for_its_admin_section_only_and_is_found_by_default()
 
 #[tokio::test]
 async fn errors_say_what_to_do() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let here = tempfile::tempdir().unwrap();
     let admin = format!("http://{}", gateway.admin_addr);
     let dir = here.path();
@@ -227,7 +227,7 @@ async fn errors_say_what_to_do() {
 
 #[tokio::test]
 async fn delete_asks_first_or_needs_yes() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let admin = format!("http://{}", gateway.admin_addr);
     let here = tempfile::tempdir().unwrap();
     let (id, secret) = gateway.create_key(json!({"name": "Doomed"})).await;
@@ -326,7 +326,7 @@ async fn on_terminal(admin: &str, id: &str, input: &str) -> Option<String> {
 
 #[tokio::test]
 async fn show_lists_secrets_and_a_grace_can_be_ended_early() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let admin = format!("http://{}", gateway.admin_addr);
     let here = tempfile::tempdir().unwrap();
     let dir = here.path();
@@ -389,7 +389,7 @@ async fn show_lists_secrets_and_a_grace_can_be_ended_early() {
 
 #[tokio::test]
 async fn a_closed_stdout_is_not_a_panic() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let admin = format!("http://{}", gateway.admin_addr);
     // Enough keys that the output is far larger than a pipe holds (64 KiB).
     for i in 0..300 {

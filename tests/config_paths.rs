@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
@@ -108,9 +108,9 @@ async fn unknown_log_levels_are_refused_and_warning_means_warn() {
 /// RUST_LOG still overrides `log.level`; a RUST_LOG that would silence everything is refused.
 #[tokio::test]
 async fn rust_log_overrides_and_is_checked_too() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let written = Gateway::builder()
+    let written = TestGateway::builder()
         .upstream(&upstream)
         .edit(&[("level: info", "level: error")])
         .write(dir.path());
@@ -151,10 +151,10 @@ async fn rust_log_overrides_and_is_checked_too() {
 /// own folder, the store is created there, and errors show the resolved path.
 #[tokio::test]
 async fn relative_paths_are_resolved_against_the_config_folder() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    let written = Gateway::builder().upstream(&upstream).write(dir.path());
+    let written = TestGateway::builder().upstream(&upstream).write(dir.path());
     let config = written.path.clone();
     let absolute_store = format!("{:?}", dir.path().join("kbgate.db").display().to_string());
     let text = std::fs::read_to_string(&config).unwrap();
@@ -311,8 +311,8 @@ async fn localhost_is_a_listen_address() {
     .await;
 
     // And a gateway started on `localhost:PORT` answers on 127.0.0.1.
-    let upstream = Upstream::start().await;
-    let written = Gateway::builder().upstream(&upstream).write(dir.path());
+    let upstream = RunningKb::start().await;
+    let written = TestGateway::builder().upstream(&upstream).write(dir.path());
     let (config, gateway) = (&written.path, written.gateway);
     let text = std::fs::read_to_string(config).unwrap();
     let text = replace_once(

@@ -7,7 +7,7 @@ mod common;
 
 use common::kb::{self, FakeKb};
 use common::raw;
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream, shipped_yaml};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL, shipped_yaml};
 
 const APP: &str = "https://app.example.com";
 const DEV: &str = "http://localhost:3000";
@@ -21,7 +21,7 @@ fn with_cors() -> String {
 
 /// A KB that answers 200 with a permissive CORS policy of its own (which the gateway must not
 /// let through when `cors:` is on); `kb.count()` is the number of requests it got.
-async fn cors_kb() -> Upstream {
+async fn cors_kb() -> RunningKb {
     FakeKb::new()
         .otherwise(|_| async {
             http::Response::builder()
@@ -38,9 +38,9 @@ async fn cors_kb() -> Upstream {
 }
 
 /// A gateway with `cors:` on ([`with_cors`]) in front of a [`cors_kb`]; returns both.
-async fn cors_gateway() -> (Upstream, Gateway) {
+async fn cors_gateway() -> (RunningKb, TestGateway) {
     let kb = cors_kb().await;
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .yaml(&with_cors())
         .upstream(&kb)
         .start()
@@ -240,7 +240,7 @@ async fn every_response_to_a_listed_origin_carries_its_origin_refusals_included(
 async fn a_502_to_a_listed_origin_carries_its_origin() {
     // Nothing listens on the upstream's port.
     let closed = format!("http://127.0.0.1:{}", common::free_port());
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .yaml(&with_cors())
         .upstream(&closed)
         .start()
@@ -264,7 +264,7 @@ async fn a_502_to_a_listed_origin_carries_its_origin() {
 #[tokio::test]
 async fn without_cors_the_gateway_adds_nothing_and_a_preflight_needs_a_key() {
     let kb = cors_kb().await;
-    let gateway = Gateway::builder().upstream(&kb).start().await;
+    let gateway = TestGateway::builder().upstream(&kb).start().await;
     let (status, headers, body) =
         raw::request(gateway.addr, &browser_preflight(APP, "/v1/article/a1")).await;
     assert_eq!(status, 401, "{headers}");

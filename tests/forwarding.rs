@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{Gateway, UPSTREAM_CREDENTIAL, eventually};
+use common::{TestGateway, UPSTREAM_CREDENTIAL, eventually};
 use serde_json::json;
 
 #[tokio::test]
 async fn upstream_sees_the_injected_credential_and_never_the_client_key() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
 
     let response = gateway
@@ -70,7 +70,7 @@ async fn upstream_sees_the_injected_credential_and_never_the_client_key() {
 
 #[tokio::test]
 async fn query_credential_injection() {
-    let (upstream, gateway) = Gateway::builder()
+    let (upstream, gateway) = TestGateway::builder()
         .config(|config| {
             config.upstream.inject_headers.clear();
             config.upstream.inject_query = "key=kb-upstream-credential".into();
@@ -93,7 +93,7 @@ async fn query_credential_injection() {
 
 #[tokio::test]
 async fn request_count_equals_the_requests_made_and_survives_a_restart() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
     let (_, other) = gateway.create_key(json!({})).await;
     for _ in 0..25 {
@@ -114,10 +114,10 @@ async fn request_count_equals_the_requests_made_and_survives_a_restart() {
     })
     .await;
     drop(store);
-    let Gateway { running, dir, .. } = gateway;
+    let TestGateway { running, dir, .. } = gateway;
     running.unwrap().shutdown().await;
 
-    let again = Gateway::builder()
+    let again = TestGateway::builder()
         .upstream(&upstream)
         .dir(dir)
         .start()

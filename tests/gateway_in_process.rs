@@ -36,7 +36,7 @@ fn config(dir: &std::path::Path) -> kbgate::Config {
         search,
         r#"path: "/v1/search", permission: "search:read", query: { deny: [_where] } }"#,
     ) + "\ncors: { allowed_origins: [\"https://app.example\"] }\n";
-    let mut config = common::Gateway::builder()
+    let mut config = common::TestGateway::builder()
         .yaml(&text)
         .upstream(UNREACHABLE_KB)
         .build_config(dir);

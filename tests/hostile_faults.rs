@@ -9,7 +9,7 @@ mod common;
 
 use common::raw::{self, Conn, Wire};
 use common::raw_upstream::RawUpstream;
-use common::{Gateway, eventually};
+use common::{TestGateway, eventually};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ async fn an_upstream_refusing_connections_gets_502_at_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(&format!("http://{closed}"))
         .config(|config| {
             config.upstream.connect_timeout = Duration::from_secs(20);
@@ -65,7 +65,7 @@ async fn an_upstream_that_never_sends_headers_gets_504_at_the_deadline() {
     })
     .await;
     for upstream in [&silent, &deaf] {
-        let gateway = Gateway::builder()
+        let gateway = TestGateway::builder()
             .upstream(&upstream)
             .config(|config| {
                 config.upstream.timeout = timeout;
@@ -142,7 +142,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         ("chunked", &chunked),
         ("closed", &closed),
     ] {
-        let gateway = Gateway::builder().upstream(&upstream).start().await;
+        let gateway = TestGateway::builder().upstream(&upstream).start().await;
         let key = gateway.read_write_key().await;
 
         // Over HTTP/1.1, byte for byte.
@@ -185,7 +185,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
 
 #[tokio::test]
 async fn a_client_aborting_mid_upload_aborts_the_upstream_request() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     for (counted, (framing, partial)) in [
         ("Content-Length: 1000\r\n", "x".repeat(100)),
@@ -247,7 +247,7 @@ async fn closes_second_request_on_first_connection() -> RawUpstream {
 #[tokio::test]
 async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_once() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
@@ -268,7 +268,7 @@ async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_on
 #[tokio::test]
 async fn a_non_idempotent_request_on_a_connection_the_upstream_closed_is_not_retried() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
@@ -303,7 +303,7 @@ async fn a_request_is_retried_only_once() {
         conn.request().await;
     })
     .await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     assert_eq!(
         gateway.get("/v1/article/a1", &key).await,
@@ -321,7 +321,7 @@ async fn an_upstream_closing_an_idle_connection_between_requests_costs_nothing()
         conn.ok().await;
     })
     .await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     for i in 0..5 {
         assert_eq!(gateway.get(&format!("/v1/article/a{i}"), &key).await.0, 200);
@@ -359,7 +359,7 @@ async fn attempt(addr: SocketAddr, request: &[u8]) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_drain_under_load_loses_no_accepted_request() {
     const IN_FLIGHT: usize = 20;
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read"})).await;
     let addr = gateway.addr;
 

@@ -10,7 +10,7 @@
 mod common;
 
 use common::raw::{self, Conn};
-use common::{Gateway, Upstream};
+use common::{RunningKb, TestGateway};
 
 /// The pipelined request that follows every case.
 const LAST: &str = "GET /v1/article/last HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n";
@@ -338,7 +338,7 @@ fn cases() -> Vec<(&'static str, String, Expect)> {
 
 #[tokio::test]
 async fn framing_attacks_never_reach_the_upstream_as_anything_but_one_well_framed_request() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let cases = cases();
     assert!(cases.len() >= 40, "the table lost cases");
     let mut failures = Vec::new();
@@ -378,8 +378,8 @@ async fn framing_attacks_never_reach_the_upstream_as_anything_but_one_well_frame
 
 /// Sends one case and checks the responses, the close, and what reached the upstream.
 async fn run_case(
-    gateway: &Gateway,
-    upstream: &Upstream,
+    gateway: &TestGateway,
+    upstream: &RunningKb,
     bytes: &str,
     expect: Expect,
 ) -> Result<(), String> {
@@ -462,7 +462,7 @@ fn check(ok: bool, what: &str, got: &impl std::fmt::Debug) -> Result<(), String>
 /// a refusal that closes the connection is the gateway's choice, not the harness's.
 #[tokio::test]
 async fn pipelined_well_formed_requests_are_both_served() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let first =
         "GET /v1/article/first HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n";
@@ -484,7 +484,7 @@ async fn pipelined_well_formed_requests_are_both_served() {
 /// served, it is refused, and nothing after it on that connection is read.
 #[tokio::test]
 async fn a_pipelined_request_after_a_framing_error_is_never_read() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let good =
         "GET /v1/article/first HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n";
@@ -531,7 +531,7 @@ async fn a_pipelined_request_after_a_framing_error_is_never_read() {
 /// is noticed.
 #[tokio::test]
 async fn parser_refusals_are_bare_and_close() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let bytes =
         "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nContent-Length: +5\r\n\r\nhello";
     let (status, headers, body) = raw::request(gateway.addr, bytes.as_bytes()).await;
@@ -545,7 +545,7 @@ async fn parser_refusals_are_bare_and_close() {
 /// HTTP/2 carries the authority in `:authority`; a `Host` field beside it must agree.
 #[tokio::test]
 async fn http2_host_disagreeing_with_authority_is_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let h2 = common::h2c_client();
     let send = |host: String| {
         h2.get(gateway.url("/v1/article/a1"))

@@ -6,7 +6,7 @@ mod common;
 
 use common::raw::{self, Conn};
 use common::raw_upstream::RawUpstream;
-use common::{Gateway, UPSTREAM_CREDENTIAL};
+use common::{TestGateway, UPSTREAM_CREDENTIAL};
 use serde_json::json;
 
 /// `GET /v1/article/a1` with `key` and the given extra header lines, closing after.
@@ -31,7 +31,7 @@ fn values<'a>(headers: &'a http::HeaderMap, name: &str) -> Vec<&'a str> {
 
 #[tokio::test]
 async fn headers_named_in_every_connection_line_never_reach_the_upstream() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let request = format!(
         "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\
          Connection: keep-alive, X-One\r\nConnection: x-two,,  X-Three-Listed \r\n\
@@ -81,7 +81,7 @@ async fn headers_named_in_every_connection_line_never_reach_the_upstream() {
 /// unframe the body nor remove what the gateway adds.
 #[tokio::test]
 async fn connection_naming_framing_or_gateway_headers_changes_nothing_that_matters() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     let request = format!(
         "PUT /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\
@@ -124,7 +124,7 @@ async fn hop_by_hop_headers_in_the_upstream_response_never_reach_the_client() {
         }
     })
     .await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     conn.send(get_with(&key, "").as_bytes()).await.unwrap();
@@ -167,7 +167,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
         }
     })
     .await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let mut conn = Conn::open(gateway.addr).await;
     let request = kept_alive(&key, "");
@@ -185,7 +185,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
 
 #[tokio::test]
 async fn protocol_switches_are_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let cases = [
         // An h2c offer is ignored and answered over HTTP/1.1 (tests/transparency_request.rs).
         (
@@ -255,7 +255,7 @@ async fn protocol_switches_are_refused() {
 /// the request will be refused, and never invited to send a body that will not be read.
 #[tokio::test]
 async fn expect_100_continue_on_a_refused_request_gets_the_final_status_and_no_100() {
-    let (upstream, gateway) = Gateway::builder()
+    let (upstream, gateway) = TestGateway::builder()
         .config(|config| {
             config.limits.max_body = 1000;
         })
@@ -299,7 +299,7 @@ async fn expect_100_continue_on_a_refused_request_gets_the_final_status_and_no_1
 
 #[tokio::test]
 async fn expect_100_continue_on_an_accepted_request_gets_100_then_the_answer() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let mut conn = Conn::open_keyed(
         gateway.addr,
         "PUT /v1/article/a1",
@@ -321,7 +321,7 @@ async fn expect_100_continue_on_an_accepted_request_gets_100_then_the_answer() {
 
 #[tokio::test]
 async fn client_sent_gateway_headers_cannot_pose_as_the_gateway() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read"})).await;
     let request = get_with(
         &key,

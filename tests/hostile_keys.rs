@@ -12,7 +12,7 @@
 mod common;
 
 use common::store::Call;
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
 use kbgate::keys::{KeyHash, secret};
 use reqwest::Method;
 use serde_json::json;
@@ -31,10 +31,10 @@ struct Watched {
 
 #[tokio::test]
 async fn the_store_only_ever_sees_hashes_of_secrets() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let watched = Arc::new(Mutex::new(Watched::default()));
     let log = watched.clone();
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(&upstream)
         .store(Box::new(move |call| {
             let mut log = log.lock().unwrap();
@@ -112,7 +112,7 @@ async fn refusal(addr: SocketAddr, request: &[u8]) -> (String, Vec<String>, Stri
 
 #[tokio::test]
 async fn malformed_and_unknown_keys_get_the_very_same_401() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (deleted_id, deleted) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article/a1", &deleted).await.0, 200);
     let (status, _) = gateway
@@ -194,9 +194,9 @@ async fn malformed_and_unknown_keys_get_the_very_same_401() {
 /// token, and the admin token offered as a key.
 #[tokio::test]
 async fn secrets_never_appear_in_any_log_line_at_trace_level() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut process = Gateway::builder()
+    let mut process = TestGateway::builder()
         .upstream(&upstream)
         .edit(&[(
             "# query: { key: \"${KB_API_KEY}\" }",

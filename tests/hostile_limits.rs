@@ -6,7 +6,7 @@
 mod common;
 
 use common::raw::{self, Conn};
-use common::{FakeKb, Gateway, Upstream, shipped_yaml};
+use common::{FakeKb, RunningKb, TestGateway, shipped_yaml};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ fn get_with_header(key: &str, name: &str, value: &str) -> String {
 
 #[tokio::test]
 async fn oversized_headers_get_431() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let limit = 32 * KIB; // the default limits.max_header_size
 
     // Just under the limit: served.
@@ -70,7 +70,7 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn overlong_uris_get_414() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let limit = 8 * KIB; // the default limits.max_uri_length
     let target = |len: usize| {
         let prefix = "/v1/search?query=";
@@ -116,7 +116,7 @@ fn yaml_with_route_limits() -> String {
 }
 
 async fn send_body(
-    gateway: &Gateway,
+    gateway: &TestGateway,
     key: &str,
     method: &str,
     path: &str,
@@ -135,7 +135,7 @@ async fn send_body(
 
 #[tokio::test]
 async fn bodies_over_the_route_or_global_limit_get_413() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml_with_route_limits())
         .config(|config| {
             config.limits.max_body = 2 * KIB as u64;
@@ -221,7 +221,7 @@ async fn bodies_over_the_route_or_global_limit_get_413() {
 
 #[tokio::test]
 async fn connections_beyond_max_connections_wait_to_be_accepted() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .config(|config| {
             config.limits.max_connections = 2;
         })
@@ -257,7 +257,7 @@ async fn connections_beyond_max_connections_wait_to_be_accepted() {
 /// An upstream that records how many requests it holds at once. Each waits until three are
 /// in flight (which a working stream cap never allows) or 600 ms have passed.
 /// Returns the upstream, the most requests it held at once, and the number it answered.
-async fn concurrency_upstream() -> (Upstream, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+async fn concurrency_upstream() -> (RunningKb, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let max_in_flight = Arc::new(AtomicUsize::new(0));
     let served = Arc::new(AtomicUsize::new(0));
@@ -285,7 +285,7 @@ async fn concurrency_upstream() -> (Upstream, Arc<AtomicUsize>, Arc<AtomicUsize>
 #[tokio::test]
 async fn http2_streams_beyond_max_concurrent_streams_wait() {
     let (upstream, max_in_flight, served) = concurrency_upstream().await;
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(&upstream)
         .config(|config| {
             config.limits.max_concurrent_streams = 2;
@@ -369,7 +369,7 @@ fn assert_cut_at_timeout(what: &str, elapsed: Duration, timeout: Duration) {
 
 #[tokio::test]
 async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
-    let (upstream, gateway) = Gateway::builder()
+    let (upstream, gateway) = TestGateway::builder()
         .config(|config| {
             config.limits.header_read_timeout = HEADER_TIMEOUT;
         })
@@ -419,7 +419,7 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
 /// ever (hyper's header timer only starts once the HTTP/2 preface sniff is done).
 #[tokio::test]
 async fn silent_connections_cannot_hold_every_connection_slot() {
-    let (_upstream, gateway, key) = Gateway::builder()
+    let (_upstream, gateway, key) = TestGateway::builder()
         .config(|config| {
             config.limits.max_connections = 1;
             config.limits.header_read_timeout = HEADER_TIMEOUT;
@@ -440,7 +440,7 @@ const BODY_TIMEOUT: Duration = Duration::from_millis(400);
 
 #[tokio::test]
 async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .config(|config| {
             config.limits.body_timeout = BODY_TIMEOUT;
         })
@@ -486,7 +486,7 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
 /// slow but steady upload that takes longer than it goes through.
 #[tokio::test]
 async fn a_slow_but_steady_upload_is_not_cut_off() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .config(|config| {
             config.limits.body_timeout = BODY_TIMEOUT;
         })

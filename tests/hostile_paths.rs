@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Gateway, raw};
+use common::{TestGateway, raw};
 use http::Method;
 use kbgate::authz::DEFAULT_RESOURCES;
 use kbgate::authz::routes::RouteTable;
@@ -199,7 +199,7 @@ proptest! {
 /// route table say, or forwarded as exactly its canonical form.
 #[tokio::test]
 async fn generated_paths_through_the_gateway_forward_what_was_authorized() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let table = routes();
     let mut runner = TestRunner::deterministic();
     let strategy = any_path().prop_filter("a request target", |p| p.starts_with('/'));

@@ -5,10 +5,10 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, Gateway, Upstream, eventually};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, eventually};
 use serde_json::{Value, json};
 
-async fn create_with_defaults(gateway: &Gateway) {
+async fn create_with_defaults(gateway: &TestGateway) {
     let before = chrono::Utc::now();
     let (status, key) = gateway.admin("POST", "/v1/keys", None).await;
     assert_eq!(status, 201, "{key}");
@@ -44,7 +44,7 @@ async fn create_with_defaults(gateway: &Gateway) {
     assert_eq!(shown["name"], key["name"]);
 }
 
-async fn list_oldest_first(gateway: &Gateway) {
+async fn list_oldest_first(gateway: &TestGateway) {
     let mut ids = Vec::new();
     for name in ["Chatbot Integration", "Data Export Tool", "Sync Job"] {
         ids.push(gateway.create_key(json!({"name": name})).await.0);
@@ -74,7 +74,7 @@ async fn list_oldest_first(gateway: &Gateway) {
     );
 }
 
-async fn admin_input_is_checked(gateway: &Gateway) {
+async fn admin_input_is_checked(gateway: &TestGateway) {
     let (status, body) = gateway
         .admin(
             "POST",
@@ -141,7 +141,7 @@ async fn admin_input_is_checked(gateway: &Gateway) {
     assert!(openapi["paths"]["/v1/keys/{id}/rotate"].is_object());
 }
 
-async fn changes_hold_from_the_next_request(gateway: &Gateway) {
+async fn changes_hold_from_the_next_request(gateway: &TestGateway) {
     let (id, key) = gateway
         .create_key(json!({"name": "Sync", "scope": "read_write"}))
         .await;
@@ -202,7 +202,7 @@ async fn changes_hold_from_the_next_request(gateway: &Gateway) {
     assert_eq!(gateway.admin("DELETE", &path, None).await.0, 404);
 }
 
-async fn rotation_with_grace(gateway: &Gateway) {
+async fn rotation_with_grace(gateway: &TestGateway) {
     let (id, old) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &old).await.0, 200);
     let (status, rotated) = gateway.rotate(&id, 2).await;
@@ -249,7 +249,7 @@ macro_rules! for_each_store {
             $(
                 #[tokio::test]
                 async fn $suite() {
-                    let upstream = Upstream::start().await;
+                    let upstream = RunningKb::start().await;
                     let Some((gateway, _redis)) = ($start)(&upstream).await else { return };
                     super::$suite(&gateway).await;
                     gateway.shutdown().await;
@@ -259,15 +259,15 @@ macro_rules! for_each_store {
     };
 }
 
-async fn embedded(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
-    Some((Gateway::start(upstream).await, None))
+async fn embedded(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
+    Some((TestGateway::start(upstream).await, None))
 }
 
 /// The same suite on a real redis-server (skipped, and said so, where it is not installed).
-async fn redis(upstream: &Upstream) -> Option<(Gateway, Option<RedisServer>)> {
+async fn redis(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
     let server = RedisServer::start()?;
     let store = server.store("lifecycle:");
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(upstream)
         .config(|config| config.store = store)
         .start()

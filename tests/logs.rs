@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -17,7 +17,7 @@ fn tail(secret: &str) -> &str {
 
 #[tokio::test]
 async fn json_logs_at_trace_level_carry_no_secret() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     let changes = [
         ("format: text", "format: json".to_string()),
@@ -26,7 +26,7 @@ async fn json_logs_at_trace_level_carry_no_secret() {
             "query: { key: \"${KB_API_KEY}\" }".to_string(),
         ),
     ];
-    let mut process = Gateway::builder()
+    let mut process = TestGateway::builder()
         .upstream(&upstream)
         .edit(&changes)
         .env("RUST_LOG", "trace")

@@ -7,7 +7,7 @@
 mod common;
 
 use common::metrics::{Scrape, prometheus_tool, promtool_check_metrics};
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL};
+use common::{ADMIN_TOKEN, TestGateway, UPSTREAM_CREDENTIAL};
 use kbgate::metrics::{
     AUTH_DECISIONS, BUILD_INFO, HOT_TIER_LOOKUPS, IN_FLIGHT, KEY_INFO, KEY_REQUESTS,
     REQUEST_DURATION, REQUESTS, STORE_LOOKUPS, UPSTREAM_DURATION, UPSTREAM_ERRORS,
@@ -22,7 +22,7 @@ fn grew(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) ->
 
 #[tokio::test]
 async fn requests_are_counted_by_route_outcome_and_key() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, secret) = gateway
         .create_key(json!({"name": "Metrics \"reader\"", "scope": "read"}))
         .await;
@@ -132,7 +132,7 @@ async fn requests_are_counted_by_route_outcome_and_key() {
 
 #[tokio::test]
 async fn key_info_follows_edits_and_deletes() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, _) = gateway.create_key(json!({"name": "Before"})).await;
     let series = |scrape: &Scrape| -> Vec<(String, String)> {
         scrape
@@ -166,15 +166,15 @@ async fn key_info_follows_edits_and_deletes() {
 
 #[tokio::test]
 async fn key_info_is_loaded_from_the_store_at_start() {
-    let (upstream, first) = Gateway::builder().start_on_echo().await;
+    let (upstream, first) = TestGateway::builder().start_on_echo().await;
     let (id, _) = first.create_key(json!({"name": "Survivor"})).await;
     let dir = first.dir.path().to_path_buf();
-    let Gateway {
+    let TestGateway {
         running, dir: keep, ..
     } = first;
     running.unwrap().shutdown().await;
 
-    let again = Gateway::builder()
+    let again = TestGateway::builder()
         .upstream(&upstream)
         .config(|config| {
             config.store = kbgate::keys::StoreConfig::embedded(dir.join("kbgate.db"));
@@ -196,7 +196,7 @@ async fn key_info_is_loaded_from_the_store_at_start() {
 
 #[tokio::test]
 async fn per_key_series_can_be_switched_off() {
-    let (_upstream, gateway) = Gateway::builder()
+    let (_upstream, gateway) = TestGateway::builder()
         .config(|c| c.metrics.per_key = false)
         .start_on_echo()
         .await;
@@ -212,7 +212,7 @@ async fn per_key_series_can_be_switched_off() {
 /// The only test in this binary that reaches a cap, so `key_id="other"` is its alone.
 #[tokio::test]
 async fn keys_past_the_cap_count_as_other() {
-    let (_upstream, gateway) = Gateway::builder()
+    let (_upstream, gateway) = TestGateway::builder()
         .config(|c| c.metrics.per_key_limit = 1)
         .start_on_echo()
         .await;
@@ -243,13 +243,13 @@ async fn upstream_failures_are_counted_by_kind() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);
-    let (upstream, unreachable) = Gateway::builder()
+    let (upstream, unreachable) = TestGateway::builder()
         .config(|c| {
             c.upstream.origin = closed_url.parse().unwrap();
         })
         .start_on_echo()
         .await;
-    let slow = Gateway::builder()
+    let slow = TestGateway::builder()
         .upstream(&upstream)
         .config(|c| {
             c.upstream.timeout = Duration::from_millis(200);
@@ -272,7 +272,7 @@ async fn upstream_failures_are_counted_by_kind() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_need_no_token() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
         let response = gateway.plain_get(gateway.admin_url(path)).await;
         assert_eq!(response.status(), 200, "{path}");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
 use kbgate::keys::StoreConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -43,8 +43,8 @@ fn migrate(from: &Path, to: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn start_on(upstream: &Upstream, store: StoreConfig) -> Gateway {
-    Gateway::builder()
+async fn start_on(upstream: &RunningKb, store: StoreConfig) -> TestGateway {
+    TestGateway::builder()
         .upstream(upstream)
         .config(|config| config.store = store)
         .start()
@@ -52,7 +52,7 @@ async fn start_on(upstream: &Upstream, store: StoreConfig) -> Gateway {
 }
 
 /// The keys as the admin API shows them, without the fields that change with use.
-async fn keys(gateway: &Gateway) -> Vec<Value> {
+async fn keys(gateway: &TestGateway) -> Vec<Value> {
     let (_, list) = gateway.admin("GET", "/v1/keys", None).await;
     list["keys"].as_array().unwrap().clone()
 }
@@ -62,7 +62,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     let embedded_path = dir.path().join("first.db");
     let embedded = StoreConfig::embedded(embedded_path.clone());

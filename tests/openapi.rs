@@ -6,13 +6,13 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway};
+use common::{ADMIN_TOKEN, TestGateway};
 use serde_json::{Value, json};
 
 /// Test cases per operation: under a minute for the whole run on two busy cores.
 const MAX_EXAMPLES: &str = "150";
 
-async fn document(gateway: &Gateway) -> Value {
+async fn document(gateway: &TestGateway) -> Value {
     let response = reqwest::get(gateway.admin_url("/openapi.json"))
         .await
         .unwrap();
@@ -117,7 +117,7 @@ fn assert_matches(doc: &Value, path: &str, method: &str, status: u16, body: &Val
 
 #[tokio::test]
 async fn answers_match_the_documented_schemas() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
 
     let (status, created) = gateway
@@ -169,7 +169,7 @@ async fn answers_match_the_documented_schemas() {
 
 #[tokio::test]
 async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let client = reqwest::Client::new();
     let all = [
@@ -229,7 +229,7 @@ async fn every_path_answers_an_undeclared_method_with_405_and_allow() {
 
 #[tokio::test]
 async fn body_errors_name_the_field_and_names_follow_the_document() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let doc = document(&gateway).await;
     let name_schema = &doc["components"]["schemas"]["CreateKey"]["properties"]["name"];
     assert_eq!(name_schema["minLength"], 1);
@@ -321,7 +321,7 @@ async fn schemathesis_finds_nothing() {
     let Some(schemathesis) = schemathesis() else {
         return;
     };
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     // Hypothesis keeps its example database in the working directory: a temporary one.
     let work = tempfile::tempdir().unwrap();
     let config = concat!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Gateway, UPSTREAM_CREDENTIAL, raw};
+use common::{TestGateway, UPSTREAM_CREDENTIAL, raw};
 use serde_json::json;
 
 /// What the gateway should do with one request target.
@@ -159,7 +159,7 @@ const CASES: &[(&str, Expect)] = &[
 
 #[tokio::test]
 async fn the_path_authorized_is_the_path_forwarded() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     assert!(CASES.len() >= 80, "the table lost cases");
     let mut failures = Vec::new();
@@ -209,7 +209,7 @@ async fn the_path_authorized_is_the_path_forwarded() {
 /// answer is invalid_path, nothing reaches the upstream and the key's usage does not move.
 #[tokio::test]
 async fn invalid_paths_never_reach_the_upstream() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     let invalid: Vec<&str> = CASES
         .iter()
@@ -254,7 +254,7 @@ async fn invalid_paths_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn the_key_parameter_is_removed_from_the_forwarded_query() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     let cases = [
         (
@@ -307,7 +307,7 @@ async fn the_key_parameter_is_removed_from_the_forwarded_query() {
 /// any other.
 #[tokio::test]
 async fn other_request_target_forms() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"scope": "read_write"})).await;
     let send = |method: &str, target: &str| {
         format!(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Gateway;
+use common::TestGateway;
 use common::metrics::{prometheus_tool, promtool_check_metrics};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,7 @@ fn one(scrape: &common::metrics::Scrape, name: &str) -> f64 {
 
 #[tokio::test]
 async fn process_metrics_are_scraped_with_plausible_values() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let scrape = gateway.scrape().await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

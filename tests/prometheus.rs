@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Gateway;
+use common::TestGateway;
 use common::free_port;
 use common::metrics::prometheus_tool;
 use serde_json::{Value, json};
@@ -167,7 +167,7 @@ async fn prometheus_scrapes_per_key_counts_and_answers_the_readme_queries() {
     let Some(binary) = prometheus_tool("prometheus") else {
         return;
     };
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (used, secret) = gateway.create_key(json!({"name": "Chatbot"})).await;
     let (idle, _) = gateway.create_key(json!({"name": "Idle export"})).await;
     let prometheus = Prometheus::start(&binary, gateway.admin_addr).await;

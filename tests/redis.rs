@@ -5,7 +5,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{Gateway, Upstream, eventually, free_port};
+use common::{RunningKb, TestGateway, eventually, free_port};
 use kbgate::keys::StoreConfig;
 use kbgate::keys::redis::RedisConfig;
 use serde_json::json;
@@ -14,23 +14,23 @@ use std::time::{Duration, Instant};
 /// What two gateways of [`pair`] share: a redis-server and a fake KB.
 struct Shared {
     server: RedisServer,
-    upstream: Upstream,
+    upstream: RunningKb,
 }
 
 /// A redis-server, a fake KB and two gateways in front of it sharing the server ([`gateways`]);
 /// None (SKIPPED) where redis-server is not installed.
-async fn pair() -> Option<(Gateway, Gateway, Shared)> {
+async fn pair() -> Option<(TestGateway, TestGateway, Shared)> {
     let server = RedisServer::start()?;
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let (a, b) = gateways(&upstream, &server).await;
     Some((a, b, Shared { server, upstream }))
 }
 
 /// Two gateways sharing `server` under one prefix; the hot tier keeps entries for a minute, so
 /// a refusal seen on B within the test's wait can only come from the change feed.
-async fn gateways(upstream: &Upstream, server: &RedisServer) -> (Gateway, Gateway) {
+async fn gateways(upstream: &RunningKb, server: &RedisServer) -> (TestGateway, TestGateway) {
     let start = || {
-        Gateway::builder()
+        TestGateway::builder()
             .upstream(upstream)
             .config(|config| {
                 config.store = server.store("shared:");
@@ -54,7 +54,7 @@ async fn gateways(upstream: &Upstream, server: &RedisServer) -> (Gateway, Gatewa
 
 /// Makes a change on A and waits until B enforces it; returns how long that took.
 async fn propagation(
-    b: &Gateway,
+    b: &TestGateway,
     key: &str,
     expected: (u16, &str),
     change: impl std::future::Future<Output = ()>,
@@ -178,7 +178,7 @@ async fn usage_from_all_instances_adds_up_exactly() {
         return;
     };
     let (id, key) = a.create_key(json!({})).await;
-    let requests = |gateway: &Gateway, n: usize| {
+    let requests = |gateway: &TestGateway, n: usize| {
         let key = key.clone();
         let client = gateway.client.clone();
         let url = gateway.url("/v1/article");
@@ -206,7 +206,7 @@ async fn usage_from_all_instances_adds_up_exactly() {
     // And nothing more arrives later: the sum is exact, not an over-count.
     a.shutdown().await;
     b.shutdown().await;
-    let c = Gateway::builder()
+    let c = TestGateway::builder()
         .upstream(&shared.upstream)
         .config(|config| config.store = shared.server.store("shared:"))
         .start()
@@ -222,7 +222,7 @@ async fn redis_down_at_start_fails_closed_then_full_service_resumes() {
         return;
     }
     let port = free_port();
-    let (upstream, gateway) = Gateway::builder()
+    let (upstream, gateway) = TestGateway::builder()
         .config(|config| {
             config.store = StoreConfig::Redis(RedisConfig {
                 urls: vec![format!("redis://127.0.0.1:{port}/0")],
@@ -326,7 +326,7 @@ async fn a_slow_redis_gives_503_after_the_store_timeout_not_a_hung_request() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let (_upstream, gateway) = Gateway::builder()
+    let (_upstream, gateway) = TestGateway::builder()
         .config(|config| config.store = server.store("slow:"))
         .start_on_echo()
         .await;
@@ -362,9 +362,9 @@ async fn a_redis_cluster_serves_as_the_shared_store() {
         return;
     }
     let cluster = common::redis::RedisCluster::start().unwrap();
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let start = || {
-        Gateway::builder()
+        TestGateway::builder()
             .upstream(&upstream)
             .config(|config| {
                 config.store = cluster.store("kbgate:");

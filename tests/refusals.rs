@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, Upstream, status_and_code};
+use common::{RunningKb, TestGateway, status_and_code};
 use kbgate::keys::StoreError;
 use kbgate::metrics::{AUTH_DECISIONS, STORE_ERRORS, STORE_LOOKUPS};
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_read_key_gets_but_cannot_post() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "Chatbot"})).await;
     assert_eq!(
         gateway.get("/v1/article/a1", &key).await,
@@ -30,7 +30,7 @@ async fn a_read_key_gets_but_cannot_post() {
 
 #[tokio::test]
 async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let response = gateway.plain_get(gateway.url("/v1/article")).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -54,7 +54,7 @@ async fn the_refusal_body_is_one_json_shape_with_a_request_id() {
 
 #[tokio::test]
 async fn key_refusals() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({})).await;
     let (_, other) = gateway.create_key(json!({})).await;
     let c = &gateway.client;
@@ -119,7 +119,7 @@ async fn key_refusals() {
 
 #[tokio::test]
 async fn disabled_and_expired_keys() {
-    let (_upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (id, key) = gateway.create_key(json!({})).await;
     assert_eq!(gateway.get("/v1/article", &key).await.0, 200);
     gateway
@@ -156,7 +156,7 @@ async fn disabled_and_expired_keys() {
 
 #[tokio::test]
 async fn route_refusals() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, read) = gateway.create_key(json!({"scope": "read"})).await;
     let (_, narrow) = gateway
         .create_key(json!({"scope": "read_write", "permissions": ["search:read"]}))
@@ -194,7 +194,7 @@ async fn upstream_unavailable_and_timeout() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (upstream, gateway) = Gateway::builder()
+    let (upstream, gateway) = TestGateway::builder()
         .config(|config| {
             config.upstream.origin = format!("http://{closed}/").parse().unwrap();
         })
@@ -206,7 +206,7 @@ async fn upstream_unavailable_and_timeout() {
     assert_eq!((status, code.as_str()), (502, "upstream_unavailable"));
     gateway.shutdown().await;
 
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(&upstream)
         .config(|config| {
             config.upstream.timeout = Duration::from_millis(300);
@@ -227,11 +227,11 @@ async fn upstream_unavailable_and_timeout() {
 
 #[tokio::test]
 async fn store_down_fails_closed_for_keys_not_in_the_hot_tier() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     // The embedded store with a switch that fails every call, as a lost disk or network would.
     let down = Arc::new(AtomicBool::new(false));
     let switch = down.clone();
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(&upstream)
         .store(Box::new(move |_call| {
             if switch.load(Ordering::SeqCst) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Gateway, UPSTREAM_CREDENTIAL, Upstream, shipped_yaml};
+use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL, shipped_yaml};
 use reqwest::Method;
 use std::time::Duration;
 
@@ -22,15 +22,15 @@ const EXTRA: &str = r#"  - { methods: [GET], path: "/v1/page/{id}", permission: 
   - { methods: [GET], path: "/v1/plain", permission: "search:read", query: { allow: [] } }
 "#;
 
-async fn start(upstream: &Upstream) -> Gateway {
-    Gateway::builder()
+async fn start(upstream: &RunningKb) -> TestGateway {
+    TestGateway::builder()
         .yaml(&yaml_with(EXTRA))
         .upstream(&upstream)
         .start()
         .await
 }
 
-async fn call(gateway: &Gateway, method: Method, path: &str, key: &str) -> (u16, String) {
+async fn call(gateway: &TestGateway, method: Method, path: &str, key: &str) -> (u16, String) {
     let response = gateway
         .client
         .request(method, gateway.url(path))
@@ -43,7 +43,7 @@ async fn call(gateway: &Gateway, method: Method, path: &str, key: &str) -> (u16,
 
 #[tokio::test]
 async fn get_routes_answer_head_unless_they_say_otherwise() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let gateway = start(&upstream).await;
     let key = gateway.read_write_key().await;
 
@@ -72,7 +72,7 @@ async fn get_routes_answer_head_unless_they_say_otherwise() {
 
 #[tokio::test]
 async fn a_rest_parameter_matches_nested_paths() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let gateway = start(&upstream).await;
     let key = gateway.read_write_key().await;
     for path in [
@@ -114,7 +114,7 @@ async fn a_rest_parameter_matches_nested_paths() {
 
 #[tokio::test]
 async fn query_rules_refuse_with_query_not_allowed() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let gateway = start(&upstream).await;
     let key = gateway.read_write_key().await;
     let before = gateway.scrape().await.sum(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, Upstream};
+use common::{RunningKb, TestGateway};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ async fn wait_until_refused(addr: SocketAddr) {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Usage is flushed only hourly, so only the shutdown flush can write it in this test.
     let changes = [
@@ -42,7 +42,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
             format!("shutdown_grace: {}s", GRACE.as_secs()),
         ),
     ];
-    let config = Gateway::builder()
+    let config = TestGateway::builder()
         .upstream(&upstream)
         .edit(&changes)
         .write(dir.path());

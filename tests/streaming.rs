@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Gateway, UPSTREAM_CREDENTIAL};
+use common::{TestGateway, UPSTREAM_CREDENTIAL};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -97,7 +97,7 @@ fn streamed_body(size: u64, peak: Peak) -> reqwest::Body {
     reqwest::Body::wrap_stream(chunks)
 }
 
-async fn put(gateway: &Gateway, key: &str, path: &str, size: u64, peak: Peak) -> (u16, Value) {
+async fn put(gateway: &TestGateway, key: &str, path: &str, size: u64, peak: Peak) -> (u16, Value) {
     let response = gateway
         .client
         .put(gateway.url(path))
@@ -112,7 +112,7 @@ async fn put(gateway: &Gateway, key: &str, path: &str, size: u64, peak: Peak) ->
 }
 
 /// GETs `path` and counts the body chunk by chunk, sampling RSS every 1 MiB.
-async fn download(gateway: &Gateway, key: &str, path: &str, peak: &Peak) -> (u16, u64) {
+async fn download(gateway: &TestGateway, key: &str, path: &str, peak: &Peak) -> (u16, u64) {
     let response = gateway.keyed_get(gateway.url(path), key).await;
     let status = response.status().as_u16();
     let mut chunks = response.bytes_stream();
@@ -131,7 +131,7 @@ async fn download(gateway: &Gateway, key: &str, path: &str, peak: &Peak) -> (u16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_upload_streams_through_without_being_buffered() {
     let _one_at_a_time = MEMORY_TESTS.lock().await;
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway
         .create_key(json!({"name": "uploader", "scope": "read_write"}))
         .await;
@@ -188,7 +188,7 @@ async fn a_64_mib_upload_streams_through_without_being_buffered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_download_streams_through_without_being_buffered() {
     let _one_at_a_time = MEMORY_TESTS.lock().await;
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "downloader"})).await;
 
     // Warm up with a small streamed download.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::tls::{self, TestCert};
-use common::{Gateway, UPSTREAM_CREDENTIAL, Upstream, status_and_code};
+use common::{RunningKb, TestGateway, UPSTREAM_CREDENTIAL, status_and_code};
 use reqwest::Version;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -13,18 +13,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A gateway serving HTTPS with a certificate generated for this test.
-async fn tls_gateway(upstream: &Upstream) -> (Gateway, TestCert, tempfile::TempDir) {
+async fn tls_gateway(upstream: &RunningKb) -> (TestGateway, TestCert, tempfile::TempDir) {
     tls_gateway_with(upstream, |_| {}).await
 }
 
 async fn tls_gateway_with(
-    upstream: &Upstream,
+    upstream: &RunningKb,
     adjust: impl FnOnce(&mut kbgate::Config),
-) -> (Gateway, TestCert, tempfile::TempDir) {
+) -> (TestGateway, TestCert, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cert = tls::self_signed(dir.path());
     let files = cert.files();
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .upstream(upstream)
         .config(|config| {
             config.tls = Some(files);
@@ -41,7 +41,7 @@ fn https_url(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test]
 async fn the_tls_listener_negotiates_h2_by_alpn_and_still_speaks_http1() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let (gateway, cert, _dir) = tls_gateway(&upstream).await;
     let (_, key) = gateway.create_key(json!({"name": "tls reader"})).await;
     let url = https_url(gateway.addr, "/v1/article/a1");
@@ -90,7 +90,7 @@ async fn the_tls_listener_negotiates_h2_by_alpn_and_still_speaks_http1() {
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_certificate_is_refused_by_its_own_tls() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let (gateway, _cert, _dir) = tls_gateway(&upstream).await;
     // Another self-signed certificate for the same names: the gateway's is not signed by it.
     let other_dir = tempfile::tempdir().unwrap();
@@ -111,7 +111,7 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused_by_its_own_tls(
 
 #[tokio::test]
 async fn refusals_over_tls_and_h2_are_the_same_json() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let (gateway, cert, _dir) = tls_gateway(&upstream).await;
     let (_, read_key) = gateway.create_key(json!({"name": "reader"})).await;
     let client = tls::client_trusting(&cert, gateway.addr).build().unwrap();
@@ -184,7 +184,7 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
-    let (upstream, gateway) = Gateway::builder().start_on_echo().await;
+    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
     let (_, key) = gateway.create_key(json!({"name": "h2c"})).await;
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -216,7 +216,7 @@ async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
 
 #[tokio::test]
 async fn x_forwarded_proto_says_how_the_client_came() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
 
     let (tls_gateway, cert, _dir) = tls_gateway(&upstream).await;
     let (_, key) = tls_gateway.create_key(json!({"name": "proto"})).await;
@@ -242,7 +242,7 @@ async fn x_forwarded_proto_says_how_the_client_came() {
     );
     tls_gateway.shutdown().await;
 
-    let plain_gateway = Gateway::start(&upstream).await;
+    let plain_gateway = TestGateway::start(&upstream).await;
     let (_, key) = plain_gateway.create_key(json!({"name": "proto"})).await;
     let response = plain_gateway
         .client
@@ -270,8 +270,8 @@ async fn x_forwarded_proto_says_how_the_client_came() {
 /// through `upstream.ca` (or, with `trust_other`, another one); with a key. The recording
 /// upstream is only a placeholder for the harness; nothing should reach it.
 struct HttpsUpstream {
-    gateway: Gateway,
-    placeholder: Upstream,
+    gateway: TestGateway,
+    placeholder: RunningKb,
     key: String,
     _certs: [tempfile::TempDir; 2],
 }
@@ -286,8 +286,8 @@ async fn gateway_to_https_upstream(trust_other: bool, http2: bool) -> HttpsUpstr
         // The upstream's own certificate is not signed by this one.
         true => tls::self_signed(other_dir.path()).cert_path,
     };
-    let placeholder = Upstream::start().await;
-    let gateway = Gateway::builder()
+    let placeholder = RunningKb::start().await;
+    let gateway = TestGateway::builder()
         .upstream(&placeholder)
         .config(|config| {
             config.upstream.origin = format!("https://localhost:{}/", upstream_addr.port())
@@ -373,7 +373,7 @@ async fn send_junk(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn junk_on_the_tls_listener_does_not_hurt_it() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     let (gateway, cert, _dir) = tls_gateway_with(&upstream, |config| {
         config.limits.tls_handshake_timeout = Duration::from_secs(2);
     })

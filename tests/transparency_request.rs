@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
-use common::{Gateway, Upstream};
+use common::{RunningKb, TestGateway};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 /// A KB that keeps every request body it reads (HTTP/1.1, or h2c with prior knowledge) and
 /// answers 200 with the number of body bytes it got.
-async fn body_upstream() -> Upstream {
+async fn body_upstream() -> RunningKb {
     FakeKb::new()
         .keep_bodies()
         .otherwise(|seen| async move {
@@ -43,7 +43,7 @@ fn framing(headers: &http::HeaderMap) -> (Vec<String>, Vec<String>) {
 async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
     for http2_upstream in [false, true] {
         let upstream = body_upstream().await;
-        let gateway = Gateway::builder()
+        let gateway = TestGateway::builder()
             .upstream(&upstream)
             .config(|config| {
                 config.upstream.http2 = http2_upstream;
@@ -93,7 +93,7 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
 #[tokio::test]
 async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     let upstream = body_upstream().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let h2 = common::h2c_client();
     let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
@@ -139,7 +139,7 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
 #[tokio::test]
 async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     let upstream = body_upstream().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let with_length = format!(
         "GET /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
@@ -168,7 +168,7 @@ fn with_host(key: &str, host_lines: &str) -> String {
 
 #[tokio::test]
 async fn host_values_that_are_not_hosts_are_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let refused = [
         "Host: kb.test:-1\r\n",
         "Host: kb.test:8o\r\n",
@@ -221,7 +221,7 @@ async fn host_values_that_are_not_hosts_are_refused() {
 
 #[tokio::test]
 async fn an_absolute_form_target_with_credentials_or_a_bad_port_is_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let refused = [
         "GET http://user:pw@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
         "GET http://user@kb.test/v1/article/a1 HTTP/1.0\r\n".to_string(),
@@ -268,7 +268,7 @@ async fn h2_get(addr: SocketAddr, uri: &str, key: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     for uri in [
         "http://user:pw@kb.test/v1/article/a1",
         "http://user@kb.test/v1/article/a1",
@@ -308,7 +308,7 @@ fn assert_no_offer_upstream(seen: &http::HeaderMap, what: &str) {
 
 #[tokio::test]
 async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_http1() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let offers = [
         "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
         "Connection: upgrade\r\nConnection: http2-settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABk\r\n",
@@ -349,7 +349,7 @@ async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_ht
 
 #[tokio::test]
 async fn any_other_upgrade_stays_refused() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     for offer in [
         "Connection: Upgrade\r\nUpgrade: websocket\r\n",
         "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\n",
@@ -385,7 +385,7 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
         eprintln!("SKIPPED: curl is not installed");
         return;
     }
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let output = tokio::process::Command::new("curl")
         .args(["--http2", "-sS", "-v", "--max-time", "10", "-H"])
         .arg(format!("Authorization: Bearer {key}"))
@@ -415,7 +415,7 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
 
 /// A KB with its own `key` query parameter: a column filter. `GET /v1/article/a1?key=title`
 /// answers only the named columns of the one article; it also echoes the query it got.
-async fn column_filter_kb() -> Upstream {
+async fn column_filter_kb() -> RunningKb {
     FakeKb::new()
         .otherwise(|seen| async move {
             let query = seen.query().to_string();
@@ -438,9 +438,9 @@ async fn column_filter_kb() -> Upstream {
 }
 
 /// The shipped config with `keys.sources` set to `sources` (YAML flow list).
-async fn gateway_with_sources(upstream_url: &str, sources: &str) -> Gateway {
+async fn gateway_with_sources(upstream_url: &str, sources: &str) -> TestGateway {
     let yaml = format!("{}\nkeys:\n  sources: {sources}\n", common::shipped_yaml());
-    Gateway::builder()
+    TestGateway::builder()
         .yaml(&yaml)
         .upstream(upstream_url)
         .start()
@@ -448,7 +448,7 @@ async fn gateway_with_sources(upstream_url: &str, sources: &str) -> Gateway {
 }
 
 async fn get_json(
-    gateway: &Gateway,
+    gateway: &TestGateway,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
@@ -537,7 +537,7 @@ async fn a_renamed_query_parameter_carries_the_key_and_key_reaches_the_kb() {
 
 #[tokio::test]
 async fn the_default_sources_still_read_all_three() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let bearer = format!("Bearer {key}");
     for (path, headers) in [
         (
@@ -561,7 +561,7 @@ async fn the_default_sources_still_read_all_three() {
 
 #[tokio::test]
 async fn empty_key_sources_beside_a_key_are_no_second_key() {
-    let (upstream, gateway, key) = Gateway::builder().start_with_key().await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let cases = [
         format!(
             "GET /v1/article/a1?lang=en HTTP/1.1\r\nAuthorization: Bearer {key}\r\nX-Api-Key:\r\n"

@@ -9,7 +9,7 @@ mod common;
 use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
 use common::raw_upstream::RawUpstream;
-use common::{Gateway, Upstream, h2c_client};
+use common::{RunningKb, TestGateway, h2c_client};
 
 fn get(key: &str, path: &str) -> String {
     format!(
@@ -35,7 +35,7 @@ async fn switching_upstream() -> RawUpstream {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_http1() {
     let upstream = switching_upstream().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let (status, headers, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
@@ -69,7 +69,7 @@ async fn an_unrequested_101_is_502_over_http1() {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_h2c() {
     let upstream = switching_upstream().await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let client = h2c_client();
     // Twice on one HTTP/2 connection: a `:status 101` would make a compliant client drop it.
@@ -98,7 +98,7 @@ async fn interim_100_and_103_before_a_final_answer_still_pass() {
         }
     })
     .await;
-    let gateway = Gateway::builder().upstream(&upstream).start().await;
+    let gateway = TestGateway::builder().upstream(&upstream).start().await;
     let key = gateway.read_write_key().await;
     let (status, _, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
@@ -132,8 +132,8 @@ routes:
 }
 
 /// A gateway on [`yaml`]`(extra, top)` in front of `kb`, and a read-write key.
-async fn start(kb: &Upstream, extra: &str, top: &str) -> (Gateway, String) {
-    let gateway = Gateway::builder()
+async fn start(kb: &RunningKb, extra: &str, top: &str) -> (TestGateway, String) {
+    let gateway = TestGateway::builder()
         .yaml(&yaml(extra, top))
         .upstream(kb)
         .start()
@@ -144,7 +144,7 @@ async fn start(kb: &Upstream, extra: &str, top: &str) -> (Gateway, String) {
 
 const UNDERSCORED: &str = "Transfer_Encoding: chunked\r\nX_Api_Key: kb_forged\r\nX_Kbgate_Key_Id: forged\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom_Thing: custom\r\nX-Other: other\r\n";
 
-async fn send_underscored(gateway: &Gateway, key: &str) {
+async fn send_underscored(gateway: &TestGateway, key: &str) {
     let request = format!(
         "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n{UNDERSCORED}Connection: close\r\n\r\n"
     );
@@ -154,7 +154,7 @@ async fn send_underscored(gateway: &Gateway, key: &str) {
 
 #[tokio::test]
 async fn header_names_with_underscores_are_dropped_by_default() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml("", ""))
         .start_with_key()
         .await;
@@ -173,7 +173,7 @@ async fn header_names_with_underscores_are_dropped_by_default() {
 
 #[tokio::test]
 async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml("  forward_underscore_headers: true", ""))
         .start_with_key()
         .await;
@@ -194,7 +194,7 @@ async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
 
 #[tokio::test]
 async fn an_injected_query_parameter_replaces_the_clients() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml(
             r#"    query: { token: "${KB_API_KEY}", "api key": fixed }"#,
             "",
@@ -230,7 +230,7 @@ async fn an_injected_query_parameter_replaces_the_clients() {
 
 #[tokio::test]
 async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml("", ""))
         .start_with_key()
         .await;
@@ -275,7 +275,7 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
 /// - `{prefix}/v1/article/old`: 301 to `http://{own address}{prefix}/v1/article/new`;
 /// - `{prefix}/v1/article/relative`: 302 to `/elsewhere?x=1` (relative);
 /// - `{prefix}/v1/article/outside`: 302 to `http://{own address}/login` (outside the prefix).
-async fn linking_kb(prefix: &'static str) -> Upstream {
+async fn linking_kb(prefix: &'static str) -> RunningKb {
     let location = |status: u16, to: String| {
         http::Response::builder()
             .status(status)
@@ -321,7 +321,7 @@ async fn linking_kb(prefix: &'static str) -> Upstream {
 }
 
 /// (Host, target) of the last request `kb` saw.
-fn host_and_target(kb: &Upstream) -> (String, String) {
+fn host_and_target(kb: &RunningKb) -> (String, String) {
     let seen = kb.last();
     (
         seen.headers["host"].to_str().unwrap().to_string(),
@@ -330,7 +330,7 @@ fn host_and_target(kb: &Upstream) -> (String, String) {
 }
 
 /// GET `target` with `Host: gw.test:8080`; returns (status, headers, body).
-async fn get_via(gateway: &Gateway, key: &str, target: &str) -> (u16, String, String) {
+async fn get_via(gateway: &TestGateway, key: &str, target: &str) -> (u16, String, String) {
     let request = format!(
         "GET {target} HTTP/1.1\r\nHost: gw.test:8080\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
     );
@@ -346,7 +346,7 @@ fn header(headers: &str, name: &str) -> String {
 #[tokio::test]
 async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
     let kb = linking_kb("/api").await;
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .yaml(&yaml("", ""))
         .upstream(&kb)
         .config(|config| {
@@ -463,7 +463,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
 
     // Under a prefix: links the KB built from the client's Host lose the prefix.
     let kb = linking_kb("/api").await;
-    let gateway = Gateway::builder()
+    let gateway = TestGateway::builder()
         .yaml(&yaml("  preserve_host: true", ""))
         .upstream(&kb)
         .config(|config| {
@@ -492,8 +492,8 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
 
 /// Sends a GET from 127.0.0.1 with these `X-Forwarded-For` lines; returns what the KB got.
 async fn forwarded_for_seen(
-    gateway: &Gateway,
-    upstream: &Upstream,
+    gateway: &TestGateway,
+    upstream: &RunningKb,
     key: &str,
     lines: &[&str],
 ) -> Vec<String> {
@@ -517,7 +517,7 @@ async fn forwarded_for_seen(
 
 #[tokio::test]
 async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
-    let (upstream, gateway, key) = Gateway::builder()
+    let (upstream, gateway, key) = TestGateway::builder()
         .yaml(&yaml("", "trusted_proxies: [10.0.0.0/8, 127.0.0.1/32]"))
         .start_with_key()
         .await;
@@ -540,7 +540,7 @@ async fn x_forwarded_for_is_appended_to_behind_a_trusted_proxy() {
 
 #[tokio::test]
 async fn a_forged_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
-    let upstream = Upstream::start().await;
+    let upstream = RunningKb::start().await;
     for top in ["", "trusted_proxies: [10.0.0.0/8, \"::1\"]"] {
         let (gateway, key) = start(&upstream, "", top).await;
         assert_eq!(

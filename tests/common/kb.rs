@@ -120,7 +120,7 @@ impl FakeKb {
         self
     }
 
-    pub async fn start(self) -> Upstream {
+    pub async fn start(self) -> RunningKb {
         let routes = Arc::new(self.routes);
         let fallback = self.fallback;
         let keep = self.keep_bodies;
@@ -139,7 +139,7 @@ impl FakeKb {
             }
         })
         .await;
-        Upstream {
+        RunningKb {
             addr: server.addr,
             server,
             seen,
@@ -148,15 +148,15 @@ impl FakeKb {
 }
 
 /// A running fake KB with what it has seen.
-pub struct Upstream {
+pub struct RunningKb {
     pub addr: SocketAddr,
     pub server: Server,
     pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-impl Upstream {
+impl RunningKb {
     /// A KB that answers every request with the default JSON echo.
-    pub async fn start() -> Upstream {
+    pub async fn start() -> RunningKb {
         FakeKb::new().start().await
     }
 

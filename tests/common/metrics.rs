@@ -1,7 +1,7 @@
 //! Reading `/metrics` in tests: a small parser of the Prometheus text format, and the rule for
 //! tests that need the `prometheus` Debian package (promtool, the server).
 
-use super::Gateway;
+use super::TestGateway;
 use std::collections::BTreeMap;
 
 /// One sample line: name, labels, value.
@@ -43,7 +43,7 @@ impl Scrape {
     }
 }
 
-impl Gateway {
+impl TestGateway {
     /// GETs `/metrics` from the admin listener (no token needed) and parses it.
     pub async fn scrape(&self) -> Scrape {
         let response = self.plain_get(self.admin_url("/metrics")).await;

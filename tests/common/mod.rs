@@ -1,5 +1,5 @@
 //! Test harness: a fake KB that records what it received and answers as each test states
-//! ([`kb::FakeKb`]), and a real kbgate built by [`Gateway::builder`] from the shipped config,
+//! ([`kb::FakeKb`]), and a real kbgate built by [`TestGateway::builder`] from the shipped config,
 //! started in-process on port 0 or spawned as the binary, talked to over sockets.
 #![allow(dead_code)]
 
@@ -20,7 +20,7 @@ pub mod store;
 pub mod tls;
 
 #[allow(unused_imports)]
-pub use kb::{FakeKb, Seen, TestBody, Upstream, streaming_bytes};
+pub use kb::{FakeKb, RunningKb, Seen, TestBody, streaming_bytes};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const UPSTREAM_CREDENTIAL: &str = "upstream-secret-credential";
@@ -64,7 +64,7 @@ pub trait KbUrl {
     fn kb_url(&self) -> String;
 }
 
-impl KbUrl for Upstream {
+impl KbUrl for RunningKb {
     fn kb_url(&self) -> String {
         self.url()
     }
@@ -166,7 +166,7 @@ impl<'a> GatewayBuilder<'a> {
     }
 
     /// Starts kbgate in this process, on port 0, with its store in a fresh folder.
-    pub async fn start(mut self) -> Gateway {
+    pub async fn start(mut self) -> TestGateway {
         let dir = self
             .dir
             .take()
@@ -188,7 +188,7 @@ impl<'a> GatewayBuilder<'a> {
                     .unwrap()
             }
         };
-        Gateway {
+        TestGateway {
             addr: running.addr,
             admin_addr: running.admin_addr,
             running: Some(running),
@@ -198,14 +198,14 @@ impl<'a> GatewayBuilder<'a> {
     }
 
     /// Starts in front of a new fake KB with the default echo answer; returns both.
-    pub async fn start_on_echo(self) -> (Upstream, Gateway) {
-        let upstream = Upstream::start().await;
+    pub async fn start_on_echo(self) -> (RunningKb, TestGateway) {
+        let upstream = RunningKb::start().await;
         let gateway = self.upstream(&upstream).start().await;
         (upstream, gateway)
     }
 
     /// [`GatewayBuilder::start_on_echo`], with a read-write key made.
-    pub async fn start_with_key(self) -> (Upstream, Gateway, String) {
+    pub async fn start_with_key(self) -> (RunningKb, TestGateway, String) {
         let (upstream, gateway) = self.start_on_echo().await;
         let key = gateway.read_write_key().await;
         (upstream, gateway, key)
@@ -251,7 +251,7 @@ impl<'a> GatewayBuilder<'a> {
 }
 
 /// A running kbgate with an HTTP client and admin helpers.
-pub struct Gateway {
+pub struct TestGateway {
     pub running: Option<kbgate::Running>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -259,7 +259,7 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
 }
 
-impl Gateway {
+impl TestGateway {
     /// A builder on the shipped config; give it an upstream.
     pub fn builder<'a>() -> GatewayBuilder<'a> {
         GatewayBuilder {
@@ -273,15 +273,15 @@ impl Gateway {
     }
 
     /// The shipped config in front of `upstream`.
-    pub async fn start(upstream: &(impl KbUrl + ?Sized)) -> Gateway {
-        Gateway::builder().upstream(upstream).start().await
+    pub async fn start(upstream: &(impl KbUrl + ?Sized)) -> TestGateway {
+        TestGateway::builder().upstream(upstream).start().await
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// GETs any URL (e.g. [`Gateway::url`] or [`Gateway::admin_url`]) with no credentials.
+    /// GETs any URL (e.g. [`TestGateway::url`] or [`TestGateway::admin_url`]) with no credentials.
     pub async fn plain_get(&self, url: impl reqwest::IntoUrl) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
     }
