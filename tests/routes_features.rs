@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL, shipped_yaml};
+use common::{RunningKb, TestGateway, bin, shipped_yaml};
 use reqwest::Method;
-use std::time::Duration;
 
 /// The shipped routes plus these.
 fn yaml_with(routes: &str) -> String {
@@ -204,18 +203,14 @@ async fn check_config_warns_about_shadowed_routes() {
 "#
     );
     std::fs::write(&path, yaml_with(&extra)).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(10), output)
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let run = bin::run(&mut bin::kbgate(&[
+        "check-config",
+        "--config",
+        path.to_str().unwrap(),
+    ]))
+    .await;
+    let stderr = run.stderr.clone();
+    let stdout = run.success();
     assert_eq!(
         stderr.trim_end(),
         "warning: routes[23] (GET,HEAD /static/css/{file}) can never match: \
@@ -261,16 +256,12 @@ async fn check_config_warns_about_shadowed_routes() {
     // The shipped config shadows nothing.
     let shipped = dir.path().join("shipped.yaml");
     std::fs::write(&shipped, shipped_yaml()).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config", shipped.to_str().unwrap()])
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    assert!(
-        output.stderr.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = bin::run(&mut bin::kbgate(&[
+        "check-config",
+        "--config",
+        shipped.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.stderr.is_empty(), "{:?}", run.stderr);
 }

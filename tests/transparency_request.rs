@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
-use common::{RunningKb, TestGateway};
+use common::{RunningKb, TestGateway, bin};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -625,17 +625,10 @@ async fn check_config_names_a_bad_key_source() {
             ),
         )
         .unwrap();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-            .arg("check-config")
-            .arg("--config")
-            .arg(&path)
-            .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-            .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{sources}: {stderr}");
+        let path = path.to_str().unwrap();
+        let run = bin::run(&mut bin::kbgate(&["check-config", "--config", path])).await;
+        let stderr = run.stderr;
+        assert_eq!(run.code, Some(2), "{sources}: {stderr}");
         assert!(stderr.contains(expected), "{sources}: {stderr}");
     }
     // The default, written out, is accepted.
@@ -648,17 +641,8 @@ async fn check_config_names_a_bad_key_source() {
         ),
     )
     .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-        .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
-        .output()
+    let path = path.to_str().unwrap();
+    bin::run(&mut bin::kbgate(&["check-config", "--config", path]))
         .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .success();
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bin;
 pub mod kb;
 pub mod metrics;
 pub mod process;
