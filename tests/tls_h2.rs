@@ -141,12 +141,12 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
             .is_some_and(|m| !m.is_empty())
     );
 
-    let response = client
-        .get(https_url(gateway.addr, "/v1/article/a1"))
-        .bearer_auth("kb_not-a-real-key")
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(
+        &client,
+        https_url(gateway.addr, "/v1/article/a1"),
+        "kb_not-a-real-key",
+    )
+    .await;
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(status_and_code(response).await, (401, "invalid_key".into()));
 
@@ -163,12 +163,8 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
         (403, "insufficient_permissions".into())
     );
 
-    let response = client
-        .get(https_url(gateway.addr, "/v1/nowhere"))
-        .bearer_auth(&read_key)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        common::keyed_get_with(&client, https_url(gateway.addr, "/v1/nowhere"), &read_key).await;
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(
         status_and_code(response).await,
@@ -184,19 +180,10 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
-    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
-    let (_, key) = gateway.create_key(json!({"name": "h2c"})).await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
+    let client = common::h2c_client();
 
-    let response = client
-        .get(gateway.url("/v1/article/a1"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(&client, gateway.url("/v1/article/a1"), &key).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), Version::HTTP_2);
     let body: Value = response.json().await.unwrap();

@@ -119,14 +119,9 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     assert_eq!(framing(&got.headers), (vec!["chunked".to_string()], vec![]));
 
     // A GET without a body stays without one: no framing is invented for it.
-    let (status, _) = common::status_and_code(
-        h2.get(gateway.url("/v1/search"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) =
+        common::status_and_code(common::keyed_get_with(&h2, gateway.url("/v1/search"), &key).await)
+            .await;
     assert_eq!(status, 200);
     let got = upstream.last();
     assert!(got.body.is_empty());

@@ -426,12 +426,7 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let response = not_following
-        .get(plain.url("/v1/article/old"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(&not_following, plain.url("/v1/article/old"), &key).await;
     assert_eq!(
         response.headers()["location"],
         plain.url("/v1/article/new").as_str()

@@ -289,7 +289,7 @@ impl TestGateway {
 
     /// GETs any URL with `key` as a bearer token.
     pub async fn keyed_get(&self, url: impl reqwest::IntoUrl, key: &str) -> reqwest::Response {
-        self.client.get(url).bearer_auth(key).send().await.unwrap()
+        keyed_get_with(&self.client, url, key).await
     }
 
     /// Creates a read-write key and returns its secret.
@@ -367,6 +367,16 @@ pub fn h2c_client() -> reqwest::Client {
         .http2_prior_knowledge()
         .build()
         .unwrap()
+}
+
+/// GETs `url` with `key` as a bearer token through `client` (h2c, TLS, not following
+/// redirects: whatever the test made it for).
+pub async fn keyed_get_with(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    key: &str,
+) -> reqwest::Response {
+    client.get(url).bearer_auth(key).send().await.unwrap()
 }
 
 /// The status and, for refusals, the error code of the one JSON error body.
