@@ -21,11 +21,11 @@ const EXTRA: &str = r#"  - { methods: [GET], path: "/v1/page/{id}", permission: 
   - { methods: [GET], path: "/v1/plain", permission: "search:read", query: { allow: [] } }
 "#;
 
-async fn start(upstream: &RunningKb) -> TestGateway {
+/// The gateway with the routes above in front of an echoing KB, with a read-write key.
+async fn start() -> (RunningKb, TestGateway, String) {
     TestGateway::builder()
         .yaml(&yaml_with(EXTRA))
-        .upstream(&upstream)
-        .start()
+        .start_with_key()
         .await
 }
 
@@ -42,9 +42,7 @@ async fn call(gateway: &TestGateway, method: Method, path: &str, key: &str) -> (
 
 #[tokio::test]
 async fn get_routes_answer_head_unless_they_say_otherwise() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
 
     assert_eq!(
         call(&gateway, Method::HEAD, "/v1/page/7", &key).await,
@@ -71,9 +69,7 @@ async fn get_routes_answer_head_unless_they_say_otherwise() {
 
 #[tokio::test]
 async fn a_rest_parameter_matches_nested_paths() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
     for path in [
         "/static/site.css",
         "/static/img/logo/v2.png",
@@ -113,9 +109,7 @@ async fn a_rest_parameter_matches_nested_paths() {
 
 #[tokio::test]
 async fn query_rules_refuse_with_query_not_allowed() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
     let before = gateway.scrape().await.sum(
         "kbgate_auth_decisions_total",
         &[("outcome", "query_not_allowed")],

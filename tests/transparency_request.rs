@@ -93,8 +93,7 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
 #[tokio::test]
 async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     let upstream = body_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let h2 = common::h2c_client();
     let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(Bytes::from_static(b"{\"query\":")),
@@ -134,8 +133,7 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
 #[tokio::test]
 async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     let upstream = body_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let with_length = format!(
         "GET /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
          Content-Length: 5\r\nConnection: close\r\n\r\nhello"

@@ -35,8 +35,7 @@ async fn switching_upstream() -> RawUpstream {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_http1() {
     let upstream = switching_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let (status, headers, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
     assert_eq!(
@@ -69,8 +68,7 @@ async fn an_unrequested_101_is_502_over_http1() {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_h2c() {
     let upstream = switching_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let client = h2c_client();
     // Twice on one HTTP/2 connection: a `:status 101` would make a compliant client drop it.
     for _ in 0..2 {
@@ -98,8 +96,7 @@ async fn interim_100_and_103_before_a_final_answer_still_pass() {
         }
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let (status, _, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
     assert_eq!((status, body.as_str()), (200, "{\"ok\":true}"));

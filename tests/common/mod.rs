@@ -278,6 +278,13 @@ impl TestGateway {
         TestGateway::builder().upstream(upstream).start().await
     }
 
+    /// [`TestGateway::start`], with a read-write key made; returns both.
+    pub async fn start_keyed(upstream: &(impl KbUrl + ?Sized)) -> (TestGateway, String) {
+        let gateway = TestGateway::start(upstream).await;
+        let key = gateway.read_write_key().await;
+        (gateway, key)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
