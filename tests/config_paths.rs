@@ -183,13 +183,7 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
 
     // The process runs in the crate folder (the test's current directory), not in `dir`.
     let mut process = written.spawn().await;
-    let (status, key) = process
-        .admin(
-            reqwest::Method::POST,
-            "/v1/keys",
-            Some(serde_json::json!({})),
-        )
-        .await;
+    let (status, key) = process.post_key(serde_json::json!({})).await;
     assert_eq!(status, 201, "{key}");
     process.terminate();
     assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));

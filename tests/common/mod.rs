@@ -326,6 +326,12 @@ impl TestGateway {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` to `/v1/keys`: the status and the answer, whatever they are
+    /// ([`TestGateway::create_key`] when the key must be made).
+    pub async fn post_key(&self, body: Value) -> (u16, Value) {
+        self.admin("POST", "/v1/keys", Some(body)).await
+    }
+
     /// Rotates key `id` with a grace period for the old secret; returns the status and body.
     pub async fn rotate(&self, id: &str, grace_period_seconds: u64) -> (u16, Value) {
         let body = serde_json::json!({ "grace_period_seconds": grace_period_seconds });
@@ -335,7 +341,7 @@ impl TestGateway {
 
     /// Creates a key; returns (id, secret).
     pub async fn create_key(&self, body: Value) -> (String, String) {
-        let (status, key) = self.admin("POST", "/v1/keys", Some(body)).await;
+        let (status, key) = self.post_key(body).await;
         assert_eq!(status, 201, "create failed: {key}");
         (
             key["id"].as_str().unwrap().to_string(),
