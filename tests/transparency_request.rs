@@ -52,13 +52,14 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
             .await;
         let key = gateway.read_write_key().await;
         for method in ["GET", "HEAD"] {
-            let mut conn = Conn::open(gateway.addr).await;
-            let request = format!(
-                "{method} /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
-                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-                 9\r\n{{\"query\":\r\nb\r\n\"gateways\"}}\r\n0\r\n\r\n"
-            );
-            conn.send(request.as_bytes()).await.unwrap();
+            let mut conn = Conn::open_keyed(
+                gateway.addr,
+                &format!("{method} /v1/search"),
+                &key,
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                 9\r\n{\"query\":\r\nb\r\n\"gateways\"}\r\n0\r\n\r\n",
+            )
+            .await;
             let response = conn.next_response(method == "HEAD").await.unwrap();
             assert_eq!(response.status(), 200, "{method}: {}", response.text());
             let got = upstream.last();
@@ -310,11 +311,13 @@ async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_ht
         "Upgrade: h2c, \r\n",
     ];
     for offer in offers {
-        let mut conn = Conn::open(gateway.addr).await;
-        let request = format!(
-            "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n{offer}\r\n"
-        );
-        conn.send(request.as_bytes()).await.unwrap();
+        let mut conn = Conn::open_keyed(
+            gateway.addr,
+            "GET /v1/article/a1",
+            &key,
+            &format!("{offer}\r\n"),
+        )
+        .await;
         let response = conn.response().await;
         assert_eq!(response.start, "HTTP/1.1 200 OK", "{offer:?}");
         assert!(response.header("upgrade").is_none(), "{offer:?}");
