@@ -168,7 +168,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         let h2 = common::h2c_client();
         for client in [&gateway.client, &h2] {
             let response =
-                common::keyed_get_with(&client, gateway.url("/v1/article/a1"), &key).await;
+                common::keyed_get_with(client, gateway.url("/v1/article/a1"), &key).await;
             assert_eq!(response.status(), 200);
             let version = response.version();
             let read = response.bytes().await;
