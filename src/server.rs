@@ -213,7 +213,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let cert_pem = std::fs::read(&files.cert).map_err(|e| format!("tls.cert: {e}"))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
