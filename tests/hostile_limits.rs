@@ -413,8 +413,9 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
     gateway.shutdown().await;
 }
 
-/// Before the fix, a client that connected and said nothing held its connection slot for
-/// ever (hyper's header timer only starts once the HTTP/2 preface sniff is done).
+/// A client that connects and says nothing loses its connection slot after the header read
+/// timeout: hyper's own header timer only starts once the HTTP/2 preface sniff is done, so
+/// without the gateway's timer such a client would hold the slot for ever.
 #[tokio::test]
 async fn silent_connections_cannot_hold_every_connection_slot() {
     let (_upstream, gateway, key) = TestGateway::builder()

@@ -37,7 +37,7 @@ fn framing(headers: &http::HeaderMap) -> (Vec<String>, Vec<String>) {
     (all("transfer-encoding"), all("content-length"))
 }
 
-// ---------- item 15: a GET or HEAD body of unknown length is forwarded, never dropped ----------
+// ---------- a GET or HEAD body of unknown length is forwarded, never dropped ----------
 
 #[tokio::test]
 async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
@@ -151,7 +151,7 @@ async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     gateway.shutdown().await;
 }
 
-// ---------- items 17 and 18: Host and authority values must be hosts, without credentials ----------
+// ---------- Host and authority values must be hosts, without credentials ----------
 
 /// `GET /v1/article/a1` over HTTP/1.1 with the given Host line(s), closing after.
 fn with_host(key: &str, host_lines: &str) -> String {
@@ -288,7 +288,7 @@ async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
     gateway.shutdown().await;
 }
 
-// ---------- item 5: `Upgrade: h2c` is ignored and served over HTTP/1.1 ----------
+// ---------- `Upgrade: h2c` is ignored and served over HTTP/1.1 ----------
 
 /// The headers of an h2c offer must never reach the KB.
 fn assert_no_offer_upstream(seen: &http::HeaderMap, what: &str) {
@@ -407,7 +407,7 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
     gateway.shutdown().await;
 }
 
-// ---------- items 2 and 19: the credential sources are a setting; empty values are no key ----------
+// ---------- the credential sources are a setting; empty values are no key ----------
 
 /// A KB with its own `key` query parameter: a column filter. `GET /v1/article/a1?key=title`
 /// answers only the named columns of the one article; it also echoes the query it got.

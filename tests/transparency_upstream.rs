@@ -17,7 +17,7 @@ fn get(key: &str, path: &str) -> String {
     )
 }
 
-// ---------- item 16: an unrequested 1xx ----------
+// ---------- an unrequested 1xx ----------
 
 /// A KB that answers every request with `101 Switching Protocols` and then talks nonsense.
 async fn switching_upstream() -> RawUpstream {
@@ -103,7 +103,7 @@ async fn interim_100_and_103_before_a_final_answer_still_pass() {
     gateway.shutdown().await;
 }
 
-// ---------- item 19: what must not reach the KB ----------
+// ---------- what must not reach the KB ----------
 
 /// A small config of its own (not the shipped one), `extra` added under `upstream:` and
 /// `top` at the top level.
@@ -262,7 +262,7 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
     gateway.shutdown().await;
 }
 
-// ---------- item 1: links and redirects lead back through the gateway ----------
+// ---------- links and redirects lead back through the gateway ----------
 
 /// A KB that builds absolute URLs: paging links from the `Host` it was sent (as most web
 /// frameworks do), redirects from its own configured origin. It serves under `prefix`.
@@ -480,7 +480,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     gateway.shutdown().await;
 }
 
-// ---------- item 7: X-Forwarded-For behind a trusted proxy ----------
+// ---------- X-Forwarded-For behind a trusted proxy ----------
 
 /// Sends a GET from 127.0.0.1 with these `X-Forwarded-For` lines; returns what the KB got.
 async fn forwarded_for_seen(
