@@ -139,6 +139,18 @@ async fn start(kb: &RunningKb, extra: &str, top: &str) -> (TestGateway, String) 
     (gateway, key)
 }
 
+/// [`start`] with the upstream's base path `/api`: a KB served under a prefix.
+async fn start_under_api(kb: &RunningKb, extra: &str) -> (TestGateway, String) {
+    let gateway = TestGateway::builder()
+        .yaml(&yaml(extra, ""))
+        .upstream(kb)
+        .config(|config| config.upstream.base_path = "/api".into())
+        .start()
+        .await;
+    let key = gateway.read_write_key().await;
+    (gateway, key)
+}
+
 const UNDERSCORED: &str = "Transfer_Encoding: chunked\r\nX_Api_Key: kb_forged\r\nX_Kbgate_Key_Id: forged\r\nX_Forwarded_For: 6.6.6.6\r\nX_Custom_Thing: custom\r\nX-Other: other\r\n";
 
 async fn send_underscored(gateway: &TestGateway, key: &str) {
@@ -343,15 +355,7 @@ fn header(headers: &str, name: &str) -> String {
 #[tokio::test]
 async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
     let kb = linking_kb("/api").await;
-    let gateway = TestGateway::builder()
-        .yaml(&yaml("", ""))
-        .upstream(&kb)
-        .config(|config| {
-            config.upstream.base_path = "/api".into();
-        })
-        .start()
-        .await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start_under_api(&kb, "").await;
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
@@ -405,12 +409,8 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         header(&headers, "location"),
         "https://kb-gateway.example.com/v1/article/new"
     );
-    let response = h2c_client()
-        .get(gateway.url("/v1/article?page=4"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        common::keyed_get_with(&h2c_client(), gateway.url("/v1/article?page=4"), &key).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(
         response.headers()["link"],
@@ -455,15 +455,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
 
     // Under a prefix: links the KB built from the client's Host lose the prefix.
     let kb = linking_kb("/api").await;
-    let gateway = TestGateway::builder()
-        .yaml(&yaml("  preserve_host: true", ""))
-        .upstream(&kb)
-        .config(|config| {
-            config.upstream.base_path = "/api".into();
-        })
-        .start()
-        .await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start_under_api(&kb, "  preserve_host: true").await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article?page=7").await;
     assert_eq!(
         host_and_target(&kb),
