@@ -86,7 +86,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish within the grace.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     tls: Option<TlsAcceptor>,
