@@ -52,7 +52,7 @@ impl KeyMetrics {
     }
 
     /// Counts one request for a verified key (the request path: a map lookup and an add).
-    pub fn count(&self, id: &Arc<str>) {
+    pub(crate) fn count(&self, id: &Arc<str>) {
         match self.counters.get(id) {
             Some(counter) => counter.increment(1),
             None => self.counter(id).increment(1),
