@@ -63,7 +63,7 @@ mod net;
 pub mod path;
 pub mod rejection;
 pub mod server;
-pub mod upstream;
+mod upstream;
 pub mod usage;
 
 pub use app::{Running, start};

@@ -6,7 +6,7 @@
 //! `warn`) or `target=level` directives, and refuses any other word.
 
 /// The level words, as an error message lists them.
-pub const LEVELS: &str = "error, warn, info, debug, trace, off";
+const LEVELS: &str = "error, warn, info, debug, trace, off";
 
 /// Checks a filter: comma-separated directives, each a level word or `target=level`
 /// (`target[span{field}]=level` too). Level words are case-insensitive; `warning` is `warn`.

@@ -15,7 +15,7 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
 /// The target of the one line per request (see `gateway/mod.rs`).
-pub const ACCESS_TARGET: &str = "kbgate::access";
+pub(crate) const ACCESS_TARGET: &str = "kbgate::access";
 
 /// Text or JSON lines; see the module documentation.
 pub struct LineFormat {

@@ -13,9 +13,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How long the writer thread lets lines gather before writing them.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
+const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Above this many pending bytes, the logging thread writes the batch itself.
-pub const MAX_PENDING: usize = 1 << 20;
+const MAX_PENDING: usize = 1 << 20;
 
 /// A cloneable handle that appends log lines; see the module documentation.
 #[derive(Clone)]
@@ -82,7 +82,7 @@ impl LogSink {
     }
 
     /// Writes every pending line now.
-    pub fn write_pending(&self) -> io::Result<()> {
+    fn write_pending(&self) -> io::Result<()> {
         let mut output = lock(&self.shared.output);
         let Output { writer, spare } = &mut *output;
         std::mem::swap(spare, &mut lock(&self.shared.pending).bytes);

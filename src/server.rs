@@ -86,7 +86,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish within the grace.
-pub async fn serve<H: Handler>(
+pub(crate) async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     tls: Option<TlsAcceptor>,
@@ -213,7 +213,7 @@ fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 }
 
 /// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let cert_pem = std::fs::read(&files.cert).map_err(|e| format!("tls.cert: {e}"))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()

@@ -58,11 +58,7 @@ async fn access_lines_say_what_the_client_called() {
     let dir = tempfile::tempdir().unwrap();
     let process = start(&upstream, dir.path()).await;
     let (status, key) = process
-        .admin(
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": "Logged", "scope": "read_write"})),
-        )
+        .post_key(json!({"name": "Logged", "scope": "read_write"}))
         .await;
     assert_eq!(status, 201);
     let secret = key["secret"].as_str().unwrap().to_string();
@@ -198,9 +194,7 @@ async fn behind_a_trusted_proxy_the_line_names_the_forwarded_client() {
     // The test client connects from 127.0.0.1: a trusted proxy here.
     let top = "trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]";
     let process = start_with(&upstream, dir.path(), top).await;
-    let (status, key) = process
-        .admin(Method::POST, "/v1/keys", Some(json!({"scope": "read"})))
-        .await;
+    let (status, key) = process.post_key(json!({"scope": "read"})).await;
     assert_eq!(status, 201);
     let secret = key["secret"].as_str().unwrap();
     for (id, forwarded, expected) in [

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, TestGateway};
+use common::{TestGateway, bin};
 use serde_json::Value;
 
 struct Cli<'a> {
@@ -12,22 +12,10 @@ struct Cli<'a> {
 impl Cli<'_> {
     /// Runs `kbgate keys ARGS` with the admin target in the environment.
     async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-            .arg("keys")
-            .args(args)
-            .env(
-                "KBGATE_ADMIN_URL",
-                format!("http://{}", self.gateway.admin_addr),
-            )
-            .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .await
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let admin = format!("http://{}", self.gateway.admin_addr);
+        let run =
+            bin::run(bin::kbgate(&[&["keys"], args].concat()).env("KBGATE_ADMIN_URL", admin)).await;
+        (run.ok(), run.stdout, run.stderr)
     }
 
     async fn json(&self, args: &[&str]) -> Value {
@@ -120,41 +108,32 @@ async fn every_keys_command_works_against_the_admin_api() {
 #[tokio::test]
 async fn the_admin_target_can_come_from_the_config_file() {
     let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
-            .unwrap();
-    let config = shipped.replace(
+    let config = common::shipped_with(&[(
         "listen: 127.0.0.1:9090",
-        &format!("listen: {}", gateway.admin_addr),
-    );
+        format!("listen: {}", gateway.admin_addr),
+    )]);
     let path = gateway.dir.path().join("kbgate.yaml");
     std::fs::write(&path, config).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["keys", "create", "--json", "--config"])
-        .arg(&path)
-        .env_remove("KBGATE_ADMIN_URL")
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", "unused")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stdout = bin::run(
+        bin::kbgate(&["keys", "create", "--json", "--config"])
+            .arg(&path)
+            .env_remove("KBGATE_ADMIN_URL")
+            .env("KB_API_KEY", "unused"),
+    )
+    .await
+    .success();
+    let key: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(key["scope"], "read");
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["keys", "list"])
-        .env_remove("KBGATE_ADMIN_URL")
-        .env_remove("KBGATE_ADMIN_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let err = String::from_utf8_lossy(&output.stderr);
+    let run = bin::run(
+        bin::kbgate(&["keys", "list"])
+            .env_remove("KBGATE_ADMIN_URL")
+            .env_remove("KBGATE_ADMIN_TOKEN")
+            .env_remove("KB_API_KEY"),
+    )
+    .await;
+    assert!(!run.ok());
+    let err = run.stderr;
     assert!(
         err.contains("--config") && err.contains("KBGATE_ADMIN_URL"),
         "{err}"

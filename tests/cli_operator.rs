@@ -4,51 +4,43 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, TestGateway, free_port};
+use common::{ADMIN_TOKEN, TestGateway, bin, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 /// `kbgate keys ARGS` in `dir` with exactly the admin variables given (the others removed).
-async fn keys(args: &[&str], url: Option<&str>, token: Option<&str>, dir: &Path) -> Run {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"));
+async fn keys(args: &[&str], url: Option<&str>, token: Option<&str>, dir: &Path) -> bin::Run {
+    let mut command = bin::kbgate(&[&["keys"], args].concat());
     command
-        .arg("keys")
-        .args(args)
         .current_dir(dir)
         .env_remove("KBGATE_ADMIN_URL")
         .env_remove("KBGATE_ADMIN_TOKEN")
-        .env_remove("KB_API_KEY")
-        .stdin(Stdio::null());
+        .env_remove("KB_API_KEY");
     if let Some(url) = url {
         command.env("KBGATE_ADMIN_URL", url);
     }
     if let Some(token) = token {
         command.env("KBGATE_ADMIN_TOKEN", token);
     }
-    let output = command.output().await.unwrap();
-    Run {
-        ok: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    bin::run(&mut command).await
+}
+
+/// [`keys`] against the admin API at `admin`, with its token.
+async fn as_admin(args: &[&str], admin: &str, dir: &Path) -> bin::Run {
+    keys(args, Some(admin), Some(ADMIN_TOKEN), dir).await
 }
 
 /// The shipped config with the admin listener at `admin`, written as `dir/config/kbgate.yaml`.
 fn write_config(dir: &Path, admin: std::net::SocketAddr) -> std::path::PathBuf {
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
-            .unwrap();
-    let text = shipped
-        .replace("listen: 127.0.0.1:9090", &format!("listen: {admin}"))
-        .replace("url: http://127.0.0.1:8081", "url: ${KB_URL_NOT_SET}");
+    let text = common::shipped_with(&[
+        ("listen: 127.0.0.1:9090", format!("listen: {admin}")),
+        (
+            "url: http://127.0.0.1:8081",
+            "url: ${KB_URL_NOT_SET}".to_string(),
+        ),
+    ]);
     assert!(text.contains("${KB_API_KEY}") && text.contains("${KB_URL_NOT_SET}"));
     std::fs::create_dir_all(dir.join("config")).unwrap();
     let path = dir.join("config/kbgate.yaml");
@@ -72,13 +64,13 @@ async fn the_config_is_read_for_its_admin_section_only_and_is_found_by_default()
         elsewhere.path(),
     )
     .await;
-    assert!(run.ok, "{}", run.stderr);
+    assert!(run.ok(), "{}", run.stderr);
     let key: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(key["scope"], "read");
 
     // No --config: config/kbgate.yaml of the working directory, as `kbgate serve`.
     let run = keys(&["list"], None, Some(ADMIN_TOKEN), dir.path()).await;
-    assert!(run.ok, "{}", run.stderr);
+    assert!(run.ok(), "{}", run.stderr);
     assert!(
         run.stdout.contains(key["id"].as_str().unwrap()),
         "{}",
@@ -87,7 +79,7 @@ async fn the_config_is_read_for_its_admin_section_only_and_is_found_by_default()
 
     // The default config names a variable that is unset: say which, and the other ways.
     let run = keys(&["list"], None, None, dir.path()).await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     for part in [
         "config/kbgate.yaml (the default --config)",
         "admin.token: environment variable KBGATE_ADMIN_TOKEN is not set",
@@ -97,7 +89,7 @@ async fn the_config_is_read_for_its_admin_section_only_and_is_found_by_default()
     }
     // Without a config here, nothing is read and the message says what to pass.
     let run = keys(&["list"], None, None, elsewhere.path()).await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     assert!(
         run.stderr.contains("--config") && run.stderr.contains("KBGATE_ADMIN_URL"),
         "{}",
@@ -120,7 +112,7 @@ async fn errors_say_what_to_do() {
         dir,
     )
     .await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     assert!(
         run.stderr.contains("the admin token was rejected") && run.stderr.contains("--admin-token"),
         "{}",
@@ -129,7 +121,7 @@ async fn errors_say_what_to_do() {
 
     let gateway_url = format!("http://{}", gateway.addr);
     let run = keys(&["list"], Some(&gateway_url), Some(ADMIN_TOKEN), dir).await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     assert!(
         run.stderr
             .contains("is the gateway, not the admin API: use the address in admin.listen"),
@@ -139,7 +131,7 @@ async fn errors_say_what_to_do() {
 
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let run = keys(&["list"], Some(&nobody), Some(ADMIN_TOKEN), dir).await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     assert!(
         run.stderr.contains("is `kbgate serve` running?") && run.stderr.contains(&nobody),
         "{}",
@@ -163,7 +155,7 @@ async fn errors_say_what_to_do() {
     let started = std::time::Instant::now();
     let full_url = format!("http://{full_addr}");
     let run = keys(&["list"], Some(&full_url), Some(ADMIN_TOKEN), dir).await;
-    assert!(!run.ok);
+    assert!(!run.ok());
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "{:?}",
@@ -181,27 +173,20 @@ async fn errors_say_what_to_do() {
     assert_eq!(error["error"]["code"], "admin_unreachable");
 
     // The API's field names become the flags the operator typed.
-    let run = keys(
-        &["create", "--name", "   "],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        dir,
-    )
-    .await;
-    assert!(!run.ok);
+    let run = as_admin(&["create", "--name", "   "], &admin, dir).await;
+    assert!(!run.ok());
     assert!(
         run.stderr.starts_with("error: --name: must be"),
         "{}",
         run.stderr
     );
-    let run = keys(
+    let run = as_admin(
         &["create", "--permission", "nothing:read", "--json"],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
+        &admin,
         dir,
     )
     .await;
-    assert!(!run.ok && run.stdout.is_empty());
+    assert!(!run.ok() && run.stdout.is_empty());
     let error: Value = serde_json::from_str(run.stderr.trim())
         .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", run.stderr));
     assert_eq!(error["error"]["code"], "invalid_request");
@@ -213,13 +198,7 @@ async fn errors_say_what_to_do() {
             .starts_with("--permission: unknown resource"),
         "{error}"
     );
-    let run = keys(
-        &["show", "key_nope", "--json"],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        dir,
-    )
-    .await;
+    let run = as_admin(&["show", "key_nope", "--json"], &admin, dir).await;
     let error: Value = serde_json::from_str(run.stderr.trim()).unwrap();
     assert_eq!(error["error"]["code"], "not_found");
     gateway.shutdown().await;
@@ -233,14 +212,8 @@ async fn delete_asks_first_or_needs_yes() {
     let (id, secret) = gateway.create_key(json!({"name": "Doomed"})).await;
 
     // stdin is not a terminal and there is no --yes: nothing is deleted.
-    let run = keys(
-        &["delete", &id],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        here.path(),
-    )
-    .await;
-    assert!(!run.ok);
+    let run = as_admin(&["delete", &id], &admin, here.path()).await;
+    assert!(!run.ok());
     assert!(run.stderr.contains("pass --yes"), "{}", run.stderr);
     assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
 
@@ -259,23 +232,11 @@ async fn delete_asks_first_or_needs_yes() {
             (401, "invalid_key".into())
         );
     } else {
-        let run = keys(
-            &["delete", &id, "--yes"],
-            Some(&admin),
-            Some(ADMIN_TOKEN),
-            here.path(),
-        )
-        .await;
-        assert!(run.ok && run.stdout.contains(&id), "{}", run.stderr);
+        let run = as_admin(&["delete", &id, "--yes"], &admin, here.path()).await;
+        assert!(run.ok() && run.stdout.contains(&id), "{}", run.stderr);
     }
-    let run = keys(
-        &["delete", &id, "--yes"],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        here.path(),
-    )
-    .await;
-    assert!(!run.ok && run.stderr.contains("404"), "{}", run.stderr);
+    let run = as_admin(&["delete", &id, "--yes"], &admin, here.path()).await;
+    assert!(!run.ok() && run.stderr.contains("404"), "{}", run.stderr);
     gateway.shutdown().await;
 }
 
@@ -332,20 +293,14 @@ async fn show_lists_secrets_and_a_grace_can_be_ended_early() {
     let dir = here.path();
     let (id, old_secret) = gateway.create_key(json!({"name": "Rotating"})).await;
 
-    let run = keys(
-        &["rotate", &id, "--grace", "1h", "--json"],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        dir,
-    )
-    .await;
-    assert!(run.ok, "{}", run.stderr);
+    let run = as_admin(&["rotate", &id, "--grace", "1h", "--json"], &admin, dir).await;
+    assert!(run.ok(), "{}", run.stderr);
     let rotated: Value = serde_json::from_str(&run.stdout).unwrap();
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
     assert_eq!(gateway.get("/v1/article", &old_secret).await.0, 200);
 
-    let run = keys(&["show", &id], Some(&admin), Some(ADMIN_TOKEN), dir).await;
-    assert!(run.ok, "{}", run.stderr);
+    let run = as_admin(&["show", &id], &admin, dir).await;
+    assert!(run.ok(), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     let at = lines
         .iter()
@@ -362,14 +317,8 @@ async fn show_lists_secrets_and_a_grace_can_be_ended_early() {
         run.stdout
     );
 
-    let run = keys(
-        &["rotate", &id, "--end-grace"],
-        Some(&admin),
-        Some(ADMIN_TOKEN),
-        dir,
-    )
-    .await;
-    assert!(run.ok, "{}", run.stderr);
+    let run = as_admin(&["rotate", &id, "--end-grace"], &admin, dir).await;
+    assert!(run.ok(), "{}", run.stderr);
     assert!(
         run.stdout.contains(&old_secret[..8]) && run.stdout.contains("stopped"),
         "{}",
@@ -400,12 +349,8 @@ async fn a_closed_stdout_is_not_a_panic() {
             .await;
     }
     for args in [&["list", "--json"][..], &["list"][..]] {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-            .arg("keys")
-            .args(args)
+        let mut child = bin::kbgate(&[&["keys"], args].concat())
             .env("KBGATE_ADMIN_URL", &admin)
-            .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -3,10 +3,8 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, UPSTREAM_CREDENTIAL};
+use common::bin;
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::Duration;
 
 /// The shipped config's text, the starting point of every broken one.
 fn shipped() -> String {
@@ -29,28 +27,15 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 }
 
 /// Runs `kbgate <args>` in `dir` with the shipped config's env set (minus `remove`, plus
-/// `set`), and returns its output; panics if it is still running after 10 s.
-async fn kbgate(dir: &Path, args: &[&str], remove: &[&str], set: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+/// `set`).
+async fn kbgate(dir: &Path, args: &[&str], remove: &[&str], set: &[(&str, &str)]) -> bin::Run {
+    let mut command = bin::kbgate(args);
+    command.current_dir(dir);
     for name in remove {
         command.env_remove(name);
     }
-    for (name, value) in set {
-        command.env(name, value);
-    }
-    let output = command.output();
-    match tokio::time::timeout(Duration::from_secs(10), output).await {
-        Ok(output) => output.expect("run kbgate"),
-        Err(_) => panic!("kbgate {args:?} was still running after 10 s (the config was accepted?)"),
-    }
+    command.envs(set.iter().copied());
+    bin::run(&mut command).await
 }
 
 struct Case {
@@ -189,13 +174,12 @@ async fn broken_configs_exit_2_naming_the_field_and_the_reason() {
 }
 
 /// What is wrong with the output of a refused config, if anything.
-fn problem(output: &Output, expected: &str) -> Option<String> {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+fn problem(output: &bin::Run, expected: &str) -> Option<String> {
+    let (stderr, stdout) = (&output.stderr, &output.stdout);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let want = format!("error: config error: {expected}");
-    if output.status.code() != Some(2) {
-        Some(format!("exit {:?}, stderr {stderr:?}", output.status))
+    if output.code != Some(2) {
+        Some(format!("exit {:?}, stderr {stderr:?}", output.code))
     } else if !stdout.is_empty() {
         Some(format!("printed to stdout: {stdout:?}"))
     } else if lines.len() != 1 || !lines[0].starts_with(&want) {
@@ -214,15 +198,10 @@ async fn a_yaml_syntax_error_names_the_line() {
     let path = dir.path().join("syntax.yaml");
     std::fs::write(&path, &broken).unwrap();
     for command in ["check-config", "serve"] {
-        let output = kbgate(
-            dir.path(),
-            &[command, "--config", path.to_str().unwrap()],
-            &[],
-            &[],
-        )
-        .await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        let path = path.to_str().unwrap();
+        let stderr = kbgate(dir.path(), &[command, "--config", path], &[], &[])
+            .await
+            .failure(2);
         assert!(
             stderr.starts_with("error: config error: "),
             "{command}: {stderr}"
@@ -244,9 +223,9 @@ async fn a_missing_file_is_named() {
     let path = dir.path().join("no-such-config.yaml");
     let path = path.to_str().unwrap();
     for command in ["check-config", "serve"] {
-        let output = kbgate(dir.path(), &[command, "--config", path], &[], &[]).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        let stderr = kbgate(dir.path(), &[command, "--config", path], &[], &[])
+            .await
+            .failure(2);
         assert!(
             stderr.starts_with(&format!("error: config error: {path}: ")),
             "{command}: {stderr}"
@@ -269,9 +248,8 @@ async fn check_config_prints_the_shipped_route_table() {
         &[],
     )
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let stderr = output.stderr.clone();
+    let stdout = output.success();
     assert!(stderr.is_empty(), "stderr: {stderr}");
     let lines: Vec<Vec<&str>> = stdout
         .lines()

@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
+use common::{RunningKb, TestGateway, bin};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 fn shipped() -> String {
@@ -15,35 +14,21 @@ fn shipped() -> String {
 }
 
 fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(text.matches(from).count(), 1, "{from:?} in the config");
-    text.replacen(from, to, 1)
+    common::edit_yaml(text, &[(from, to)])
 }
 
 /// Runs `kbgate <args>` with `cwd` as its current directory and the shipped config's env.
-async fn kbgate(cwd: &Path, args: &[&str], set: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .env_remove("RUST_LOG")
-        .envs(set.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    match tokio::time::timeout(Duration::from_secs(10), command.output()).await {
-        Ok(output) => output.expect("run kbgate"),
-        Err(_) => panic!("kbgate {args:?} was still running after 10 s"),
-    }
+async fn kbgate(cwd: &Path, args: &[&str], set: &[(&str, &str)]) -> bin::Run {
+    bin::run(bin::kbgate(args).current_dir(cwd).envs(set.iter().copied())).await
 }
 
-/// Writes `text` as `dir/name` and runs `check-config` (and `serve` when `both`) on it from
-/// `cwd`; asserts exit 2 with `error: config error: {expected}`.
+/// Runs `check-config` and `serve` on `path` from `cwd`; asserts exit 2 with
+/// `error: config error: {expected}`.
 async fn refused(cwd: &Path, path: &Path, expected: &str, set: &[(&str, &str)]) {
     for command in ["check-config", "serve"] {
-        let output = kbgate(cwd, &[command, "--config", path.to_str().unwrap()], set).await;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        let stderr = kbgate(cwd, &[command, "--config", path.to_str().unwrap()], set)
+            .await
+            .failure(2);
         assert!(
             stderr.starts_with(&format!("error: config error: {expected}")),
             "{command}: expected {expected:?}, got {stderr:?}"
@@ -52,15 +37,10 @@ async fn refused(cwd: &Path, path: &Path, expected: &str, set: &[(&str, &str)]) 
 }
 
 async fn check_config_ok(cwd: &Path, path: &Path) -> String {
-    let output = kbgate(
-        cwd,
-        &["check-config", "--config", path.to_str().unwrap()],
-        &[],
-    )
-    .await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let path = path.to_str().unwrap();
+    kbgate(cwd, &["check-config", "--config", path], &[])
+        .await
+        .success()
 }
 
 #[tokio::test]
@@ -89,18 +69,13 @@ async fn unknown_log_levels_are_refused_and_warning_means_warn() {
     )
     .unwrap();
     check_config_ok(dir.path(), &path).await;
-    let env = |name: &str| match name {
-        "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
-        "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
-        _ => None,
-    };
     for (written, used) in [
         ("warning", "warn"),
         ("WARN", "warn"),
         ("info,kbgate::access=Warning", "info,kbgate::access=warn"),
     ] {
         let text = replace_once(&shipped(), "level: info", &format!("level: \"{written}\""));
-        let config = kbgate::Config::parse_with_env(&text, &env).unwrap();
+        let config = kbgate::Config::parse_with_env(&text, &common::test_env).unwrap();
         assert_eq!(config.log_level, used);
     }
 }
@@ -116,14 +91,14 @@ async fn rust_log_overrides_and_is_checked_too() {
         .write(dir.path());
     let config = written.path.clone();
 
-    let output = kbgate(
+    let config_path = config.to_str().unwrap();
+    let stderr = kbgate(
         dir.path(),
-        &["serve", "--config", config.to_str().unwrap()],
+        &["serve", "--config", config_path],
         &[("RUST_LOG", "verbose")],
     )
-    .await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    .await
+    .failure(2);
     assert!(
         stderr.starts_with("error: RUST_LOG: unknown level \"verbose\" (expected one of"),
         "{stderr}"
@@ -208,13 +183,7 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
 
     // The process runs in the crate folder (the test's current directory), not in `dir`.
     let mut process = written.spawn().await;
-    let (status, key) = process
-        .admin(
-            reqwest::Method::POST,
-            "/v1/keys",
-            Some(serde_json::json!({})),
-        )
-        .await;
+    let (status, key) = process.post_key(serde_json::json!({})).await;
     assert_eq!(status, 201, "{key}");
     process.terminate();
     assert_eq!(process.wait(Duration::from_secs(10)).await, Some(0));
@@ -223,16 +192,13 @@ async fn relative_paths_are_resolved_against_the_config_folder() {
     assert!(!elsewhere.path().join("state").exists());
 
     // A path given relative to the current directory on the command line works too.
-    let output = kbgate(dir.path(), &["check-config", "--config", "tls.yaml"], &[]).await;
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    kbgate(dir.path(), &["check-config", "--config", "tls.yaml"], &[])
+        .await
+        .success();
     // `Config::parse_in` takes the folder from its caller.
-    let env = |name: &str| match name {
-        "KBGATE_ADMIN_TOKEN" => Some(ADMIN_TOKEN.to_string()),
-        "KB_API_KEY" => Some(UPSTREAM_CREDENTIAL.to_string()),
-        _ => None,
-    };
     let text = std::fs::read_to_string(&config).unwrap();
-    let parsed = kbgate::Config::parse_in(&text, &env, Some(Path::new("/srv/kb"))).unwrap();
+    let parsed =
+        kbgate::Config::parse_in(&text, &common::test_env, Some(Path::new("/srv/kb"))).unwrap();
     match parsed.store {
         kbgate::keys::StoreConfig::Embedded { path, .. } => {
             assert_eq!(path, Path::new("/srv/kb/state/keys.db"))

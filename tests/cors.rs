@@ -48,6 +48,23 @@ async fn cors_gateway() -> (RunningKb, TestGateway) {
     (kb, gateway)
 }
 
+/// What a page served from `origin` sends for `fetch(path)` with `key`.
+async fn browser_get(
+    gateway: &TestGateway,
+    path: &str,
+    origin: &str,
+    key: &str,
+) -> reqwest::Response {
+    gateway
+        .client
+        .get(gateway.url(path))
+        .header("origin", origin)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// What Chrome sends before a `fetch` with an `Authorization` header: no key, no body.
 fn browser_preflight(origin: &str, path: &str) -> Vec<u8> {
     format!(
@@ -246,14 +263,7 @@ async fn a_502_to_a_listed_origin_carries_its_origin() {
         .start()
         .await;
     let key = gateway.read_write_key().await;
-    let response = gateway
-        .client
-        .get(gateway.url("/v1/article/a1"))
-        .header("origin", APP)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = browser_get(&gateway, "/v1/article/a1", APP, &key).await;
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["access-control-allow-origin"], APP);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -274,14 +284,7 @@ async fn without_cors_the_gateway_adds_nothing_and_a_preflight_needs_a_key() {
 
     // The KB's own headers pass as they always did.
     let key = gateway.read_write_key().await;
-    let response = gateway
-        .client
-        .get(gateway.url("/v1/article/a1"))
-        .header("origin", APP)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = browser_get(&gateway, "/v1/article/a1", APP, &key).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
     assert_eq!(response.headers()["vary"], "Accept-Encoding");

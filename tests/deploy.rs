@@ -272,28 +272,36 @@ fn documented_secret(text: &str) -> (String, BTreeSet<String>) {
     (name, keys)
 }
 
-/// Every document of every YAML file under `dir`, subfolders included (`kubectl apply -R`).
-fn manifests(dir: &str) -> Vec<(String, Yaml)> {
-    let mut out = Vec::new();
+/// Every file below `dir` of the repository, subfolders included, as a path string.
+fn files_under(dir: &str) -> Vec<String> {
+    let mut files = Vec::new();
     let mut folders = vec![format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"))];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 folders.push(path.display().to_string());
-                continue;
+            } else {
+                files.push(path.display().to_string());
             }
-            let name = path.display().to_string();
-            let text = std::fs::read_to_string(&path).unwrap();
-            if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
-                continue;
-            }
-            for doc in serde_yaml::Deserializer::from_str(&text) {
-                let doc: Yaml =
-                    serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
-                if !doc.is_null() {
-                    out.push((name.clone(), doc));
-                }
+        }
+    }
+    files
+}
+
+/// Every document of every YAML file under `dir`, subfolders included (`kubectl apply -R`).
+fn manifests(dir: &str) -> Vec<(String, Yaml)> {
+    let mut out = Vec::new();
+    for name in files_under(dir) {
+        let text = std::fs::read_to_string(&name).unwrap();
+        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+            continue;
+        }
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc: Yaml =
+                serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !doc.is_null() {
+                out.push((name.clone(), doc));
             }
         }
     }
@@ -403,17 +411,7 @@ fn published_admin_tokens() -> BTreeSet<String> {
         format!("{}/README.md", env!("CARGO_MANIFEST_DIR")),
         format!("{}/config/kbgate.yaml", env!("CARGO_MANIFEST_DIR")),
     ];
-    let mut folders = vec![format!("{}/deploy", env!("CARGO_MANIFEST_DIR"))];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                folders.push(path.display().to_string());
-            } else {
-                files.push(path.display().to_string());
-            }
-        }
-    }
+    files.extend(files_under("deploy"));
     let mut tokens = BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();

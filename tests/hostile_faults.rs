@@ -142,8 +142,7 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         ("chunked", &chunked),
         ("closed", &closed),
     ] {
-        let gateway = TestGateway::builder().upstream(&upstream).start().await;
-        let key = gateway.read_write_key().await;
+        let (gateway, key) = TestGateway::start_keyed(&upstream).await;
 
         // Over HTTP/1.1, byte for byte.
         let mut conn = Conn::open(gateway.addr).await;
@@ -168,12 +167,8 @@ async fn an_upstream_reset_mid_body_reaches_the_client_as_an_aborted_response() 
         // With an HTTP client, over HTTP/1.1 and HTTP/2: reading the body fails.
         let h2 = common::h2c_client();
         for client in [&gateway.client, &h2] {
-            let response = client
-                .get(gateway.url("/v1/article/a1"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap();
+            let response =
+                common::keyed_get_with(client, gateway.url("/v1/article/a1"), &key).await;
             assert_eq!(response.status(), 200);
             let version = response.version();
             let read = response.bytes().await;
@@ -247,8 +242,7 @@ async fn closes_second_request_on_first_connection() -> RawUpstream {
 #[tokio::test]
 async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_once() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
         gateway.get("/v1/article/second", &key).await,
@@ -268,8 +262,7 @@ async fn an_idempotent_request_on_a_connection_the_upstream_closed_is_retried_on
 #[tokio::test]
 async fn a_non_idempotent_request_on_a_connection_the_upstream_closed_is_not_retried() {
     let upstream = closes_second_request_on_first_connection().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     assert_eq!(gateway.get("/v1/article/first", &key).await.0, 200);
     assert_eq!(
         gateway.send("POST", "/v1/article", &key).await,
@@ -303,8 +296,7 @@ async fn a_request_is_retried_only_once() {
         conn.request().await;
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     assert_eq!(
         gateway.get("/v1/article/a1", &key).await,
         (502, "upstream_unavailable".to_string())
@@ -321,8 +313,7 @@ async fn an_upstream_closing_an_idle_connection_between_requests_costs_nothing()
         conn.ok().await;
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     for i in 0..5 {
         assert_eq!(gateway.get(&format!("/v1/article/a{i}"), &key).await.0, 200);
     }

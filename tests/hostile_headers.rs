@@ -124,8 +124,7 @@ async fn hop_by_hop_headers_in_the_upstream_response_never_reach_the_client() {
         }
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let mut conn = Conn::open(gateway.addr).await;
     conn.send(get_with(&key, "").as_bytes()).await.unwrap();
     let response = conn.response().await;
@@ -167,8 +166,7 @@ async fn an_upstream_response_with_content_length_and_chunked_is_reframed_whole(
         }
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let mut conn = Conn::open(gateway.addr).await;
     let request = kept_alive(&key, "");
     conn.send(format!("{request}{request}").as_bytes())

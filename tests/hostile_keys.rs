@@ -207,9 +207,7 @@ async fn secrets_never_appear_in_any_log_line_at_trace_level() {
         .await;
     let (gateway, admin) = (process.gateway, process.admin);
 
-    let (status, created) = process
-        .admin(Method::POST, "/v1/keys", Some(json!({"name": "logged"})))
-        .await;
+    let (status, created) = process.post_key(json!({"name": "logged"})).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().unwrap().to_string();
     let first = created["secret"].as_str().unwrap().to_string();

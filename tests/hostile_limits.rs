@@ -172,11 +172,13 @@ async fn bodies_over_the_route_or_global_limit_get_413() {
 
     // A chunked body declares no length: it is cut off as it passes the limit, the upstream
     // request is aborted with it, and the client still gets the 413.
-    let mut conn = Conn::open(gateway.addr).await;
-    let head = format!(
-        "POST /v1/article HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    );
-    conn.send(head.as_bytes()).await.unwrap();
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "POST /v1/article",
+        &key,
+        "Transfer-Encoding: chunked\r\n\r\n",
+    )
+    .await;
     let chunk = format!("200\r\n{}\r\n", "y".repeat(0x200));
     for _ in 0..3 {
         let _ = conn.send(chunk.as_bytes()).await;
@@ -399,11 +401,7 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
 
     // An idle kept-alive connection is closed the same way after its request.
     let key = gateway.read_write_key().await;
-    let mut conn = Conn::open(gateway.addr).await;
-    let request = format!(
-        "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n"
-    );
-    conn.send(request.as_bytes()).await.unwrap();
+    let mut conn = Conn::open_keyed(gateway.addr, "GET /v1/article/a1", &key, "\r\n").await;
     assert_eq!(conn.response().await.status(), 200);
     let idle = Instant::now();
     assert!(conn.until_closed().await.is_empty());
@@ -415,8 +413,9 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
     gateway.shutdown().await;
 }
 
-/// Before the fix, a client that connected and said nothing held its connection slot for
-/// ever (hyper's header timer only starts once the HTTP/2 preface sniff is done).
+/// A client that connects and says nothing loses its connection slot after the header read
+/// timeout: hyper's own header timer only starts once the HTTP/2 preface sniff is done, so
+/// without the gateway's timer such a client would hold the slot for ever.
 #[tokio::test]
 async fn silent_connections_cannot_hold_every_connection_slot() {
     let (_upstream, gateway, key) = TestGateway::builder()

@@ -76,11 +76,7 @@ async fn list_oldest_first(gateway: &TestGateway) {
 
 async fn admin_input_is_checked(gateway: &TestGateway) {
     let (status, body) = gateway
-        .admin(
-            "POST",
-            "/v1/keys",
-            Some(json!({"scope": "read", "permissions": ["article:write"]})),
-        )
+        .post_key(json!({"scope": "read", "permissions": ["article:write"]}))
         .await;
     assert_eq!(status, 422);
     assert!(
@@ -90,27 +86,17 @@ async fn admin_input_is_checked(gateway: &TestGateway) {
             .contains("a read key cannot be given article:write"),
         "{body}"
     );
-    let (status, body) = gateway
-        .admin("POST", "/v1/keys", Some(json!({"nmae": "typo"})))
-        .await;
+    let (status, body) = gateway.post_key(json!({"nmae": "typo"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("invalid_request"))
     );
     let (status, _) = gateway
-        .admin(
-            "POST",
-            "/v1/keys",
-            Some(json!({"permissions": ["articel:read"]})),
-        )
+        .post_key(json!({"permissions": ["articel:read"]}))
         .await;
     assert_eq!(status, 422);
     let (status, _) = gateway
-        .admin(
-            "POST",
-            "/v1/keys",
-            Some(json!({"expires_at": "2001-01-01T00:00:00Z"})),
-        )
+        .post_key(json!({"expires_at": "2001-01-01T00:00:00Z"}))
         .await;
     assert_eq!(status, 422);
     let (status, _) = gateway

@@ -34,9 +34,7 @@ async fn json_logs_at_trace_level_carry_no_secret() {
         .await;
     let gateway = process.gateway;
 
-    let (status, key) = process
-        .admin(Method::POST, "/v1/keys", Some(json!({"name": "Logged"})))
-        .await;
+    let (status, key) = process.post_key(json!({"name": "Logged"})).await;
     assert_eq!(status, 201, "{key}");
     let id = key["id"].as_str().unwrap().to_string();
     let first = key["secret"].as_str().unwrap().to_string();

@@ -5,42 +5,23 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL};
+use common::{RunningKb, TestGateway, bin};
 use kbgate::keys::StoreConfig;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 /// The shipped config with its store section replaced, written to `dir/name`.
 fn config_file(dir: &Path, name: &str, store: &str) -> PathBuf {
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/kbgate.yaml"))
-            .unwrap();
-    let text = shipped.replace("  embedded: { path: data/kbgate.db }", store);
-    assert_ne!(
-        text, shipped,
-        "the shipped config's store line moved; update this test"
-    );
+    let text = common::shipped_with(&[("  embedded: { path: data/kbgate.db }", store)]);
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn migrate(from: &Path, to: &Path) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["migrate", "--from"])
-        .arg(from)
-        .arg("--to")
-        .arg(to)
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+async fn migrate(from: &Path, to: &Path) -> String {
+    let mut command = bin::kbgate(&["migrate", "--from"]);
+    command.arg(from).arg("--to").arg(to);
+    bin::run(&mut command).await.success()
 }
 
 async fn start_on(upstream: &RunningKb, store: StoreConfig) -> TestGateway {
@@ -98,7 +79,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
             server.url()
         ),
     );
-    assert!(migrate(&from, &to).contains("copied 2 keys"));
+    assert!(migrate(&from, &to).await.contains("copied 2 keys"));
 
     let on_redis = start_on(&upstream, server.store("moved:")).await;
     assert_eq!(
@@ -128,7 +109,7 @@ async fn keys_move_to_redis_and_back_without_new_secrets() {
         "back.yaml",
         &format!("  embedded: {{ path: {} }}", back_path.display()),
     );
-    assert!(migrate(&to, &back).contains("copied 2 keys"));
+    assert!(migrate(&to, &back).await.contains("copied 2 keys"));
     let again = start_on(&upstream, StoreConfig::embedded(back_path)).await;
     assert_eq!(keys(&again).await, after_use);
     assert_eq!(again.get("/v1/article", &reader).await.0, 200);

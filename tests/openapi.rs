@@ -121,11 +121,7 @@ async fn answers_match_the_documented_schemas() {
     let doc = document(&gateway).await;
 
     let (status, created) = gateway
-        .admin(
-            "POST",
-            "/v1/keys",
-            Some(json!({"name": "Docs", "permissions": ["article:read"]})),
-        )
+        .post_key(json!({"name": "Docs", "permissions": ["article:read"]}))
         .await;
     assert_eq!(status, 201, "{created}");
     assert_matches(&doc, "/v1/keys", "post", 201, &created);
@@ -247,7 +243,7 @@ async fn body_errors_name_the_field_and_names_follow_the_document() {
         (json!({"name": null}), "name: "),
         (json!({"nmae": "x"}), "nmae: unknown field `nmae`"),
     ] {
-        let (status, error) = gateway.admin("POST", "/v1/keys", Some(body.clone())).await;
+        let (status, error) = gateway.post_key(body.clone()).await;
         assert_eq!(status, 422, "{body}: {error}");
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{body}: {message}");
@@ -279,21 +275,15 @@ async fn body_errors_name_the_field_and_names_follow_the_document() {
         "\u{85}",
         &too_long_as_sent,
     ] {
-        let (status, _) = gateway
-            .admin("POST", "/v1/keys", Some(json!({ "name": name })))
-            .await;
+        let (status, _) = gateway.post_key(json!({ "name": name })).await;
         assert_eq!(status, 422, "name {name:?}");
     }
     for name in ["x", " padded ", "Ünïcødé ✓", &"y".repeat(200)] {
-        let (status, key) = gateway
-            .admin("POST", "/v1/keys", Some(json!({ "name": name })))
-            .await;
+        let (status, key) = gateway.post_key(json!({ "name": name })).await;
         assert_eq!(status, 201, "name {name:?}: {key}");
         assert_eq!(key["name"], name.trim());
     }
-    let (status, _) = gateway
-        .admin("POST", "/v1/keys", Some(json!(["read"])))
-        .await;
+    let (status, _) = gateway.post_key(json!(["read"])).await;
     assert_eq!(status, 422, "an array is not a body object");
     gateway.shutdown().await;
 }

@@ -307,8 +307,7 @@ async fn the_key_parameter_is_removed_from_the_forwarded_query() {
 /// any other.
 #[tokio::test]
 async fn other_request_target_forms() {
-    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
-    let (_, key) = gateway.create_key(json!({"scope": "read_write"})).await;
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
     let send = |method: &str, target: &str| {
         format!(
             "{method} {target} HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"

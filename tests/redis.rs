@@ -185,13 +185,7 @@ async fn usage_from_all_instances_adds_up_exactly() {
         async move {
             for _ in 0..n {
                 assert_eq!(
-                    client
-                        .get(&url)
-                        .bearer_auth(&key)
-                        .send()
-                        .await
-                        .unwrap()
-                        .status(),
+                    common::keyed_get_with(&client, &url, &key).await.status(),
                     200
                 );
             }

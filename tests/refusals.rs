@@ -88,12 +88,7 @@ async fn key_refusals() {
         .unwrap();
     assert_eq!(status_and_code(r).await, (400, "ambiguous_key".into()));
     // the same key twice is not ambiguous
-    let r = c
-        .get(format!("{url}?key={key}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = common::keyed_get_with(c, format!("{url}?key={key}"), &key).await;
     assert_eq!(status_and_code(r).await, (200, String::new()));
 
     // invalid: malformed, wrong checksum and well-formed-but-unknown get the same answer

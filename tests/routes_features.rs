@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, RunningKb, TestGateway, UPSTREAM_CREDENTIAL, shipped_yaml};
+use common::{RunningKb, TestGateway, bin, shipped_yaml};
 use reqwest::Method;
-use std::time::Duration;
 
 /// The shipped routes plus these.
 fn yaml_with(routes: &str) -> String {
@@ -22,11 +21,11 @@ const EXTRA: &str = r#"  - { methods: [GET], path: "/v1/page/{id}", permission: 
   - { methods: [GET], path: "/v1/plain", permission: "search:read", query: { allow: [] } }
 "#;
 
-async fn start(upstream: &RunningKb) -> TestGateway {
+/// The gateway with the routes above in front of an echoing KB, with a read-write key.
+async fn start() -> (RunningKb, TestGateway, String) {
     TestGateway::builder()
         .yaml(&yaml_with(EXTRA))
-        .upstream(&upstream)
-        .start()
+        .start_with_key()
         .await
 }
 
@@ -43,9 +42,7 @@ async fn call(gateway: &TestGateway, method: Method, path: &str, key: &str) -> (
 
 #[tokio::test]
 async fn get_routes_answer_head_unless_they_say_otherwise() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
 
     assert_eq!(
         call(&gateway, Method::HEAD, "/v1/page/7", &key).await,
@@ -72,9 +69,7 @@ async fn get_routes_answer_head_unless_they_say_otherwise() {
 
 #[tokio::test]
 async fn a_rest_parameter_matches_nested_paths() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
     for path in [
         "/static/site.css",
         "/static/img/logo/v2.png",
@@ -114,9 +109,7 @@ async fn a_rest_parameter_matches_nested_paths() {
 
 #[tokio::test]
 async fn query_rules_refuse_with_query_not_allowed() {
-    let upstream = RunningKb::start().await;
-    let gateway = start(&upstream).await;
-    let key = gateway.read_write_key().await;
+    let (upstream, gateway, key) = start().await;
     let before = gateway.scrape().await.sum(
         "kbgate_auth_decisions_total",
         &[("outcome", "query_not_allowed")],
@@ -204,18 +197,14 @@ async fn check_config_warns_about_shadowed_routes() {
 "#
     );
     std::fs::write(&path, yaml_with(&extra)).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(10), output)
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let run = bin::run(&mut bin::kbgate(&[
+        "check-config",
+        "--config",
+        path.to_str().unwrap(),
+    ]))
+    .await;
+    let stderr = run.stderr.clone();
+    let stdout = run.success();
     assert_eq!(
         stderr.trim_end(),
         "warning: routes[23] (GET,HEAD /static/css/{file}) can never match: \
@@ -261,16 +250,12 @@ async fn check_config_warns_about_shadowed_routes() {
     // The shipped config shadows nothing.
     let shipped = dir.path().join("shipped.yaml");
     std::fs::write(&shipped, shipped_yaml()).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config", shipped.to_str().unwrap()])
-        .env("KBGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("KB_API_KEY", UPSTREAM_CREDENTIAL)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    assert!(
-        output.stderr.is_empty(),
-        "{:?}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = bin::run(&mut bin::kbgate(&[
+        "check-config",
+        "--config",
+        shipped.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(run.code, Some(0));
+    assert!(run.stderr.is_empty(), "{:?}", run.stderr);
 }

@@ -53,11 +53,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
         .spawn_as("first.log", &[("TOKIO_WORKER_THREADS", "1")])
         .await;
     let (status, key) = first
-        .admin(
-            reqwest::Method::POST,
-            "/v1/keys",
-            Some(json!({"name": "shutdown", "scope": "read"})),
-        )
+        .post_key(json!({"name": "shutdown", "scope": "read"}))
         .await;
     assert_eq!(status, 201, "{key}");
     let id = key["id"].as_str().unwrap().to_string();

@@ -4,13 +4,13 @@
 
 mod common;
 
+use common::raw;
 use common::tls::{self, TestCert};
 use common::{RunningKb, TestGateway, UPSTREAM_CREDENTIAL, status_and_code};
 use reqwest::Version;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A gateway serving HTTPS with a certificate generated for this test.
 async fn tls_gateway(upstream: &RunningKb) -> (TestGateway, TestCert, tempfile::TempDir) {
@@ -141,12 +141,12 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
             .is_some_and(|m| !m.is_empty())
     );
 
-    let response = client
-        .get(https_url(gateway.addr, "/v1/article/a1"))
-        .bearer_auth("kb_not-a-real-key")
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(
+        &client,
+        https_url(gateway.addr, "/v1/article/a1"),
+        "kb_not-a-real-key",
+    )
+    .await;
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(status_and_code(response).await, (401, "invalid_key".into()));
 
@@ -163,12 +163,8 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
         (403, "insufficient_permissions".into())
     );
 
-    let response = client
-        .get(https_url(gateway.addr, "/v1/nowhere"))
-        .bearer_auth(&read_key)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        common::keyed_get_with(&client, https_url(gateway.addr, "/v1/nowhere"), &read_key).await;
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(
         status_and_code(response).await,
@@ -184,19 +180,10 @@ async fn refusals_over_tls_and_h2_are_the_same_json() {
 
 #[tokio::test]
 async fn h2c_with_prior_knowledge_works_on_the_plain_listener() {
-    let (upstream, gateway) = TestGateway::builder().start_on_echo().await;
-    let (_, key) = gateway.create_key(json!({"name": "h2c"})).await;
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let (upstream, gateway, key) = TestGateway::builder().start_with_key().await;
+    let client = common::h2c_client();
 
-    let response = client
-        .get(gateway.url("/v1/article/a1"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(&client, gateway.url("/v1/article/a1"), &key).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), Version::HTTP_2);
     let body: Value = response.json().await.unwrap();
@@ -352,23 +339,11 @@ async fn an_https_upstream_outside_the_trusted_roots_is_unavailable() {
 }
 
 /// Writes `bytes` on a fresh connection and reads until the gateway closes it (EOF or reset).
-/// Returns what was read. Panics if the connection stays open for 10 s.
+/// Returns what was read. Panics if the connection stays open for [`raw::TIMEOUT`].
 async fn send_junk(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the gateway kept a junk connection open");
-    received
+    let mut conn = raw::Conn::open(addr).await;
+    conn.send(bytes).await.unwrap();
+    conn.until_closed().await
 }
 
 #[tokio::test]
@@ -383,7 +358,7 @@ async fn junk_on_the_tls_listener_does_not_hurt_it() {
     let url = https_url(gateway.addr, "/v1/article/a1");
 
     // A client that connects and says nothing does not hold up anyone else.
-    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut silent = raw::Conn::open(gateway.addr).await;
 
     let plain_http = format!(
         "GET /v1/article/a1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\r\n"
@@ -411,20 +386,8 @@ async fn junk_on_the_tls_listener_does_not_hurt_it() {
     assert_eq!(response.version(), Version::HTTP_2);
 
     // The silent client is dropped once the handshake timeout passes.
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 64];
-        loop {
-            match silent.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "a client that never handshakes was kept open"
-    );
+    // (until_closed panics if a client that never handshakes is kept open)
+    silent.until_closed().await;
 
     let response = tls::client_trusting(&cert, gateway.addr)
         .http1_only()

@@ -7,7 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::kb::{self, FakeKb};
 use common::raw::{self, Conn};
-use common::{RunningKb, TestGateway};
+use common::{RunningKb, TestGateway, bin};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -37,7 +37,7 @@ fn framing(headers: &http::HeaderMap) -> (Vec<String>, Vec<String>) {
     (all("transfer-encoding"), all("content-length"))
 }
 
-// ---------- item 15: a GET or HEAD body of unknown length is forwarded, never dropped ----------
+// ---------- a GET or HEAD body of unknown length is forwarded, never dropped ----------
 
 #[tokio::test]
 async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
@@ -52,13 +52,14 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
             .await;
         let key = gateway.read_write_key().await;
         for method in ["GET", "HEAD"] {
-            let mut conn = Conn::open(gateway.addr).await;
-            let request = format!(
-                "{method} /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
-                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
-                 9\r\n{{\"query\":\r\nb\r\n\"gateways\"}}\r\n0\r\n\r\n"
-            );
-            conn.send(request.as_bytes()).await.unwrap();
+            let mut conn = Conn::open_keyed(
+                gateway.addr,
+                &format!("{method} /v1/search"),
+                &key,
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                 9\r\n{\"query\":\r\nb\r\n\"gateways\"}\r\n0\r\n\r\n",
+            )
+            .await;
             let response = conn.next_response(method == "HEAD").await.unwrap();
             assert_eq!(response.status(), 200, "{method}: {}", response.text());
             let got = upstream.last();
@@ -93,8 +94,7 @@ async fn a_chunked_get_or_head_body_reaches_the_kb_whole_over_http1() {
 #[tokio::test]
 async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     let upstream = body_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let h2 = common::h2c_client();
     let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(Bytes::from_static(b"{\"query\":")),
@@ -119,14 +119,9 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
     assert_eq!(framing(&got.headers), (vec!["chunked".to_string()], vec![]));
 
     // A GET without a body stays without one: no framing is invented for it.
-    let (status, _) = common::status_and_code(
-        h2.get(gateway.url("/v1/search"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) =
+        common::status_and_code(common::keyed_get_with(&h2, gateway.url("/v1/search"), &key).await)
+            .await;
     assert_eq!(status, 200);
     let got = upstream.last();
     assert!(got.body.is_empty());
@@ -139,8 +134,7 @@ async fn an_h2_get_with_data_and_no_content_length_reaches_the_kb_whole() {
 #[tokio::test]
 async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     let upstream = body_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let with_length = format!(
         "GET /v1/search HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n\
          Content-Length: 5\r\nConnection: close\r\n\r\nhello"
@@ -157,7 +151,7 @@ async fn get_bodies_of_known_length_and_no_body_are_framed_as_before() {
     gateway.shutdown().await;
 }
 
-// ---------- items 17 and 18: Host and authority values must be hosts, without credentials ----------
+// ---------- Host and authority values must be hosts, without credentials ----------
 
 /// `GET /v1/article/a1` over HTTP/1.1 with the given Host line(s), closing after.
 fn with_host(key: &str, host_lines: &str) -> String {
@@ -294,7 +288,7 @@ async fn an_h2_authority_with_credentials_or_a_bad_port_is_refused() {
     gateway.shutdown().await;
 }
 
-// ---------- item 5: `Upgrade: h2c` is ignored and served over HTTP/1.1 ----------
+// ---------- `Upgrade: h2c` is ignored and served over HTTP/1.1 ----------
 
 /// The headers of an h2c offer must never reach the KB.
 fn assert_no_offer_upstream(seen: &http::HeaderMap, what: &str) {
@@ -317,11 +311,13 @@ async fn an_h2c_upgrade_offer_is_answered_over_http1_and_the_connection_stays_ht
         "Upgrade: h2c, \r\n",
     ];
     for offer in offers {
-        let mut conn = Conn::open(gateway.addr).await;
-        let request = format!(
-            "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {key}\r\n{offer}\r\n"
-        );
-        conn.send(request.as_bytes()).await.unwrap();
+        let mut conn = Conn::open_keyed(
+            gateway.addr,
+            "GET /v1/article/a1",
+            &key,
+            &format!("{offer}\r\n"),
+        )
+        .await;
         let response = conn.response().await;
         assert_eq!(response.start, "HTTP/1.1 200 OK", "{offer:?}");
         assert!(response.header("upgrade").is_none(), "{offer:?}");
@@ -411,7 +407,7 @@ async fn curl_http2_on_plain_http_gets_its_answer() {
     gateway.shutdown().await;
 }
 
-// ---------- items 2 and 19: the credential sources are a setting; empty values are no key ----------
+// ---------- the credential sources are a setting; empty values are no key ----------
 
 /// A KB with its own `key` query parameter: a column filter. `GET /v1/article/a1?key=title`
 /// answers only the named columns of the one article; it also echoes the query it got.
@@ -625,17 +621,10 @@ async fn check_config_names_a_bad_key_source() {
             ),
         )
         .unwrap();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-            .arg("check-config")
-            .arg("--config")
-            .arg(&path)
-            .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-            .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{sources}: {stderr}");
+        let path = path.to_str().unwrap();
+        let run = bin::run(&mut bin::kbgate(&["check-config", "--config", path])).await;
+        let stderr = run.stderr;
+        assert_eq!(run.code, Some(2), "{sources}: {stderr}");
         assert!(stderr.contains(expected), "{sources}: {stderr}");
     }
     // The default, written out, is accepted.
@@ -648,17 +637,8 @@ async fn check_config_names_a_bad_key_source() {
         ),
     )
     .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kbgate"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("KBGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
-        .env("KB_API_KEY", common::UPSTREAM_CREDENTIAL)
-        .output()
+    let path = path.to_str().unwrap();
+    bin::run(&mut bin::kbgate(&["check-config", "--config", path]))
         .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .success();
 }

@@ -17,7 +17,7 @@ fn get(key: &str, path: &str) -> String {
     )
 }
 
-// ---------- item 16: an unrequested 1xx ----------
+// ---------- an unrequested 1xx ----------
 
 /// A KB that answers every request with `101 Switching Protocols` and then talks nonsense.
 async fn switching_upstream() -> RawUpstream {
@@ -35,8 +35,7 @@ async fn switching_upstream() -> RawUpstream {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_http1() {
     let upstream = switching_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let (status, headers, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
     assert_eq!(
@@ -69,8 +68,7 @@ async fn an_unrequested_101_is_502_over_http1() {
 #[tokio::test]
 async fn an_unrequested_101_is_502_over_h2c() {
     let upstream = switching_upstream().await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let client = h2c_client();
     // Twice on one HTTP/2 connection: a `:status 101` would make a compliant client drop it.
     for _ in 0..2 {
@@ -98,15 +96,14 @@ async fn interim_100_and_103_before_a_final_answer_still_pass() {
         }
     })
     .await;
-    let gateway = TestGateway::builder().upstream(&upstream).start().await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = TestGateway::start_keyed(&upstream).await;
     let (status, _, body) =
         raw::request(gateway.addr, get(&key, "/v1/article/a1").as_bytes()).await;
     assert_eq!((status, body.as_str()), (200, "{\"ok\":true}"));
     gateway.shutdown().await;
 }
 
-// ---------- item 19: what must not reach the KB ----------
+// ---------- what must not reach the KB ----------
 
 /// A small config of its own (not the shipped one), `extra` added under `upstream:` and
 /// `top` at the top level.
@@ -136,6 +133,18 @@ async fn start(kb: &RunningKb, extra: &str, top: &str) -> (TestGateway, String) 
     let gateway = TestGateway::builder()
         .yaml(&yaml(extra, top))
         .upstream(kb)
+        .start()
+        .await;
+    let key = gateway.read_write_key().await;
+    (gateway, key)
+}
+
+/// [`start`] with the upstream's base path `/api`: a KB served under a prefix.
+async fn start_under_api(kb: &RunningKb, extra: &str) -> (TestGateway, String) {
+    let gateway = TestGateway::builder()
+        .yaml(&yaml(extra, ""))
+        .upstream(kb)
+        .config(|config| config.upstream.base_path = "/api".into())
         .start()
         .await;
     let key = gateway.read_write_key().await;
@@ -265,7 +274,7 @@ async fn http2_cookie_fields_reach_an_http1_kb_as_one_header() {
     gateway.shutdown().await;
 }
 
-// ---------- item 1: links and redirects lead back through the gateway ----------
+// ---------- links and redirects lead back through the gateway ----------
 
 /// A KB that builds absolute URLs: paging links from the `Host` it was sent (as most web
 /// frameworks do), redirects from its own configured origin. It serves under `prefix`.
@@ -346,15 +355,7 @@ fn header(headers: &str, name: &str) -> String {
 #[tokio::test]
 async fn links_and_redirects_to_the_kbs_origin_lead_back_to_the_gateway() {
     let kb = linking_kb("/api").await;
-    let gateway = TestGateway::builder()
-        .yaml(&yaml("", ""))
-        .upstream(&kb)
-        .config(|config| {
-            config.upstream.base_path = "/api".into();
-        })
-        .start()
-        .await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start_under_api(&kb, "").await;
 
     let (status, headers, _) = get_via(&gateway, &key, "/v1/article?page=1").await;
     assert_eq!(status, 200);
@@ -408,12 +409,8 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         header(&headers, "location"),
         "https://kb-gateway.example.com/v1/article/new"
     );
-    let response = h2c_client()
-        .get(gateway.url("/v1/article?page=4"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        common::keyed_get_with(&h2c_client(), gateway.url("/v1/article?page=4"), &key).await;
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(
         response.headers()["link"],
@@ -426,12 +423,7 @@ async fn public_url_is_where_links_lead_over_http1_and_h2() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let response = not_following
-        .get(plain.url("/v1/article/old"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = common::keyed_get_with(&not_following, plain.url("/v1/article/old"), &key).await;
     assert_eq!(
         response.headers()["location"],
         plain.url("/v1/article/new").as_str()
@@ -463,15 +455,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
 
     // Under a prefix: links the KB built from the client's Host lose the prefix.
     let kb = linking_kb("/api").await;
-    let gateway = TestGateway::builder()
-        .yaml(&yaml("  preserve_host: true", ""))
-        .upstream(&kb)
-        .config(|config| {
-            config.upstream.base_path = "/api".into();
-        })
-        .start()
-        .await;
-    let key = gateway.read_write_key().await;
+    let (gateway, key) = start_under_api(&kb, "  preserve_host: true").await;
     let (_, headers, _) = get_via(&gateway, &key, "/v1/article?page=7").await;
     assert_eq!(
         host_and_target(&kb),
@@ -488,7 +472,7 @@ async fn preserve_host_sends_the_clients_host_and_its_links_come_back() {
     gateway.shutdown().await;
 }
 
-// ---------- item 7: X-Forwarded-For behind a trusted proxy ----------
+// ---------- X-Forwarded-For behind a trusted proxy ----------
 
 /// Sends a GET from 127.0.0.1 with these `X-Forwarded-For` lines; returns what the KB got.
 async fn forwarded_for_seen(

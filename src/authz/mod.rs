@@ -107,7 +107,7 @@ pub enum Scope {
 
 impl Scope {
     /// read grants every *:read; read_write grants everything.
-    pub fn allows(self, p: &Permission) -> bool {
+    pub(crate) fn allows(self, p: &Permission) -> bool {
         match self {
             Scope::Read => p.action == Action::Read,
             Scope::ReadWrite => true,
@@ -119,7 +119,7 @@ impl Scope {
 ///
 /// The allowlist only narrows: an entry beyond the scope grants nothing. Entries match
 /// exactly, so `article:write` does not imply `article:read`.
-pub fn grants(scope: Scope, specific: &[Permission], needed: &Permission) -> bool {
+pub(crate) fn grants(scope: Scope, specific: &[Permission], needed: &Permission) -> bool {
     scope.allows(needed) && (specific.is_empty() || specific.contains(needed))
 }
 

@@ -139,7 +139,7 @@ pub enum QueryRule {
 impl QueryRule {
     /// Does the rule let every parameter of `query` (as forwarded: without the client key)
     /// through?
-    pub fn permits(&self, query: Option<&str>) -> bool {
+    pub(crate) fn permits(&self, query: Option<&str>) -> bool {
         let names = query
             .unwrap_or("")
             .split('&')

@@ -1,7 +1,7 @@
 //! `kbgate demo`: the gateway on the embedded store, in front of a built-in sample KB, with a
 //! read key and a read-write key, and curl lines that work exactly as printed.
 
-pub mod sample_kb;
+mod sample_kb;
 
 use crate::app::{self, open_store, start_with_store};
 use crate::authz::Scope;

@@ -80,12 +80,12 @@ struct App {
 impl App {
     async fn handle(&self, req: Request<Incoming>) -> Reply {
         if !self.is_authorized(&req) {
-            return ApiError::unauthorized().into_reply();
+            return SampleError::unauthorized().into_reply();
         }
         let path = req.uri().path().to_owned();
-        let result = match Route::parse(&path) {
-            Some(route) => self.dispatch(route, req).await,
-            None => Err(ApiError::not_found(format!(
+        let result = match SampleResource::parse(&path) {
+            Some(resource) => self.dispatch(resource, req).await,
+            None => Err(SampleError::not_found(format!(
                 "no route for {} {path}",
                 req.method()
             ))),
@@ -117,89 +117,89 @@ impl App {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn dispatch(&self, route: Route<'_>, req: Request<Incoming>) -> Outcome {
+    async fn dispatch(&self, resource: SampleResource<'_>, req: Request<Incoming>) -> Outcome {
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or_default().to_owned();
-        match (route, &method) {
-            (Route::Articles, &Method::GET) => {
+        match (resource, &method) {
+            (SampleResource::Articles, &Method::GET) => {
                 let category = query_param(&query, "category_id").filter(|c| !c.is_empty());
                 let articles = self.store().list_articles(category.as_deref());
                 ok(json!({ "articles": articles }))
             }
-            (Route::Articles, &Method::POST) => {
+            (SampleResource::Articles, &Method::POST) => {
                 let input = read_json(req).await?;
                 let article = self.store().create_article(input)?;
                 Ok((StatusCode::CREATED, json!({ "article": article })))
             }
-            (Route::Article(id), &Method::GET) => {
+            (SampleResource::Article(id), &Method::GET) => {
                 let article = self.store().article(id)?;
                 ok(json!({ "article": article }))
             }
-            (Route::Article(id), &Method::PATCH) => {
+            (SampleResource::Article(id), &Method::PATCH) => {
                 let input = read_json(req).await?;
                 let article = self.store().update_article(id, input)?;
                 ok(json!({ "article": article }))
             }
-            (Route::Article(id), &Method::DELETE) => {
+            (SampleResource::Article(id), &Method::DELETE) => {
                 self.store().delete_article(id)?;
                 ok(json!({ "deleted": id }))
             }
-            (Route::ArticleVersions(id), &Method::GET) => {
+            (SampleResource::ArticleVersions(id), &Method::GET) => {
                 let versions = self.store().article(id)?.versions;
                 ok(json!({ "versions": versions }))
             }
-            (Route::Categories, &Method::GET) => {
+            (SampleResource::Categories, &Method::GET) => {
                 let categories = self.store().categories.clone();
                 ok(json!({ "categories": categories }))
             }
-            (Route::Categories, &Method::POST) => {
+            (SampleResource::Categories, &Method::POST) => {
                 let input = read_json(req).await?;
                 let category = self.store().create_category(input)?;
                 Ok((StatusCode::CREATED, json!({ "category": category })))
             }
-            (Route::Category(id), &Method::GET) => {
+            (SampleResource::Category(id), &Method::GET) => {
                 let category = self.store().category(id)?;
                 ok(json!({ "category": category }))
             }
-            (Route::Category(id), &Method::PATCH) => {
+            (SampleResource::Category(id), &Method::PATCH) => {
                 let input = read_json(req).await?;
                 let category = self.store().update_category(id, input)?;
                 ok(json!({ "category": category }))
             }
-            (Route::Category(id), &Method::DELETE) => {
+            (SampleResource::Category(id), &Method::DELETE) => {
                 self.store().delete_category(id)?;
                 ok(json!({ "deleted": id }))
             }
-            (Route::Search, &Method::GET) => {
+            (SampleResource::Search, &Method::GET) => {
                 let needle = query_param(&query, "query").unwrap_or_default();
                 let needle = needle.trim();
                 if needle.is_empty() {
-                    return Err(ApiError::invalid("the `query` parameter is required"));
+                    return Err(SampleError::invalid("the `query` parameter is required"));
                 }
                 let articles = self.store().search(needle);
                 ok(json!({ "articles": articles }))
             }
-            (Route::Account, &Method::GET) => ok(json!({
+            (SampleResource::Account, &Method::GET) => ok(json!({
                 "account": { "account_id": "demo", "name": "Demo Knowledge Base" }
             })),
-            (Route::Groups, &Method::GET) => ok(json!({
+            (SampleResource::Groups, &Method::GET) => ok(json!({
                 "groups": [{ "group_id": "g1", "name": "Support" }]
             })),
-            (route, _) => Err(ApiError::method_not_allowed(&method, route.allowed())),
+            (resource, _) => Err(SampleError::method_not_allowed(&method, resource.allowed())),
         }
     }
 }
 
 /// What a handler produces: a status and JSON body, or an error rendered as JSON.
-type Outcome = Result<(StatusCode, Value), ApiError>;
+type Outcome = Result<(StatusCode, Value), SampleError>;
 
 fn ok(body: Value) -> Outcome {
     Ok((StatusCode::OK, body))
 }
 
-/// The resources this API knows; anything else is a 404.
+/// The resources the sample KB serves, parsed from a path; anything else is a 404.
 #[derive(Clone, Copy)]
-enum Route<'a> {
+enum SampleResource<'a> {
     Articles,
     Article(&'a str),
     ArticleVersions(&'a str),
@@ -210,44 +210,47 @@ enum Route<'a> {
     Groups,
 }
 
-impl<'a> Route<'a> {
+impl<'a> SampleResource<'a> {
     fn parse(path: &'a str) -> Option<Self> {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-        let route = match segments.as_slice() {
-            ["", "v1", "article"] => Route::Articles,
-            ["", "v1", "article", id] => Route::Article(id),
-            ["", "v1", "article", id, "versions"] => Route::ArticleVersions(id),
-            ["", "v1", "category"] => Route::Categories,
-            ["", "v1", "category", id] => Route::Category(id),
-            ["", "v1", "search"] => Route::Search,
-            ["", "v1", "account"] => Route::Account,
-            ["", "v1", "group"] => Route::Groups,
+        let resource = match segments.as_slice() {
+            ["", "v1", "article"] => SampleResource::Articles,
+            ["", "v1", "article", id] => SampleResource::Article(id),
+            ["", "v1", "article", id, "versions"] => SampleResource::ArticleVersions(id),
+            ["", "v1", "category"] => SampleResource::Categories,
+            ["", "v1", "category", id] => SampleResource::Category(id),
+            ["", "v1", "search"] => SampleResource::Search,
+            ["", "v1", "account"] => SampleResource::Account,
+            ["", "v1", "group"] => SampleResource::Groups,
             _ => return None,
         };
-        Some(route)
+        Some(resource)
     }
 
-    /// Value of the `Allow` header sent with a 405 for this route.
+    /// Value of the `Allow` header sent with a 405 for this resource.
     fn allowed(self) -> &'static str {
         match self {
-            Route::Articles | Route::Categories => "GET, POST",
-            Route::Article(_) | Route::Category(_) => "GET, PATCH, DELETE",
-            Route::ArticleVersions(_) | Route::Search | Route::Account | Route::Groups => "GET",
+            SampleResource::Articles | SampleResource::Categories => "GET, POST",
+            SampleResource::Article(_) | SampleResource::Category(_) => "GET, PATCH, DELETE",
+            SampleResource::ArticleVersions(_)
+            | SampleResource::Search
+            | SampleResource::Account
+            | SampleResource::Groups => "GET",
         }
     }
 }
 
-/// An error response: `{"error":{"code":...,"message":...}}` plus an optional header.
-struct ApiError {
+/// The sample KB's error answer: `{"error":{"code":...,"message":...}}` plus an optional header.
+struct SampleError {
     status: StatusCode,
     code: &'static str,
     message: String,
     header: Option<(HeaderName, &'static str)>,
 }
 
-impl ApiError {
+impl SampleError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
+        SampleError {
             status,
             code,
             message: message.into(),
@@ -256,9 +259,9 @@ impl ApiError {
     }
 
     fn unauthorized() -> Self {
-        ApiError {
+        SampleError {
             header: Some((WWW_AUTHENTICATE, "Bearer")),
-            ..ApiError::new(
+            ..SampleError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid API key is required (Authorization: Bearer <key> or ?key=<key>)",
@@ -267,13 +270,13 @@ impl ApiError {
     }
 
     fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        SampleError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     fn method_not_allowed(method: &Method, allowed: &'static str) -> Self {
-        ApiError {
+        SampleError {
             header: Some((ALLOW, allowed)),
-            ..ApiError::new(
+            ..SampleError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{method} is not allowed here; allowed: {allowed}"),
@@ -283,7 +286,7 @@ impl ApiError {
 
     /// A well-formed request whose content breaks a rule (missing title, unknown category...).
     fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        SampleError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     fn into_reply(self) -> Reply {
@@ -308,21 +311,21 @@ fn json_reply(status: StatusCode, body: &Value) -> Reply {
 }
 
 /// Reads at most [`MAX_BODY_BYTES`] of the body and parses it as JSON.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, SampleError> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => {
-            return Err(ApiError::new(
+            return Err(SampleError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("request body exceeds {MAX_BODY_BYTES} bytes"),
             ));
         }
         Err(err) => {
-            return Err(ApiError::new(
+            return Err(SampleError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 format!("could not read request body: {err}"),
@@ -330,7 +333,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
         }
     };
     serde_json::from_slice(&bytes).map_err(|err| {
-        ApiError::new(
+        SampleError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("request body is not valid JSON for this endpoint: {err}"),
@@ -514,18 +517,18 @@ impl Store {
             .collect()
     }
 
-    fn article_index(&self, id: &str) -> Result<usize, ApiError> {
+    fn article_index(&self, id: &str) -> Result<usize, SampleError> {
         self.articles
             .iter()
             .position(|a| a.article_id == id)
-            .ok_or_else(|| ApiError::not_found(format!("no article with id {id:?}")))
+            .ok_or_else(|| SampleError::not_found(format!("no article with id {id:?}")))
     }
 
-    fn article(&self, id: &str) -> Result<Article, ApiError> {
+    fn article(&self, id: &str) -> Result<Article, SampleError> {
         Ok(self.articles[self.article_index(id)?].clone())
     }
 
-    fn create_article(&mut self, input: ArticleInput) -> Result<Article, ApiError> {
+    fn create_article(&mut self, input: ArticleInput) -> Result<Article, SampleError> {
         let title = require_title(input.title)?;
         if let Some(category_id) = &input.category_id {
             self.category_index(category_id)
@@ -549,7 +552,7 @@ impl Store {
 
     /// Applies the given fields; if anything actually changed, the previous title, body and
     /// timestamp are kept as a new version so edits can be reviewed later.
-    fn update_article(&mut self, id: &str, input: ArticleInput) -> Result<Article, ApiError> {
+    fn update_article(&mut self, id: &str, input: ArticleInput) -> Result<Article, SampleError> {
         let index = self.article_index(id)?;
         if let Some(title) = &input.title {
             check_title(title)?;
@@ -576,24 +579,24 @@ impl Store {
         Ok(article.clone())
     }
 
-    fn delete_article(&mut self, id: &str) -> Result<(), ApiError> {
+    fn delete_article(&mut self, id: &str) -> Result<(), SampleError> {
         let index = self.article_index(id)?;
         self.articles.remove(index);
         Ok(())
     }
 
-    fn category_index(&self, id: &str) -> Result<usize, ApiError> {
+    fn category_index(&self, id: &str) -> Result<usize, SampleError> {
         self.categories
             .iter()
             .position(|c| c.category_id == id)
-            .ok_or_else(|| ApiError::not_found(format!("no category with id {id:?}")))
+            .ok_or_else(|| SampleError::not_found(format!("no category with id {id:?}")))
     }
 
-    fn category(&self, id: &str) -> Result<Category, ApiError> {
+    fn category(&self, id: &str) -> Result<Category, SampleError> {
         Ok(self.categories[self.category_index(id)?].clone())
     }
 
-    fn create_category(&mut self, input: CategoryInput) -> Result<Category, ApiError> {
+    fn create_category(&mut self, input: CategoryInput) -> Result<Category, SampleError> {
         let title = require_title(input.title)?;
         self.last_category += 1;
         let now = now();
@@ -608,7 +611,7 @@ impl Store {
         Ok(category)
     }
 
-    fn update_category(&mut self, id: &str, input: CategoryInput) -> Result<Category, ApiError> {
+    fn update_category(&mut self, id: &str, input: CategoryInput) -> Result<Category, SampleError> {
         let index = self.category_index(id)?;
         if let Some(title) = &input.title {
             check_title(title)?;
@@ -623,7 +626,7 @@ impl Store {
     }
 
     /// Articles in a deleted category become uncategorized rather than pointing at nothing.
-    fn delete_category(&mut self, id: &str) -> Result<(), ApiError> {
+    fn delete_category(&mut self, id: &str) -> Result<(), SampleError> {
         let index = self.category_index(id)?;
         self.categories.remove(index);
         for article in &mut self.articles {
@@ -646,22 +649,22 @@ fn replace_if_different<T: PartialEq>(field: &mut T, new: Option<T>) -> bool {
     }
 }
 
-fn require_title(title: Option<String>) -> Result<String, ApiError> {
-    let title = title.ok_or_else(|| ApiError::invalid("`title` is required"))?;
+fn require_title(title: Option<String>) -> Result<String, SampleError> {
+    let title = title.ok_or_else(|| SampleError::invalid("`title` is required"))?;
     check_title(&title)?;
     Ok(title)
 }
 
-fn check_title(title: &str) -> Result<(), ApiError> {
+fn check_title(title: &str) -> Result<(), SampleError> {
     if title.trim().is_empty() {
-        return Err(ApiError::invalid("`title` must not be empty"));
+        return Err(SampleError::invalid("`title` must not be empty"));
     }
     Ok(())
 }
 
 /// An article may only point at a category that exists; that is a 400, not a 404.
-fn unknown_category(id: &str) -> ApiError {
-    ApiError::invalid(format!("no category with id {id:?}"))
+fn unknown_category(id: &str) -> SampleError {
+    SampleError::invalid(format!("no category with id {id:?}"))
 }
 
 #[cfg(test)]

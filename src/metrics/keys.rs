@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The key label that counts every key past `metrics.per_key_limit`.
-pub const OTHER_KEYS: &str = "other";
+pub(crate) const OTHER_KEYS: &str = "other";
 
 /// What `kbgate_key_info` says of one key.
 #[derive(Clone, Copy, Debug)]
@@ -52,7 +52,7 @@ impl KeyMetrics {
     }
 
     /// Counts one request for a verified key (the request path: a map lookup and an add).
-    pub fn count(&self, id: &Arc<str>) {
+    pub(crate) fn count(&self, id: &Arc<str>) {
         match self.counters.get(id) {
             Some(counter) => counter.increment(1),
             None => self.counter(id).increment(1),
@@ -79,7 +79,7 @@ impl KeyMetrics {
     }
 
     /// Adds or updates a key (after create, edit, rotate).
-    pub fn set(&self, key: KeyLabels<'_>) {
+    pub(crate) fn set(&self, key: KeyLabels<'_>) {
         self.register(key.id);
         let mut keys = self.write();
         if self.counters.contains_key(key.id) {
@@ -88,21 +88,21 @@ impl KeyMetrics {
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         let mut keys = self.write();
         keys.remove(id);
         self.changes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Call before listing the store; pass the result to [`KeyMetrics::replace_all`].
-    pub fn changes(&self) -> u64 {
+    pub(crate) fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
     }
 
     /// Replaces everything with the store's keys (at start, and periodically for changes made
     /// through other instances on a shared store), unless a key changed here since `changes`
     /// was read: then the listing may be stale and the next refresh tries again.
-    pub fn replace_all(&self, all: &[KeyLabels<'_>], changes: u64) {
+    pub(crate) fn replace_all(&self, all: &[KeyLabels<'_>], changes: u64) {
         for key in all {
             self.register(key.id);
         }
@@ -117,7 +117,7 @@ impl KeyMetrics {
     }
 
     /// `metrics.per_key_limit`: how many keys have their own series.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -130,7 +130,7 @@ impl KeyMetrics {
     }
 
     /// Appends the series in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP {KEY_INFO} Always 1: one series per key, to join names onto key_id.\n\

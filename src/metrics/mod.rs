@@ -11,7 +11,7 @@
 //! - [`process`] renders the standard `process_*` metrics from `/proc/self` at each scrape.
 
 pub mod keys;
-pub mod process;
+mod process;
 pub mod requests;
 
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
@@ -35,7 +35,7 @@ pub const BUILD_INFO: &str = "kbgate_build_info";
 
 /// Latency buckets in seconds: from a hot-tier refusal (well under 1 ms) to the default
 /// upstream timeout (30 s), dense where a KB API usually answers (10-500 ms).
-pub const LATENCY_BUCKETS: [f64; 16] = [
+const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
     30.0,
 ];
@@ -132,7 +132,7 @@ fn describe() {
 
 /// Where a store error happened.
 #[derive(Clone, Copy, Debug)]
-pub enum StoreOp {
+pub(crate) enum StoreOp {
     /// Verifying a key after a hot-tier miss.
     Lookup = 0,
     /// A key change or read through the admin API.
@@ -156,7 +156,7 @@ pub enum StoreErrorKind {
 
 /// Why an upstream request failed.
 #[derive(Clone, Copy, Debug)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// No connection could be made.
     Connect = 0,
     /// The connection failed while sending or before the response headers.
@@ -172,16 +172,16 @@ pub struct Fixed {
     auth_allowed: Counter,
     /// One per refusal code given to [`install`].
     auth_refused: Vec<(&'static str, Counter)>,
-    pub hot_tier_hit: Counter,
-    pub hot_tier_miss: Counter,
+    pub(crate) hot_tier_hit: Counter,
+    pub(crate) hot_tier_miss: Counter,
     /// A well-formed secret the negative cache already knows to be unknown.
-    pub hot_tier_negative_hit: Counter,
-    pub store_found: Counter,
-    pub store_not_found: Counter,
-    pub store_error: Counter,
+    pub(crate) hot_tier_negative_hit: Counter,
+    pub(crate) store_found: Counter,
+    pub(crate) store_not_found: Counter,
+    pub(crate) store_error: Counter,
     store_errors: [[Counter; STORE_ERROR_KINDS.len()]; STORE_OPS.len()],
     upstream_errors: [Counter; UPSTREAM_ERROR_KINDS.len()],
-    pub in_flight: Gauge,
+    pub(crate) in_flight: Gauge,
 }
 
 impl Fixed {
@@ -231,17 +231,17 @@ impl Fixed {
     }
 
     /// Counts a key check refused with `code`, one of the codes given to [`install`].
-    pub fn auth_refused(&self, code: &str) {
+    pub(crate) fn auth_refused(&self, code: &str) {
         if let Some((_, counter)) = self.auth_refused.iter().find(|(c, _)| *c == code) {
             counter.increment(1);
         }
     }
 
-    pub fn store_error(&self, op: StoreOp, kind: StoreErrorKind) {
+    pub(crate) fn store_error(&self, op: StoreOp, kind: StoreErrorKind) {
         self.store_errors[op as usize][kind as usize].increment(1);
     }
 
-    pub fn upstream_error(&self, kind: UpstreamError) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind as usize].increment(1);
     }
 }
@@ -264,7 +264,7 @@ impl Drop for InFlight {
 }
 
 /// `/metrics`: the recorder's text followed by `kbgate_key_info`.
-pub fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>) -> String {
+pub(crate) fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>) -> String {
     let mut text = handle.render();
     if let Some(per_key) = per_key {
         per_key.render(&mut text);

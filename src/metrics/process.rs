@@ -5,26 +5,26 @@
 
 use std::fmt::Write;
 
-pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
-pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-pub const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
-pub const OPEN_FDS: &str = "process_open_fds";
-pub const MAX_FDS: &str = "process_max_fds";
-pub const START_TIME: &str = "process_start_time_seconds";
+pub(crate) const CPU_SECONDS: &str = "process_cpu_seconds_total";
+pub(crate) const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
+pub(crate) const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
+pub(crate) const OPEN_FDS: &str = "process_open_fds";
+pub(crate) const MAX_FDS: &str = "process_max_fds";
+pub(crate) const START_TIME: &str = "process_start_time_seconds";
 
 /// What one read of `/proc/self` found; a figure that could not be read is left out.
 #[derive(Debug, Default, PartialEq)]
-pub struct ProcessStats {
-    pub cpu_seconds: Option<f64>,
-    pub resident_bytes: Option<u64>,
-    pub virtual_bytes: Option<u64>,
-    pub open_fds: Option<u64>,
-    pub max_fds: Option<u64>,
-    pub start_time_seconds: Option<f64>,
+pub(crate) struct ProcessStats {
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) resident_bytes: Option<u64>,
+    pub(crate) virtual_bytes: Option<u64>,
+    pub(crate) open_fds: Option<u64>,
+    pub(crate) max_fds: Option<u64>,
+    pub(crate) start_time_seconds: Option<f64>,
 }
 
 /// Appends the process metrics to a scrape in the text format.
-pub fn render(out: &mut String) {
+pub(crate) fn render(out: &mut String) {
     render_stats(&read(), out);
 }
 

@@ -198,9 +198,37 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// Lets the server run until the test's runtime ends (instead of until it is dropped);
+    /// returns its address.
+    pub fn detach(self) -> SocketAddr {
+        let addr = self.addr;
+        std::mem::forget(self);
+        addr
+    }
+}
+
 /// The one accept loop: serves `handle` (given each request and the server's own address) on
 /// a fresh port, HTTP/1.1 or h2c.
 pub async fn serve<H, F>(handle: H) -> Server
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    serve_maybe_tls(None, handle).await
+}
+
+/// [`serve`] over TLS: each connection is handshaken with `tls` first, and ALPN picks HTTP/2
+/// or HTTP/1.1.
+pub async fn serve_tls<H, F>(tls: tokio_rustls::TlsAcceptor, handle: H) -> Server
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    serve_maybe_tls(Some(tls), handle).await
+}
+
+async fn serve_maybe_tls<H, F>(tls: Option<tokio_rustls::TlsAcceptor>, handle: H) -> Server
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<TestBody>> + Send + 'static,
@@ -214,10 +242,16 @@ where
                 let answer = handle(req, addr);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod bin;
 pub mod kb;
 pub mod metrics;
 pub mod process;
@@ -277,6 +278,13 @@ impl TestGateway {
         TestGateway::builder().upstream(upstream).start().await
     }
 
+    /// [`TestGateway::start`], with a read-write key made; returns both.
+    pub async fn start_keyed(upstream: &(impl KbUrl + ?Sized)) -> (TestGateway, String) {
+        let gateway = TestGateway::start(upstream).await;
+        let key = gateway.read_write_key().await;
+        (gateway, key)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -288,7 +296,7 @@ impl TestGateway {
 
     /// GETs any URL with `key` as a bearer token.
     pub async fn keyed_get(&self, url: impl reqwest::IntoUrl, key: &str) -> reqwest::Response {
-        self.client.get(url).bearer_auth(key).send().await.unwrap()
+        keyed_get_with(&self.client, url, key).await
     }
 
     /// Creates a read-write key and returns its secret.
@@ -318,6 +326,12 @@ impl TestGateway {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` to `/v1/keys`: the status and the answer, whatever they are
+    /// ([`TestGateway::create_key`] when the key must be made).
+    pub async fn post_key(&self, body: Value) -> (u16, Value) {
+        self.admin("POST", "/v1/keys", Some(body)).await
+    }
+
     /// Rotates key `id` with a grace period for the old secret; returns the status and body.
     pub async fn rotate(&self, id: &str, grace_period_seconds: u64) -> (u16, Value) {
         let body = serde_json::json!({ "grace_period_seconds": grace_period_seconds });
@@ -327,7 +341,7 @@ impl TestGateway {
 
     /// Creates a key; returns (id, secret).
     pub async fn create_key(&self, body: Value) -> (String, String) {
-        let (status, key) = self.admin("POST", "/v1/keys", Some(body)).await;
+        let (status, key) = self.post_key(body).await;
         assert_eq!(status, 201, "create failed: {key}");
         (
             key["id"].as_str().unwrap().to_string(),
@@ -366,6 +380,16 @@ pub fn h2c_client() -> reqwest::Client {
         .http2_prior_knowledge()
         .build()
         .unwrap()
+}
+
+/// GETs `url` with `key` as a bearer token through `client` (h2c, TLS, not following
+/// redirects: whatever the test made it for).
+pub async fn keyed_get_with(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    key: &str,
+) -> reqwest::Response {
+    client.get(url).bearer_auth(key).send().await.unwrap()
 }
 
 /// The status and, for refusals, the error code of the one JSON error body.

@@ -118,6 +118,12 @@ impl Process {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` to `/v1/keys`: the status and the answer.
+    pub async fn post_key(&self, body: Value) -> (u16, Value) {
+        self.admin(reqwest::Method::POST, "/v1/keys", Some(body))
+            .await
+    }
+
     pub async fn request_count(&self, id: &str) -> Value {
         let (status, key) = self
             .admin(reqwest::Method::GET, &format!("/v1/keys/{id}"), None)

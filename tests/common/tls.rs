@@ -1,14 +1,11 @@
 //! Certificates made by the test (rcgen) and TLS-capable test servers and clients.
 #![allow(dead_code)]
 
-use bytes::Bytes;
+use super::kb::{TestBody, full};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,29 +88,13 @@ pub fn server_config(cert: &TestCert) -> rustls::ServerConfig {
 /// request's path and query, its Authorization header (null when absent) and its HTTP version.
 /// The server runs until the test's runtime ends.
 pub async fn start_https_upstream(cert: &TestCert) -> SocketAddr {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(cert)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(echo))
-                    .await;
-            });
-        }
-    });
-    addr
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(cert)));
+    super::kb::serve_tls(tls, |request, _| echo(request))
+        .await
+        .detach()
 }
 
-async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(request: Request<Incoming>) -> Response<TestBody> {
     let path = request
         .uri()
         .path_and_query()
@@ -132,8 +113,8 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
         "authorization": authorization,
         "version": version,
     });
-    Ok(Response::builder()
+    Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap())
+        .body(full(body.to_string()))
+        .unwrap()
 }
