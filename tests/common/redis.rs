@@ -46,13 +46,14 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// A store config for this server; instances sharing a prefix share their keys.
+    /// A store config for this server; instances sharing a prefix share their keys. Its 2 s
+    /// timeout: long enough that an admin write on a loaded 2-core machine does not fail.
     pub fn store(&self, prefix: &str) -> StoreConfig {
         StoreConfig::Redis(RedisConfig {
             urls: vec![self.url()],
             cluster: false,
             prefix: prefix.into(),
-            timeout: Duration::from_millis(300),
+            timeout: Duration::from_secs(2),
         })
     }
 
