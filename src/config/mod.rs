@@ -73,6 +73,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `None` unless `cors:` is set: browser clients are opt-in.
     pub cors: Option<crate::cors::Cors>,
+    /// How long audit entries are kept (`audit.retention`, default 365d).
+    pub audit_retention: Duration,
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
