@@ -199,7 +199,7 @@ fn entry_id(seq: u64) -> String {
 /// The place in the chain an entry id names.
 pub fn seq_of(id: &str) -> Option<u64> {
     id.strip_prefix("aud_")
-        .filter(|digits| digits.len() == 16)
+        .filter(|digits| digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|digits| digits.parse().ok())
 }
 
