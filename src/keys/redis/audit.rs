@@ -2,9 +2,10 @@
 //!
 //! A change and its audit entry are one script: the key scripts of `super` (CREATE, UPDATE,
 //! DELETE) and the token scripts here run inside [`WRAP`], which first checks that the chain's
-//! head is still the one the entry was sealed after. Rust seals (blake3) and, when another
-//! gateway appended meanwhile, reads the new head and tries again: gateways sharing one Redis
-//! form one chain, with no lock held between round trips.
+//! head is still the one the entry was sealed after. Rust seals (blake3) after the head it last
+//! saw; when another gateway appended meanwhile, the script answers the new head and Rust
+//! reseals and tries again: gateways sharing one Redis form one chain, with no lock held
+//! between round trips, and a gateway that appends alone needs no extra round trip for it.
 //!
 //! Layout under the prefix `P`: `P audit` sorted set (score: place in the chain, member: entry
 //! JSON) · `P audit:head`, `P audit:anchor` (`"<seq> <hash>"`) · `P admin:<id>` token JSON ·
@@ -18,8 +19,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script};
 
-/// Runs a change script only if the chain's head is as expected (else -2), then appends the
-/// entry when the change answered 1. The change's own KEYS and ARGV follow the wrapper's.
+/// Runs a change script only if the chain's head is as expected (else answers the current head,
+/// a string), then appends the entry when the change answered 1. The change's own KEYS and
+/// ARGV follow the wrapper's.
 /// The log's type is checked first: a failing ZADD after the change would split the two.
 const WRAP: &str = r"
 local head_key = table.remove(KEYS, 1)
@@ -28,7 +30,8 @@ local expected = table.remove(ARGV, 1)
 local seq = table.remove(ARGV, 1)
 local entry = table.remove(ARGV, 1)
 local new_head = table.remove(ARGV, 1)
-if (redis.call('GET', head_key) or '') ~= expected then return -2 end
+local current = redis.call('GET', head_key) or ''
+if current ~= expected then return current end
 local kind = redis.call('TYPE', log_key)['ok']
 if kind ~= 'zset' and kind ~= 'none' then return redis.error_reply('the audit log is not a sorted set') end
 local result = (function()
@@ -72,6 +75,8 @@ const HEAD_ATTEMPTS: usize = 50;
 const CHAIN_BATCH: usize = 1000;
 
 pub(super) struct Scripts {
+    /// The chain's head as this gateway last saw it (`""`: none yet), sealed after first.
+    head: std::sync::Mutex<String>,
     create: Script,
     update: Script,
     delete: Script,
@@ -84,6 +89,7 @@ impl Scripts {
     pub(super) fn new() -> Scripts {
         let wrap = |change: &str| Script::new(&WRAP.replace("CHANGE", change));
         Scripts {
+            head: std::sync::Mutex::new(String::new()),
             create: wrap(super::CREATE),
             update: wrap(super::UPDATE),
             delete: wrap(super::DELETE),
@@ -132,7 +138,8 @@ impl RedisStore {
     }
 
     /// Runs the wrapped `script` with the change's `keys` and `args`, sealing `entry` after the
-    /// head it reads; again when another gateway appended first. Returns the change's answer.
+    /// head last seen; again after the head the script answers when another gateway appended
+    /// first. Returns the change's answer.
     async fn run_audited(
         &self,
         script: &Script,
@@ -140,9 +147,17 @@ impl RedisStore {
         keys: &[String],
         args: &[String],
     ) -> Result<i64, StoreError> {
+        let mut text = self
+            .audit
+            .head
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         for _ in 0..HEAD_ATTEMPTS {
-            let text = self.get_string(&self.head_key()).await?;
-            let head = parse_head(text.clone(), "head")?.unwrap_or_else(ChainHead::genesis);
+            let head = match text.as_str() {
+                "" => ChainHead::genesis(),
+                _ => parse_head(Some(text.clone()), "head")?.unwrap_or_else(ChainHead::genesis),
+            };
             let sealed = entry.seal(&head);
             let mut invocation = script.key(self.head_key());
             invocation.key(self.audit_key());
@@ -150,16 +165,31 @@ impl RedisStore {
                 invocation.key(key);
             }
             invocation
-                .arg(text.unwrap_or_default())
+                .arg(&text)
                 .arg(sealed.seq())
                 .arg(sealed.to_json())
                 .arg(sealed.head().to_text());
             for arg in args {
                 invocation.arg(arg);
             }
-            match self.run_script(&invocation).await? {
-                -2 => continue,
-                answer => return Ok(answer),
+            let invocation = &invocation;
+            let answer: redis::Value = self
+                .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            match answer {
+                redis::Value::Int(answer) => {
+                    if answer == 1 {
+                        text = sealed.head().to_text();
+                    }
+                    if let Ok(mut last) = self.audit.head.lock() {
+                        *last = text;
+                    }
+                    return Ok(answer);
+                }
+                moved => {
+                    text = redis::from_redis_value(moved)
+                        .map_err(|e| corrupt(format!("audit head answer: {e}")))?;
+                }
             }
         }
         Err(StoreError::Unavailable(
