@@ -6,7 +6,7 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{RunningKb, TestGateway, eventually};
+use common::{RunningKb, TestGateway, eventually, stores};
 use serde_json::{Value, json};
 
 /// Creates an admin token with `role` (as the config's bootstrap token); returns (id, secret).
@@ -222,41 +222,10 @@ async fn tokens_are_shown_once_and_kept_as_hashes(gateway: &TestGateway) {
     assert_eq!(status, 404);
 }
 
-/// One `#[tokio::test]` per suite function and store.
-macro_rules! for_each_store {
-    ($store:ident => $start:expr; $($suite:ident),* $(,)?) => {
-        mod $store {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $suite() {
-                    let upstream = RunningKb::start().await;
-                    let Some((gateway, _redis)) = ($start)(&upstream).await else { return };
-                    super::$suite(&gateway).await;
-                    gateway.shutdown().await;
-                }
-            )*
-        }
-    };
-}
-
-async fn embedded(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
-    Some((TestGateway::start(upstream).await, None))
-}
-
-async fn redis(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
-    let server = RedisServer::start()?;
-    let store = server.store("roles:");
-    let gateway = TestGateway::builder()
-        .upstream(upstream)
-        .config(|config| config.store = store)
-        .start()
-        .await;
-    Some((gateway, Some(server)))
-}
-
-for_each_store!(embedded => embedded; role_matrix, tokens_are_shown_once_and_kept_as_hashes);
-for_each_store!(redis => redis; role_matrix, tokens_are_shown_once_and_kept_as_hashes);
+for_each_store!(embedded => |kb| stores::embedded(kb, |_| {});
+    role_matrix, tokens_are_shown_once_and_kept_as_hashes);
+for_each_store!(redis => |kb| stores::redis(kb, "roles:", |_| {});
+    role_matrix, tokens_are_shown_once_and_kept_as_hashes);
 
 /// A token deleted through one gateway is refused by another on the same Redis at once: the
 /// token is looked up in the store on every admin request, never cached.

@@ -7,7 +7,7 @@ mod common;
 
 use common::redis::RedisServer;
 use common::store::Call;
-use common::{RunningKb, TestGateway, eventually};
+use common::{RunningKb, TestGateway, eventually, stores};
 use kbgate::keys::StoreError;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -228,66 +228,15 @@ async fn the_chain_verifies_after_pruning(gateway: &TestGateway) {
     assert!(outcome["entries"].as_u64().unwrap() <= 1);
 }
 
-/// One `#[tokio::test]` per suite function and store.
-macro_rules! for_each_store {
-    ($store:ident => $start:expr; $($suite:ident: $retention:expr),* $(,)?) => {
-        mod $store {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $suite() {
-                    let upstream = RunningKb::start().await;
-                    let Some((gateway, _redis)) = ($start)(&upstream, $retention).await else {
-                        return;
-                    };
-                    super::$suite(&gateway).await;
-                    gateway.shutdown().await;
-                }
-            )*
-        }
-    };
-}
-
-const YEAR: Duration = Duration::from_secs(365 * 86_400);
 const SECOND: Duration = Duration::from_secs(1);
 
-async fn embedded(
-    upstream: &RunningKb,
-    retention: Duration,
-) -> Option<(TestGateway, Option<RedisServer>)> {
-    let gateway = TestGateway::builder()
-        .upstream(upstream)
-        .config(|config| config.audit_retention = retention)
-        .start()
-        .await;
-    Some((gateway, None))
-}
-
-async fn redis(
-    upstream: &RunningKb,
-    retention: Duration,
-) -> Option<(TestGateway, Option<RedisServer>)> {
-    let server = RedisServer::start()?;
-    let store = server.store("audit:");
-    let gateway = TestGateway::builder()
-        .upstream(upstream)
-        .config(|config| {
-            config.store = store;
-            config.audit_retention = retention;
-        })
-        .start()
-        .await;
-    Some((gateway, Some(server)))
-}
-
-for_each_store!(embedded => embedded;
-    every_change_has_its_entry: YEAR,
-    the_chain_verifies_after_pruning: SECOND,
-);
-for_each_store!(redis => redis;
-    every_change_has_its_entry: YEAR,
-    the_chain_verifies_after_pruning: SECOND,
-);
+for_each_store!(embedded => |kb| stores::embedded(kb, |_| {}); every_change_has_its_entry);
+for_each_store!(redis => |kb| stores::redis(kb, "audit:", |_| {}); every_change_has_its_entry);
+// Retention of a second: pruned within the test.
+for_each_store!(embedded_pruned => |kb| stores::embedded(kb, |c| c.audit_retention = SECOND);
+    the_chain_verifies_after_pruning);
+for_each_store!(redis_pruned => |kb| stores::redis(kb, "audit:", |c| c.audit_retention = SECOND);
+    the_chain_verifies_after_pruning);
 
 /// A store that refuses the write: 503, and neither the key nor an entry exists afterwards.
 #[tokio::test]

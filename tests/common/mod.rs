@@ -17,6 +17,7 @@ pub mod raw;
 pub mod raw_upstream;
 pub mod redis;
 pub mod store;
+pub mod stores;
 pub mod tls;
 
 #[allow(unused_imports)]
