@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::redis::RedisServer;
-use common::{RunningKb, TestGateway, eventually, stores};
+use common::{TestGateway, eventually, stores};
 use serde_json::{Value, json};
 
 /// Creates an admin token with `role` (as the config's bootstrap token); returns (id, secret).
@@ -231,17 +230,15 @@ for_each_store!(redis => |kb| stores::redis(kb, "roles:", |_| {});
 /// token is looked up in the store on every admin request, never cached.
 #[tokio::test]
 async fn a_revoked_token_is_refused_at_once_by_every_gateway() {
-    let Some(server) = RedisServer::start() else {
+    let Some(stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _upstream,
+    }) = stores::redis_pair("revoke:").await
+    else {
         return;
     };
-    let upstream = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&upstream)
-            .config(|config| config.store = server.store("revoke:"))
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     let (id, secret) = token(&a, "viewer", json!({})).await;
     assert_eq!(
         b.admin_as(Some(&secret), "GET", "/v1/keys", None).await.0,

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::redis::RedisServer;
 use common::store::Call;
 use common::{RunningKb, TestGateway, eventually, stores};
 use kbgate::keys::StoreError;
@@ -290,15 +289,10 @@ async fn a_failed_write_leaves_neither_change_nor_entry() {
 /// Redis: an audit log that cannot take the entry (the wrong type) stops the change too.
 #[tokio::test]
 async fn redis_a_failed_append_leaves_no_change() {
-    let Some(server) = RedisServer::start() else {
+    let upstream = RunningKb::start().await;
+    let Some((gateway, Some(server))) = stores::redis(&upstream, "broken:", |_| {}).await else {
         return;
     };
-    let upstream = RunningKb::start().await;
-    let gateway = TestGateway::builder()
-        .upstream(&upstream)
-        .config(|config| config.store = server.store("broken:"))
-        .start()
-        .await;
     server
         .cli(&["SET", "broken:audit", "not a sorted set"])
         .unwrap();
@@ -356,15 +350,10 @@ async fn an_entry_edited_in_the_embedded_store_is_named() {
 
 #[tokio::test]
 async fn an_entry_edited_in_redis_is_named() {
-    let Some(server) = RedisServer::start() else {
+    let upstream = RunningKb::start().await;
+    let Some((gateway, Some(server))) = stores::redis(&upstream, "tamper:", |_| {}).await else {
         return;
     };
-    let upstream = RunningKb::start().await;
-    let gateway = TestGateway::builder()
-        .upstream(&upstream)
-        .config(|config| config.store = server.store("tamper:"))
-        .start()
-        .await;
     for name in ["a", "b", "c"] {
         gateway.create_key(json!({ "name": name })).await;
     }
@@ -396,17 +385,15 @@ async fn an_entry_edited_in_redis_is_named() {
 /// Changes made at the same time through two gateways on one Redis form one unbroken chain.
 #[tokio::test]
 async fn two_gateways_on_one_redis_write_one_chain() {
-    let Some(server) = RedisServer::start() else {
+    let Some(stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _upstream,
+    }) = stores::redis_pair("chain:").await
+    else {
         return;
     };
-    let upstream = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&upstream)
-            .config(|config| config.store = server.store("chain:"))
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     let creates = (0..20).map(|i| {
         let gateway = if i % 2 == 0 { &a } else { &b };
         async move { gateway.create_key(json!({ "name": format!("k{i}") })).await }

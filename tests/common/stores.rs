@@ -58,3 +58,30 @@ pub async fn redis(
         .await;
     Some((gateway, Some(server)))
 }
+
+/// Two gateways sharing one redis-server under one prefix, in front of one fake KB.
+pub struct RedisPair {
+    pub a: TestGateway,
+    pub b: TestGateway,
+    pub server: RedisServer,
+    pub upstream: RunningKb,
+}
+
+/// A [`RedisPair`] on a fresh redis-server (None: skipped, as [`redis`]).
+pub async fn redis_pair(prefix: &str) -> Option<RedisPair> {
+    let server = RedisServer::start()?;
+    let upstream = RunningKb::start().await;
+    let start = || {
+        TestGateway::builder()
+            .upstream(&upstream)
+            .config(|config| config.store = server.store(prefix))
+            .start()
+    };
+    let (a, b) = (start().await, start().await);
+    Some(RedisPair {
+        a,
+        b,
+        server,
+        upstream,
+    })
+}
