@@ -92,6 +92,16 @@ pub trait AuditStore: Send + Sync {
     async fn prune_audit(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         unsupported()
     }
+
+    /// Writes admin tokens and an audit chain exactly as read from another store (migration):
+    /// the tokens are added, the chain (entries, anchor, head) replaces this store's.
+    async fn import_audit(
+        &self,
+        tokens: &[AdminTokenRecord],
+        chain: &Chain,
+    ) -> Result<(), StoreError> {
+        unsupported()
+    }
 }
 
 /// How many entries a prune removes from the start of `oldest_first` (entries in chain

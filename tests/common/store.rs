@@ -147,4 +147,8 @@ impl AuditStore for HookedStore {
         (self.hook)(Call::AuditRead)?;
         self.inner.prune_audit(before).await
     }
+    async fn import_audit(&self, t: &[AdminTokenRecord], c: &Chain) -> Result<(), StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        self.inner.import_audit(t, c).await
+    }
 }

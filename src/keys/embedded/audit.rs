@@ -297,6 +297,54 @@ impl AuditStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn import_audit(
+        &self,
+        tokens: &[AdminTokenRecord],
+        chain: &Chain,
+    ) -> Result<(), StoreError> {
+        let tokens = tokens.to_vec();
+        let (entries, anchor, head) = (
+            chain.entries.clone(),
+            chain.anchor.clone(),
+            chain.head.clone(),
+        );
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut table = txn.open_table(ADMIN_TOKENS).map_err(unavailable)?;
+                let mut hashes = txn.open_table(ADMIN_HASHES).map_err(unavailable)?;
+                for token in &tokens {
+                    let json = serde_json::to_string(token).map_err(corrupt)?;
+                    table
+                        .insert(token.id.as_str(), json.as_str())
+                        .map_err(unavailable)?;
+                    if let Some(hash) = token.key_hash() {
+                        hashes
+                            .insert(hash.0.as_slice(), token.id.as_str())
+                            .map_err(unavailable)?;
+                    }
+                }
+                let mut audit = txn.open_table(AUDIT).map_err(unavailable)?;
+                audit.retain(|_, _| false).map_err(unavailable)?;
+                for entry in &entries {
+                    audit
+                        .insert(entry.seq(), entry.to_json().as_str())
+                        .map_err(unavailable)?;
+                }
+                let mut meta_table = txn.open_table(AUDIT_META).map_err(unavailable)?;
+                for (name, value) in [("anchor", &anchor), ("head", &head)] {
+                    match value {
+                        Some(value) => meta_table.insert(name, value.to_text().as_str()).map(drop),
+                        None => meta_table.remove(name).map(drop),
+                    }
+                    .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -482,4 +482,47 @@ impl AuditStore for RedisStore {
         let removed = self.run_script(&invocation).await?;
         Ok(usize::try_from(removed).unwrap_or(0))
     }
+
+    /// One MULTI/EXEC: the tokens are set, the chain's entries, anchor and head replaced.
+    async fn import_audit(
+        &self,
+        tokens: &[AdminTokenRecord],
+        chain: &Chain,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for token in tokens {
+            let json = serde_json::to_string(token).map_err(corrupt)?;
+            pipe.set(self.token_key(&token.id), json).ignore();
+            pipe.zadd(
+                self.tokens_key(),
+                &token.id,
+                token.created_at.timestamp_millis(),
+            )
+            .ignore();
+            pipe.set(self.token_hash_key(&token.hash), &token.id)
+                .ignore();
+        }
+        pipe.del(self.audit_key()).ignore();
+        for entry in &chain.entries {
+            pipe.zadd(self.audit_key(), entry.to_json(), entry.seq())
+                .ignore();
+        }
+        for (key, value) in [
+            (self.anchor_key(), &chain.anchor),
+            (self.head_key(), &chain.head),
+        ] {
+            match value {
+                Some(value) => pipe.set(key, value.to_text()).ignore(),
+                None => pipe.del(key).ignore(),
+            };
+        }
+        let pipe = &pipe;
+        self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        if let Ok(mut last) = self.audit.head.lock() {
+            last.clear();
+        }
+        Ok(())
+    }
 }
