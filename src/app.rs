@@ -132,12 +132,18 @@ pub async fn start_with_store(
             shutdown.clone(),
         )),
     ];
+    tokio::spawn(keys::run_pruning(
+        store.clone(),
+        config.audit_retention,
+        shutdown.clone(),
+    ));
     tokio::spawn(
         usage
             .clone()
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
         addr,

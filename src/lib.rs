@@ -29,18 +29,22 @@
 //!   names and handles on plain labels (`process` the process_* series) · `authz` permissions,
 //!   scopes, grants
 //! - floor 2: `authz::routes` the route table · `keys` secrets, records, stores (each owns its
-//!   settings), `keyring` (hot tier + verify -> `VerifyError`), `service` (the key lifecycle),
+//!   settings), `keyring` (hot tier + verify -> `VerifyError`), `service` (the key lifecycle,
+//!   audited), `admin_token` (roles), `audit` (entries, the hash chain), `audit_store` (the
+//!   audited writes each store makes in one write),
 //!   `watch` (change feed, hot-tier sweep, key-info refresh) · `upstream` the forwarding client
 //!   (`ForwardError`) and header hygiene · `links` Location/Link rewriting · `server` accept
 //!   loop, TLS, its limits · `cors` browser clients (opt-in)
 //! - floor 3: `rejection` the refusal enum, its class, and `From` the domain errors · `usage`
 //!   per-key counters · `access_log` the access line and when it is written
 //! - floor 4: `gateway` `handle` over `admit` (checks, path, key, verify, route, grant) then
-//!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`)
+//!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`;
+//!   `access` tokens and roles, `tokens`, `audit`)
 //!   · `config` the file format: serde shapes, `${ENV}`, units, `validate` -> the parts' settings
 //! - floor 5: `app` builds the gateway and the admin API as values and runs them
-//! - floor 6: `cli` `kbgate keys …` · `migrate` copies keys between stores · `demo` the sample
-//!   KB and the one-command tour
+//! - floor 6: `cli` `kbgate keys …`, `admin-tokens …`, `audit …` · `migrate` copies keys,
+//!   admin tokens and the audit trail between stores · `demo` the sample KB and the one-command
+//!   tour
 
 mod access_log;
 pub mod admin;

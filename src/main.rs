@@ -41,6 +41,10 @@ enum Command {
     },
     /// Manage API keys through the admin API
     Keys(kbgate::cli::KeysArgs),
+    /// Manage the admin API's tokens and their roles
+    AdminTokens(kbgate::cli::AdminTokensArgs),
+    /// Show the audit trail of key and admin token changes, or verify its hash chain
+    Audit(kbgate::cli::AuditArgs),
     /// Copy every key, hash and usage figure from one config's store to another's
     Migrate {
         /// The config whose store is read
@@ -50,6 +54,20 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+/// The exit of a client command: 0 when it succeeded, 1 when it failed (the error on stderr,
+/// as JSON with `--json`).
+fn cli_exit(result: Result<bool, kbgate::cli::CliError>, json: bool) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) if json => {
+            eprintln!("{}", e.to_json());
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&e.to_string(), 1),
+    }
 }
 
 fn main() -> ExitCode {
@@ -116,14 +134,15 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Migrate { from, to } => migrate(from, to).await,
         Command::Keys(args) => {
             let json = args.json;
-            match kbgate::cli::run(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if json => {
-                    eprintln!("{}", e.to_json());
-                    ExitCode::from(1)
-                }
-                Err(e) => fail(&e.to_string(), 1),
-            }
+            cli_exit(kbgate::cli::run(args).await.map(|()| true), json)
+        }
+        Command::AdminTokens(args) => {
+            let json = args.target.json;
+            cli_exit(kbgate::cli::run_tokens(args).await.map(|()| true), json)
+        }
+        Command::Audit(args) => {
+            let json = args.target.json;
+            cli_exit(kbgate::cli::run_audit(args).await, json)
         }
     }
 }

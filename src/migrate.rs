@@ -1,5 +1,6 @@
-//! `kbgate migrate`: copies every key (id, secret hashes, settings and usage) from one store to
-//! another, so moving from the embedded store to Redis (or back) reissues no secret.
+//! `kbgate migrate`: copies every key (id, secret hashes, settings and usage), the admin tokens
+//! and the audit trail from one store to another, so moving from the embedded store to Redis
+//! (or back) reissues no secret and the trail still verifies.
 
 use crate::app::open_store;
 use crate::keys::StoreConfig;
@@ -22,5 +23,17 @@ pub async fn migrate(from: &StoreConfig, to: &StoreConfig) -> Result<usize, Stri
             .await
             .map_err(|e| format!("destination store, key {}: {e}", record.id))?;
     }
+    let tokens = source
+        .admin_tokens()
+        .await
+        .map_err(|e| format!("source store: {e}"))?;
+    let chain = source
+        .audit_chain()
+        .await
+        .map_err(|e| format!("source store: {e}"))?;
+    destination
+        .import_audit(&tokens, &chain)
+        .await
+        .map_err(|e| format!("destination store, admin tokens and audit trail: {e}"))?;
     Ok(records.len())
 }

@@ -154,6 +154,8 @@ mod tests {
         written: Mutex<u64>,
     }
 
+    impl crate::keys::AuditStore for SlowUsageStore {}
+
     #[async_trait]
     impl KeyStore for SlowUsageStore {
         async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError> {

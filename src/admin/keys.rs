@@ -6,6 +6,7 @@ use super::{Admin, ApiError, json};
 use crate::authz::Scope;
 use crate::body::Body;
 use crate::keys::KeyRecord;
+use crate::keys::audit::Context;
 use crate::keys::service::{Issued, KeyEdit, NewKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
@@ -72,7 +73,7 @@ where
 }
 
 /// Parses a JSON body (an empty body is `{}`): bad JSON is 400, well-formed but wrong is 422.
-fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -97,7 +98,7 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
     })
 }
 
-fn timestamp(at: Option<DateTime<Utc>>) -> Value {
+pub(super) fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     at.map_or(Value::Null, |at| {
         Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
     })
@@ -146,7 +147,11 @@ impl Admin {
         Ok(json(StatusCode::OK, &key_view(&record)))
     }
 
-    pub(super) async fn create(&self, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn create(
+        &self,
+        body: &[u8],
+        ctx: &Context,
+    ) -> Result<Response<Body>, ApiError> {
         let request: CreateKey = parse(body)?;
         let new = NewKey {
             name: request.name,
@@ -154,11 +159,16 @@ impl Admin {
             permissions: request.permissions,
             expires_at: request.expires_at,
         };
-        let issued = self.keys.create(new).await?;
+        let issued = self.keys.create(new, ctx).await?;
         Ok(json(StatusCode::CREATED, &issued_view(issued)))
     }
 
-    pub(super) async fn edit(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn edit(
+        &self,
+        id: &str,
+        body: &[u8],
+        ctx: &Context,
+    ) -> Result<Response<Body>, ApiError> {
         let request: EditKey = parse(body)?;
         let edit = KeyEdit {
             name: request.name,
@@ -167,14 +177,19 @@ impl Admin {
             enabled: request.enabled,
             expires_at: request.expires_at,
         };
-        let record = self.keys.edit(id, edit).await?;
+        let record = self.keys.edit(id, edit, ctx).await?;
         Ok(json(StatusCode::OK, &key_view(&record)))
     }
 
-    pub(super) async fn rotate(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
+    pub(super) async fn rotate(
+        &self,
+        id: &str,
+        body: &[u8],
+        ctx: &Context,
+    ) -> Result<Response<Body>, ApiError> {
         let request: RotateKey = parse(body)?;
         let grace = request.grace_period_seconds.map(Duration::from_secs);
-        let issued = self.keys.rotate(id, grace).await?;
+        let issued = self.keys.rotate(id, grace, ctx).await?;
         Ok(json(StatusCode::OK, &issued_view(issued)))
     }
 
@@ -184,14 +199,15 @@ impl Admin {
         &self,
         id: &str,
         body: &[u8],
+        ctx: &Context,
     ) -> Result<Response<Body>, ApiError> {
         let EndRotation {} = parse(body)?;
-        let record = self.keys.end_rotation(id).await?;
+        let record = self.keys.end_rotation(id, ctx).await?;
         Ok(json(StatusCode::OK, &key_view(&record)))
     }
 
-    pub(super) async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {
-        self.keys.delete(id).await?;
+    pub(super) async fn delete(&self, id: &str, ctx: &Context) -> Result<Response<Body>, ApiError> {
+        self.keys.delete(id, ctx).await?;
         let mut response = Response::new(crate::body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         Ok(response)

@@ -1,11 +1,17 @@
 //! The admin API: its own listener (loopback by default), bearer-token auth, key lifecycle at
 //! `/v1/keys`, health at `/healthz` and `/readyz`, Prometheus text at `/metrics`, and its OpenAPI
 //! document at `/openapi.json`. Health and metrics need no token: the listener is private.
+//! Every other endpoint needs a token whose role allows it ([`access`]); admin tokens at
+//! `/v1/admin-tokens`, the audit trail at `/v1/audit`.
 
+mod access;
+mod audit;
 mod keys;
 mod openapi;
+mod tokens;
 
 use crate::body::{self, Body, BoxError};
+use crate::keys::admin_token::Role;
 use crate::keys::service::{KeyService, KeyServiceError};
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
@@ -78,7 +84,7 @@ impl From<KeyServiceError> for ApiError {
 }
 
 impl Handler for Admin {
-    async fn handle<B>(&self, request: Request<B>, _conn: ConnInfo) -> Response<Body>
+    async fn handle<B>(&self, request: Request<B>, conn: ConnInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -87,7 +93,7 @@ impl Handler for Admin {
         let request_id = crate::gateway::request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let result = self.route(request).await;
+        let result = self.route(request, &conn).await;
         let request_id = crate::gateway::request_id_str(&request_id);
         let response = result.unwrap_or_else(|e| {
             let mut response = error_response(e.status, e.code, &e.message, request_id);
@@ -132,7 +138,11 @@ impl Admin {
         self
     }
 
-    async fn route(&self, request: Request<Body>) -> Result<Response<Body>, ApiError> {
+    async fn route(
+        &self,
+        request: Request<Body>,
+        conn: &ConnInfo,
+    ) -> Result<Response<Body>, ApiError> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -142,43 +152,44 @@ impl Admin {
         if !endpoint.methods().contains(&method) {
             return Err(method_not_allowed(endpoint.allow()));
         }
-        match endpoint {
-            Endpoint::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
-            Endpoint::Readyz => Ok(self.readyz().await),
-            Endpoint::Metrics => self.metrics(),
-            Endpoint::OpenApi => Ok(json_text(StatusCode::OK, &self.openapi)),
-            Endpoint::Keys | Endpoint::Key | Endpoint::Rotate | Endpoint::EndRotation => {
-                self.authenticate(&request)?;
-                let body = read_body(request).await?;
-                let id = segments.get(2).copied().unwrap_or_default();
-                match (endpoint, method) {
-                    (Endpoint::Keys, Method::GET) => self.list().await,
-                    (Endpoint::Keys, _) => self.create(&body).await,
-                    (Endpoint::Key, Method::GET) => self.show(id).await,
-                    (Endpoint::Key, Method::PATCH) => self.edit(id, &body).await,
-                    (Endpoint::Key, _) => self.delete(id).await,
-                    (Endpoint::Rotate, _) => self.rotate(id, &body).await,
-                    (_, _) => self.end_rotation(id, &body).await,
-                }
+        let needed = match endpoint {
+            Endpoint::Healthz => {
+                return Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})));
             }
+            Endpoint::Readyz => return Ok(self.readyz().await),
+            Endpoint::Metrics => return self.metrics(),
+            Endpoint::OpenApi => return Ok(json_text(StatusCode::OK, &self.openapi)),
+            endpoint => endpoint.role(&method),
+        };
+        let actor = self.caller(request.headers()).await?;
+        access::require(&actor, needed)?;
+        let ctx = access::context(actor, &request, conn);
+        let id = segments.get(2).copied().unwrap_or_default();
+        if let Endpoint::Audit = endpoint {
+            let query = audit::Query::parse(request.uri().query())?;
+            let ndjson = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/x-ndjson"));
+            return match ndjson {
+                true => Ok(self.audit_export(query)),
+                false => self.audit_list(query).await,
+            };
         }
-    }
-
-    fn authenticate(&self, request: &Request<Body>) -> Result<(), ApiError> {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        match presented {
-            Some(token) if blake3::hash(token.as_bytes()) == self.token_hash => Ok(()),
-            _ => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "The admin API needs 'Authorization: Bearer <admin token>'.",
-            )),
+        let body = read_body(request).await?;
+        match (endpoint, method) {
+            (Endpoint::Keys, Method::GET) => self.list().await,
+            (Endpoint::Keys, _) => self.create(&body, &ctx).await,
+            (Endpoint::Key, Method::GET) => self.show(id).await,
+            (Endpoint::Key, Method::PATCH) => self.edit(id, &body, &ctx).await,
+            (Endpoint::Key, _) => self.delete(id, &ctx).await,
+            (Endpoint::Rotate, _) => self.rotate(id, &body, &ctx).await,
+            (Endpoint::EndRotation, _) => self.end_rotation(id, &body, &ctx).await,
+            (Endpoint::AdminTokens, Method::GET) => self.list_tokens().await,
+            (Endpoint::AdminTokens, _) => self.create_token(&body, &ctx).await,
+            (Endpoint::AdminToken, _) => self.delete_token(id, &ctx).await,
+            (_, _) => self.audit_verify().await,
         }
     }
 
@@ -231,6 +242,14 @@ enum Endpoint {
     Rotate,
     /// `/v1/keys/{id}/rotation/end`
     EndRotation,
+    /// `/v1/admin-tokens`
+    AdminTokens,
+    /// `/v1/admin-tokens/{id}`
+    AdminToken,
+    /// `/v1/audit`
+    Audit,
+    /// `/v1/audit/verify`
+    AuditVerify,
 }
 
 impl Endpoint {
@@ -244,6 +263,10 @@ impl Endpoint {
             ["v1", "keys", _] => Endpoint::Key,
             ["v1", "keys", _, "rotate"] => Endpoint::Rotate,
             ["v1", "keys", _, "rotation", "end"] => Endpoint::EndRotation,
+            ["v1", "admin-tokens"] => Endpoint::AdminTokens,
+            ["v1", "admin-tokens", _] => Endpoint::AdminToken,
+            ["v1", "audit"] => Endpoint::Audit,
+            ["v1", "audit", "verify"] => Endpoint::AuditVerify,
             _ => return None,
         })
     }
@@ -253,9 +276,22 @@ impl Endpoint {
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => {
                 &[Method::GET]
             }
-            Endpoint::Keys => &[Method::GET, Method::POST],
+            Endpoint::Keys | Endpoint::AdminTokens => &[Method::GET, Method::POST],
             Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
             Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],
+            Endpoint::AdminToken => &[Method::DELETE],
+            Endpoint::Audit | Endpoint::AuditVerify => &[Method::GET],
+        }
+    }
+
+    /// The least role that may call `method` here: viewers read, operators change keys,
+    /// admins delete keys and manage admin tokens.
+    fn role(self, method: &Method) -> Role {
+        match (self, method) {
+            (Endpoint::AdminTokens | Endpoint::AdminToken, _) => Role::Admin,
+            (Endpoint::Key, &Method::DELETE) => Role::Admin,
+            (_, &Method::GET) => Role::Viewer,
+            _ => Role::Operator,
         }
     }
 
@@ -265,6 +301,7 @@ impl Endpoint {
             [_, _, _] => "GET, PATCH, DELETE",
             [_, _] => "GET, POST",
             [Method::POST] => "POST",
+            [Method::DELETE] => "DELETE",
             _ => "GET",
         }
     }

@@ -44,11 +44,36 @@ impl AdminClient {
 
     /// Sends the request; `None` means the API answered without a body (204 after delete).
     pub async fn send(&self, request: &Request) -> Result<Option<Value>, CliError> {
+        let url = self.url(&request.path);
+        self.call(request.method.clone(), url, request.body.as_ref())
+            .await
+    }
+
+    /// `<base>/v1/<segments…>?<query>`, each segment percent-encoded: for the endpoints
+    /// beside `/v1/keys` (admin tokens, audit).
+    pub fn v1_url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("v1").extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// Sends one call to `url`; `None` means the API answered without a body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, CliError> {
         let mut call = self
             .http
-            .request(request.method.clone(), self.url(&request.path))
+            .request(method, url)
             .header(AUTHORIZATION, self.auth.clone());
-        if let Some(body) = &request.body {
+        if let Some(body) = body {
             call = call.json(body);
         }
         let shown = self.shown_url();

@@ -1,4 +1,5 @@
-//! `kbgate keys …`: a command-line client of the admin API.
+//! `kbgate keys …`, `kbgate admin-tokens …`, `kbgate audit …`: command-line clients of the
+//! admin API.
 //!
 //! # Layout
 //! - `args`: clap arguments and value parsers
@@ -7,7 +8,9 @@
 //! - `client`: sends the call, maps API errors
 //! - `output`, `table`, `block`, `key`: what is printed
 //! - `error`: `CliError`, one variant per condition
+//! - `admin`: `admin-tokens` and `audit`, arguments to output
 
+mod admin;
 mod args;
 mod block;
 mod client;
@@ -22,6 +25,7 @@ use std::io::{ErrorKind, IsTerminal, Write};
 
 use chrono::Utc;
 
+pub use admin::{AdminTokensArgs, AuditArgs, run_audit, run_tokens};
 pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ScopeArg};
 pub use error::CliError;
 

@@ -143,7 +143,10 @@ fn insert_some(body: &mut Map<String, Value>, field: &str, value: Option<Value>)
 }
 
 /// The expiry as the API wants it (RFC 3339 in UTC), or `None` when not asked for.
-fn expiry_time(expiry: &ExpiryArgs, now: DateTime<Utc>) -> Result<Option<String>, CliError> {
+pub(super) fn expiry_time(
+    expiry: &ExpiryArgs,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, CliError> {
     let at = match (expiry.expires_at, expiry.expires_in) {
         (Some(at), _) => at,
         (None, Some(after)) => TimeDelta::from_std(after)

@@ -73,6 +73,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `None` unless `cors:` is set: browser clients are opt-in.
     pub cors: Option<crate::cors::Cors>,
+    /// How long audit entries are kept (`audit.retention`, default 365d).
+    pub audit_retention: Duration,
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
@@ -265,6 +267,9 @@ routes:
         assert_eq!(config.metrics.per_key_limit, 10_000);
         let off = parse(&format!("{GOOD}metrics: {{ per_key: false }}\n")).unwrap();
         assert!(!off.metrics.per_key);
+        assert_eq!(config.audit_retention, Duration::from_secs(365 * 86_400));
+        let kept = parse(&format!("{GOOD}audit: {{ retention: 30d }}\n")).unwrap();
+        assert_eq!(kept.audit_retention, Duration::from_secs(30 * 86_400));
     }
 
     #[test]
@@ -317,6 +322,14 @@ routes:
             (
                 format!("{GOOD}metrics: {{ per_key_limit: 0 }}\n"),
                 "metrics.per_key_limit: must be at least 1",
+            ),
+            (
+                format!("{GOOD}audit: {{ retention: 0s }}\n"),
+                "audit.retention: must be above zero",
+            ),
+            (
+                format!("{GOOD}audit: {{ retention: a year }}\n"),
+                "audit.retention: ",
             ),
             (
                 GOOD.replace("url: http", "url: 5\n  timeout: soon\n  x: http"),

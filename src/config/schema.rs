@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) cors: Option<RawCors>,
+    #[serde(default)]
+    pub(super) audit: RawAudit,
 }
 
 /// One route as written in the YAML config.
@@ -324,6 +326,23 @@ impl Default for RawMetrics {
         RawMetrics {
             per_key: true,
             per_key_limit: 10_000,
+        }
+    }
+}
+
+/// `audit:` the audit trail's settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAudit {
+    /// Entries older than this are pruned (the chain keeps an anchor, so it still verifies).
+    #[serde(with = "humantime_serde")]
+    pub(super) retention: Duration,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            retention: Duration::from_secs(365 * 86_400),
         }
     }
 }

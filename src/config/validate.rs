@@ -3,8 +3,8 @@
 //! authz); this is where they are built.
 
 use super::schema::{
-    RawAdmin, RawConfig, RawCors, RawHotTier, RawKeys, RawLimits, RawLog, RawMetrics, RawRedis,
-    RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
+    RawAdmin, RawAudit, RawConfig, RawCors, RawHotTier, RawKeys, RawLimits, RawLog, RawMetrics,
+    RawRedis, RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
 };
 use super::units::ByteSize;
 use super::{AdminConfig, Config, ConfigError, LogFormat, MetricsConfig, field_error};
@@ -86,6 +86,7 @@ impl RawConfig {
         let usage_flush_interval = self.usage.validate()?;
         let limits = self.limits.validate()?;
         let metrics = self.metrics.validate()?;
+        let audit_retention = self.audit.validate()?;
         let (log_format, log_level) = self.log.validate()?;
         let trusted_proxies = CidrList::parse(&self.trusted_proxies)
             .map_err(|(i, reason)| field_error(format!("trusted_proxies[{i}]"), reason))?;
@@ -109,6 +110,7 @@ impl RawConfig {
             log_level,
             metrics,
             cors,
+            audit_retention,
         })
     }
 
@@ -222,6 +224,16 @@ impl RawHotTier {
             negative_ttl: self.negative_ttl,
             negative_max_entries: self.negative_max_entries,
         })
+    }
+}
+
+impl RawAudit {
+    /// The retention.
+    fn validate(self) -> Result<Duration, ConfigError> {
+        if self.retention.is_zero() {
+            return Err(field_error("audit.retention", "must be above zero"));
+        }
+        Ok(self.retention)
     }
 }
 

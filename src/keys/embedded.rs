@@ -14,6 +14,8 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Arc;
 
+mod audit;
+
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
 const USAGE: TableDefinition<&str, (u64, i64)> = TableDefinition::new("usage");
@@ -47,6 +49,7 @@ impl EmbeddedStore {
         txn.open_table(KEYS).map_err(unavailable)?;
         txn.open_table(HASHES).map_err(unavailable)?;
         txn.open_table(USAGE).map_err(unavailable)?;
+        audit::create_tables(&txn)?;
         txn.commit().map_err(unavailable)?;
         let usage_writer = LowPriorityThread::spawn("kbgate-usage").map_err(unavailable)?;
         Ok(EmbeddedStore {
@@ -210,6 +213,25 @@ fn write_record(
     Ok(())
 }
 
+/// Removes a key, its hashes and its usage inside a write transaction.
+fn remove_record(txn: &redb::WriteTransaction, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    let record = {
+        let mut keys = txn.open_table(KEYS).map_err(unavailable)?;
+        let removed = keys.remove(id).map_err(unavailable)?;
+        match removed {
+            Some(bytes) => decode(bytes.value())?,
+            None => return Ok(None),
+        }
+    };
+    let mut hashes = txn.open_table(HASHES).map_err(unavailable)?;
+    for hash in record.hashes() {
+        hashes.remove(hash.0.as_slice()).map_err(unavailable)?;
+    }
+    let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
+    usage.remove(id).map_err(unavailable)?;
+    Ok(Some(record))
+}
+
 #[async_trait]
 impl KeyStore for EmbeddedStore {
     async fn create(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -300,22 +322,9 @@ impl KeyStore for EmbeddedStore {
         let id = id.to_string();
         self.run(move |db| {
             let txn = db.begin_write().map_err(unavailable)?;
-            let record = {
-                let mut keys = txn.open_table(KEYS).map_err(unavailable)?;
-                let removed = keys.remove(id.as_str()).map_err(unavailable)?;
-                match removed {
-                    Some(bytes) => decode(bytes.value())?,
-                    None => return Ok(None),
-                }
+            let Some(record) = remove_record(&txn, &id)? else {
+                return Ok(None);
             };
-            {
-                let mut hashes = txn.open_table(HASHES).map_err(unavailable)?;
-                for hash in record.hashes() {
-                    hashes.remove(hash.0.as_slice()).map_err(unavailable)?;
-                }
-                let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
-                usage.remove(id.as_str()).map_err(unavailable)?;
-            }
             txn.commit().map_err(unavailable)?;
             Ok(Some(record))
         })

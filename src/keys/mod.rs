@@ -1,6 +1,9 @@
 //! API keys: the secret format, the stored record, the stores, and the keyring (hot tier over a
 //! store) that verifies a presented secret.
 
+pub mod admin_token;
+pub mod audit;
+mod audit_store;
 pub mod embedded;
 pub mod keyring;
 mod low_priority;
@@ -12,6 +15,7 @@ mod sources;
 pub mod store;
 pub mod watch;
 
+pub use audit_store::{AuditStore, prunable, run_pruning};
 pub use keyring::{KeyGrant, Keyring, VerifyError};
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;

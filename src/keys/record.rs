@@ -130,9 +130,14 @@ impl KeyRecord {
 
 /// Public ids: `key_` + 16 lowercase base36 characters (82 bits), safe in URLs, logs and labels.
 fn new_id() -> String {
+    prefixed_id("key_")
+}
+
+/// `prefix` + 16 lowercase base36 characters (82 bits): the public ids of keys and tokens.
+pub(crate) fn prefixed_id(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let mut id = String::from("key_");
+    let mut id = String::from(prefix);
     for _ in 0..16 {
         id.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
     }

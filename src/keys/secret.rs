@@ -12,8 +12,8 @@ const RANDOM_LEN: usize = 22;
 const CHECKSUM_LEN: usize = 6;
 /// Total length of a well-formed secret.
 pub const SECRET_LEN: usize = PREFIX.len() + RANDOM_LEN + CHECKSUM_LEN;
-/// How many leading characters are kept as the display `start` (prefix + 5 random characters).
-const START_LEN: usize = PREFIX.len() + 5;
+/// How many random characters follow the prefix in the display `start`.
+const START_RANDOM: usize = 5;
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -53,9 +53,14 @@ pub struct NewSecret {
 
 /// Generates a new random secret with its checksum.
 pub fn generate() -> NewSecret {
+    generate_prefixed(PREFIX)
+}
+
+/// A secret in the same format behind another prefix (admin tokens use `kbadm_`).
+pub fn generate_prefixed(prefix: &str) -> NewSecret {
     let mut rng = rand::rng();
-    let mut secret = String::with_capacity(SECRET_LEN);
-    secret.push_str(PREFIX);
+    let mut secret = String::with_capacity(prefix.len() + RANDOM_LEN + CHECKSUM_LEN);
+    secret.push_str(prefix);
     for _ in 0..RANDOM_LEN {
         secret.push(BASE62[rng.random_range(0..62)] as char);
     }
@@ -63,7 +68,7 @@ pub fn generate() -> NewSecret {
     secret.push_str(std::str::from_utf8(&checksum).unwrap_or_default());
     NewSecret {
         hash: KeyHash::of(&secret),
-        start: secret[..START_LEN].to_string(),
+        start: secret[..prefix.len() + START_RANDOM].to_string(),
         secret,
     }
 }
@@ -71,12 +76,18 @@ pub fn generate() -> NewSecret {
 /// True when `candidate` has the prefix, length, alphabet and checksum of a kbgate secret.
 /// Costs a CRC32 over 25 bytes: cheap enough to run before any lookup.
 pub fn is_well_formed(candidate: &str) -> bool {
+    is_well_formed_prefixed(candidate, PREFIX)
+}
+
+/// [`is_well_formed`] for a secret made by [`generate_prefixed`] with `prefix`.
+pub fn is_well_formed_prefixed(candidate: &str, prefix: &str) -> bool {
     let bytes = candidate.as_bytes();
-    if bytes.len() != SECRET_LEN || !candidate.starts_with(PREFIX) {
+    let len = prefix.len() + RANDOM_LEN + CHECKSUM_LEN;
+    if bytes.len() != len || !candidate.starts_with(prefix) {
         return false;
     }
-    let (body, checksum) = bytes.split_at(SECRET_LEN - CHECKSUM_LEN);
-    if !bytes[PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric) {
+    let (body, checksum) = bytes.split_at(len - CHECKSUM_LEN);
+    if !bytes[prefix.len()..].iter().all(u8::is_ascii_alphanumeric) {
         return false;
     }
     encode_checksum(crc32fast::hash(body)) == checksum
@@ -105,7 +116,7 @@ mod tests {
         assert_ne!(a.secret, b.secret);
         assert_eq!(a.hash, KeyHash::of(&a.secret));
         assert!(a.secret.starts_with(&a.start));
-        assert_eq!(a.start.len(), START_LEN);
+        assert_eq!(a.start.len(), PREFIX.len() + START_RANDOM);
     }
 
     #[test]

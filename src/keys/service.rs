@@ -2,8 +2,11 @@
 //! delete, and exact reads. Every change is written to the store first, then forgotten by the
 //! hot tier (so it holds from the very next request) and mirrored in the per-key metrics.
 //! Callers (the admin API, later the console and the policies) keep only their own protocol.
+//! Each change carries its [`Context`] (who, from where) and is written with its audit entry
+//! in one store write.
 
 use crate::authz::{Permission, Scope};
+use crate::keys::audit::{self, Action, Changes, Context, FieldChange, NewEntry, Target};
 use crate::keys::{KeyRecord, KeyStore, Keyring, StoreError, secret};
 use crate::metrics::keys::KeyMetrics;
 use async_trait::async_trait;
@@ -109,6 +112,11 @@ impl KeyService {
         &self.resources
     }
 
+    /// The store, for the admin tokens and the audit trail kept beside the keys.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
     /// Is the store reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
@@ -134,7 +142,7 @@ impl KeyService {
     }
 
     /// Creates a key with a new secret.
-    pub async fn create(&self, new: NewKey) -> Result<Issued, KeyServiceError> {
+    pub async fn create(&self, new: NewKey, ctx: &Context) -> Result<Issued, KeyServiceError> {
         let now = Utc::now();
         let name = match new.name {
             Some(name) => valid_name(name)?,
@@ -145,7 +153,9 @@ impl KeyService {
         let expires_at = future(new.expires_at, now)?;
         let secret = secret::generate();
         let record = KeyRecord::new(name, scope, permissions, expires_at, &secret, now);
-        self.store.create(&record).await?;
+        let changes = audit::diff(&serde_json::Value::Null, &audit::key_fields(&record));
+        let entry = NewEntry::new(ctx, Action::KeyCreated, Target::key(&record), changes);
+        self.store.create_audited(&record, &entry).await?;
         self.key_changed(&record);
         tracing::info!(key_id = %record.id, "key created");
         Ok(Issued {
@@ -155,9 +165,15 @@ impl KeyService {
     }
 
     /// Changes a key's name, scope, permissions, enabled flag or expiry.
-    pub async fn edit(&self, id: &str, edit: KeyEdit) -> Result<KeyRecord, KeyServiceError> {
+    pub async fn edit(
+        &self,
+        id: &str,
+        edit: KeyEdit,
+        ctx: &Context,
+    ) -> Result<KeyRecord, KeyServiceError> {
         let _write = self.writes.lock().await;
         let mut record = self.get(id).await?;
+        let before = audit::key_fields(&record);
         let now = Utc::now();
         if let Some(name) = edit.name {
             record.name = valid_name(name)?;
@@ -179,18 +195,33 @@ impl KeyService {
             record.expires_at = future(expires_at, now)?;
         }
         record.updated_at = now;
-        self.save(&record).await?;
+        let changes = audit::diff(&before, &audit::key_fields(&record));
+        let action = match (changes.len(), changes.get("enabled")) {
+            (1, Some(change)) if change.to == true => Action::KeyEnabled,
+            (1, Some(_)) => Action::KeyDisabled,
+            _ => Action::KeyUpdated,
+        };
+        self.save(
+            &record,
+            &NewEntry::new(ctx, action, Target::key(&record), changes),
+        )
+        .await?;
         tracing::info!(key_id = %record.id, enabled = record.enabled, "key edited");
         Ok(record)
     }
 
     /// Enables or disables a key: an edit of its `enabled` flag alone.
-    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<KeyRecord, KeyServiceError> {
+    pub async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        ctx: &Context,
+    ) -> Result<KeyRecord, KeyServiceError> {
         let edit = KeyEdit {
             enabled: Some(enabled),
             ..KeyEdit::default()
         };
-        self.edit(id, edit).await
+        self.edit(id, edit, ctx).await
     }
 
     /// Gives a key a new secret; the secrets in use so far keep working for `grace`
@@ -199,6 +230,7 @@ impl KeyService {
         &self,
         id: &str,
         grace: Option<Duration>,
+        ctx: &Context,
     ) -> Result<Issued, KeyServiceError> {
         let grace = grace.unwrap_or(DEFAULT_GRACE).as_secs();
         if grace > MAX_GRACE_SECONDS {
@@ -210,8 +242,11 @@ impl KeyService {
         let _write = self.writes.lock().await;
         let mut record = self.get(id).await?;
         let new = secret::generate();
+        let from = record.start().to_string();
         record.rotate(&new, chrono::Duration::seconds(grace as i64), Utc::now());
-        self.save(&record).await?;
+        let changes = one_change("start", from.into(), record.start().into());
+        let entry = NewEntry::new(ctx, Action::KeyRotated, Target::key(&record), changes);
+        self.save(&record, &entry).await?;
         tracing::info!(key_id = %record.id, grace_seconds = grace, "key rotated");
         Ok(Issued {
             record,
@@ -221,31 +256,45 @@ impl KeyService {
 
     /// Ends a rotation's grace now: every secret rotated away stops working at once. A key
     /// with no grace running is returned unchanged.
-    pub async fn end_rotation(&self, id: &str) -> Result<KeyRecord, KeyServiceError> {
+    pub async fn end_rotation(
+        &self,
+        id: &str,
+        ctx: &Context,
+    ) -> Result<KeyRecord, KeyServiceError> {
         let _write = self.writes.lock().await;
         let mut record = self.get(id).await?;
         let now = Utc::now();
         let mut ended = 0;
+        let mut grace_end = None;
         for secret in &mut record.secrets {
             if secret.retires_at.is_some_and(|at| at > now) {
+                grace_end = grace_end.max(secret.retires_at);
                 secret.retires_at = Some(now);
                 ended += 1;
             }
         }
         if ended > 0 {
             record.updated_at = now;
-            self.save(&record).await?;
+            let changes = one_change(
+                "rotation_grace_ends_at",
+                json_time(grace_end),
+                json_time(Some(now)),
+            );
+            let entry = NewEntry::new(ctx, Action::KeyUpdated, Target::key(&record), changes);
+            self.save(&record, &entry).await?;
             tracing::info!(key_id = %record.id, secrets = ended, "rotation grace ended");
         }
         Ok(record)
     }
 
     /// Deletes a key, its secrets and its usage; returns what was deleted.
-    pub async fn delete(&self, id: &str) -> Result<KeyRecord, KeyServiceError> {
+    pub async fn delete(&self, id: &str, ctx: &Context) -> Result<KeyRecord, KeyServiceError> {
         let _write = self.writes.lock().await;
+        let target = Target::key(&self.get(id).await?);
+        let entry = NewEntry::new(ctx, Action::KeyDeleted, target, Changes::new());
         let record = self
             .store
-            .delete(id)
+            .delete_audited(id, &entry)
             .await?
             .ok_or(KeyServiceError::NotFound)?;
         self.keyring.forget(&record);
@@ -257,8 +306,8 @@ impl KeyService {
     }
 
     /// Writes a changed key, then drops it from the hot tier: the next request sees the change.
-    async fn save(&self, record: &KeyRecord) -> Result<(), KeyServiceError> {
-        let found = self.store.update(record).await?;
+    async fn save(&self, record: &KeyRecord, entry: &NewEntry) -> Result<(), KeyServiceError> {
+        let found = self.store.update_audited(record, entry).await?;
         self.keyring.forget(record);
         if found {
             self.key_changed(record);
@@ -300,9 +349,18 @@ impl KeyService {
     }
 }
 
+/// `{field: {from, to}}` for one field.
+fn one_change(field: &str, from: serde_json::Value, to: serde_json::Value) -> Changes {
+    Changes::from([(field.to_string(), FieldChange { from, to })])
+}
+
+fn json_time(at: Option<DateTime<Utc>>) -> serde_json::Value {
+    serde_json::to_value(at).unwrap_or_default()
+}
+
 /// 1 to `MAX_NAME_LEN` characters as sent (the OpenAPI document's `maxLength`), none of them
 /// a control character, not only spaces; the spaces around it are removed.
-fn valid_name(name: String) -> Result<String, KeyServiceError> {
+pub fn valid_name(name: String) -> Result<String, KeyServiceError> {
     let too_long = name.chars().count() > MAX_NAME_LEN;
     let name = name.trim().to_string();
     if name.is_empty() || too_long || name.chars().any(char::is_control) {
@@ -394,10 +452,13 @@ mod tests {
         let f = fixture();
         let issued = f
             .service
-            .create(NewKey {
-                name: Some("  Chatbot ".into()),
-                ..NewKey::default()
-            })
+            .create(
+                NewKey {
+                    name: Some("  Chatbot ".into()),
+                    ..NewKey::default()
+                },
+                &Context::config(),
+            )
             .await
             .unwrap();
         let id = issued.record.id.clone();
@@ -420,21 +481,37 @@ mod tests {
                     permissions: Some(vec!["articles:write".into(), "articles:write".into()]),
                     ..KeyEdit::default()
                 },
+                &Context::config(),
             )
             .await
             .unwrap();
         assert_eq!(edited.scope, Scope::ReadWrite);
         assert_eq!(edited.permissions.len(), 1, "duplicates dropped");
-        let disabled = f.service.set_enabled(&id, false).await.unwrap();
+        let disabled = f
+            .service
+            .set_enabled(&id, false, &Context::config())
+            .await
+            .unwrap();
         assert!(!disabled.enabled);
         assert!(f.keyring.verify(&issued.secret).await.is_err(), "forgotten");
-        f.service.set_enabled(&id, true).await.unwrap();
+        f.service
+            .set_enabled(&id, true, &Context::config())
+            .await
+            .unwrap();
 
-        let rotated = f.service.rotate(&id, None).await.unwrap();
+        let rotated = f
+            .service
+            .rotate(&id, None, &Context::config())
+            .await
+            .unwrap();
         assert_eq!(rotated.record.secrets.len(), 2);
         assert!(f.keyring.verify(&issued.secret).await.is_ok(), "in grace");
         assert!(f.keyring.verify(&rotated.secret).await.is_ok());
-        let ended = f.service.end_rotation(&id).await.unwrap();
+        let ended = f
+            .service
+            .end_rotation(&id, &Context::config())
+            .await
+            .unwrap();
         assert!(
             ended.secrets[0]
                 .retires_at
@@ -446,7 +523,7 @@ mod tests {
         );
         assert!(f.keyring.verify(&rotated.secret).await.is_ok());
 
-        let deleted = f.service.delete(&id).await.unwrap();
+        let deleted = f.service.delete(&id, &Context::config()).await.unwrap();
         assert_eq!(deleted.id, id);
         assert!(f.key_metrics.is_empty());
         assert!(f.keyring.verify(&rotated.secret).await.is_err());
@@ -462,19 +539,21 @@ mod tests {
             Err(KeyServiceError::NotFound)
         ));
         assert!(matches!(
-            f.service.edit(missing, KeyEdit::default()).await,
+            f.service
+                .edit(missing, KeyEdit::default(), &Context::config())
+                .await,
             Err(KeyServiceError::NotFound)
         ));
         assert!(matches!(
-            f.service.rotate(missing, None).await,
+            f.service.rotate(missing, None, &Context::config()).await,
             Err(KeyServiceError::NotFound)
         ));
         assert!(matches!(
-            f.service.end_rotation(missing).await,
+            f.service.end_rotation(missing, &Context::config()).await,
             Err(KeyServiceError::NotFound)
         ));
         assert!(matches!(
-            f.service.delete(missing).await,
+            f.service.delete(missing, &Context::config()).await,
             Err(KeyServiceError::NotFound)
         ));
     }
@@ -484,10 +563,13 @@ mod tests {
         let f = fixture();
         let err = f
             .service
-            .create(NewKey {
-                permissions: Some(vec!["articles:write".into()]),
-                ..NewKey::default()
-            })
+            .create(
+                NewKey {
+                    permissions: Some(vec!["articles:write".into()]),
+                    ..NewKey::default()
+                },
+                &Context::config(),
+            )
             .await
             .unwrap_err();
         assert_eq!(
@@ -496,10 +578,13 @@ mod tests {
         );
         let err = f
             .service
-            .create(NewKey {
-                permissions: Some(vec!["nothing:read".into()]),
-                ..NewKey::default()
-            })
+            .create(
+                NewKey {
+                    permissions: Some(vec!["nothing:read".into()]),
+                    ..NewKey::default()
+                },
+                &Context::config(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(
@@ -512,10 +597,13 @@ mod tests {
         let past = Utc::now() - chrono::Duration::seconds(1);
         let err = f
             .service
-            .create(NewKey {
-                expires_at: Some(past),
-                ..NewKey::default()
-            })
+            .create(
+                NewKey {
+                    expires_at: Some(past),
+                    ..NewKey::default()
+                },
+                &Context::config(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "expires_at: must be in the future");
@@ -524,9 +612,19 @@ mod tests {
             "nothing written"
         );
 
-        let id = f.service.create(NewKey::default()).await.unwrap().record.id;
+        let id = f
+            .service
+            .create(NewKey::default(), &Context::config())
+            .await
+            .unwrap()
+            .record
+            .id;
         let too_long = Some(Duration::from_secs(MAX_GRACE_SECONDS + 1));
-        let err = f.service.rotate(&id, too_long).await.unwrap_err();
+        let err = f
+            .service
+            .rotate(&id, too_long, &Context::config())
+            .await
+            .unwrap_err();
         assert!(matches!(
             err,
             KeyServiceError::Invalid {
@@ -542,6 +640,7 @@ mod tests {
                     name: Some("a\nb".into()),
                     ..KeyEdit::default()
                 },
+                &Context::config(),
             )
             .await
             .unwrap_err();

@@ -18,6 +18,7 @@ pub mod raw;
 pub mod raw_upstream;
 pub mod redis;
 pub mod store;
+pub mod stores;
 pub mod tls;
 
 #[allow(unused_imports)]
@@ -312,11 +313,22 @@ impl TestGateway {
 
     /// Calls the admin API; returns the status and the JSON body (Null when empty).
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.admin_as(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    /// Calls the admin API with `token` (None: no Authorization header).
+    pub async fn admin_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self
-            .client
-            .request(method, self.admin_url(path))
-            .bearer_auth(ADMIN_TOKEN);
+        let mut request = self.client.request(method, self.admin_url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }

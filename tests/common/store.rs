@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kbgate::keys::admin_token::AdminTokenRecord;
+use kbgate::keys::audit::{Chain, Entry, NewEntry};
 use kbgate::keys::embedded::EmbeddedStore;
-use kbgate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, UsageDelta};
+use kbgate::keys::{AuditStore, KeyHash, KeyRecord, KeyStore, StoreError, UsageDelta};
 
 /// One call to the store, as the hook sees it.
 #[derive(Debug)]
@@ -18,6 +21,12 @@ pub enum Call<'a> {
     AddUsage(&'a [UsageDelta]),
     Import(&'a KeyRecord),
     Ping,
+    /// An audit entry about to be written with its change (after the change's own call).
+    Append(&'a NewEntry),
+    /// Any read or write of admin tokens.
+    AdminTokens,
+    /// Any read or prune of the audit chain.
+    AuditRead,
 }
 
 pub type Hook = Box<dyn Fn(Call<'_>) -> Result<(), StoreError> + Send + Sync>;
@@ -64,5 +73,82 @@ impl KeyStore for HookedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         (self.hook)(Call::Ping)?;
         self.inner.ping().await
+    }
+}
+
+/// Audited writes show the hook their change (`Create`, `Update`, `Delete`), then `Append`.
+#[async_trait]
+impl AuditStore for HookedStore {
+    async fn create_audited(&self, r: &KeyRecord, e: &NewEntry) -> Result<(), StoreError> {
+        (self.hook)(Call::Create(r))?;
+        (self.hook)(Call::Append(e))?;
+        self.inner.create_audited(r, e).await
+    }
+    async fn update_audited(&self, r: &KeyRecord, e: &NewEntry) -> Result<bool, StoreError> {
+        (self.hook)(Call::Update(r))?;
+        (self.hook)(Call::Append(e))?;
+        self.inner.update_audited(r, e).await
+    }
+    async fn delete_audited(
+        &self,
+        id: &str,
+        e: &NewEntry,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        (self.hook)(Call::Delete(id))?;
+        (self.hook)(Call::Append(e))?;
+        self.inner.delete_audited(id, e).await
+    }
+    async fn create_admin_token(
+        &self,
+        t: &AdminTokenRecord,
+        e: &NewEntry,
+    ) -> Result<(), StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        (self.hook)(Call::Append(e))?;
+        self.inner.create_admin_token(t, e).await
+    }
+    async fn delete_admin_token(
+        &self,
+        id: &str,
+        e: &NewEntry,
+    ) -> Result<Option<AdminTokenRecord>, StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        (self.hook)(Call::Append(e))?;
+        self.inner.delete_admin_token(id, e).await
+    }
+    async fn admin_token(&self, id: &str) -> Result<Option<AdminTokenRecord>, StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        self.inner.admin_token(id).await
+    }
+    async fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        self.inner.admin_tokens().await
+    }
+    async fn admin_token_by_hash(
+        &self,
+        h: &KeyHash,
+    ) -> Result<Option<AdminTokenRecord>, StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        self.inner.admin_token_by_hash(h).await
+    }
+    async fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        (self.hook)(Call::AuditRead)?;
+        self.inner.audit_page(before, limit).await
+    }
+    async fn audit_chain(&self) -> Result<Chain, StoreError> {
+        (self.hook)(Call::AuditRead)?;
+        self.inner.audit_chain().await
+    }
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        (self.hook)(Call::AuditRead)?;
+        self.inner.prune_audit(before).await
+    }
+    async fn import_audit(&self, t: &[AdminTokenRecord], c: &Chain) -> Result<(), StoreError> {
+        (self.hook)(Call::AdminTokens)?;
+        self.inner.import_audit(t, c).await
     }
 }

@@ -6,6 +6,7 @@
 //! `P key:<id>` record JSON · `P hash:<blake3 hex>` -> id · `P usage:<id>` hash {requests,
 //! last_used_ms} · `P ids` sorted set of ids by creation time · channel `P changes`.
 
+mod audit;
 mod connection;
 pub mod invalidation;
 
@@ -111,6 +112,8 @@ pub struct RedisStore {
     update: Script,
     delete: Script,
     add_usage: Script,
+    /// The audited changes and the audit chain's scripts.
+    audit: audit::Scripts,
 }
 
 impl RedisStore {
@@ -138,6 +141,7 @@ impl RedisStore {
             update: Script::new(UPDATE),
             delete: Script::new(DELETE),
             add_usage: Script::new(ADD_USAGE),
+            audit: audit::Scripts::new(),
         })
     }
 
