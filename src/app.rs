@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,6 +46,9 @@ pub struct Running {
     pub keyring: Arc<Keyring>,
     shutdown: CancellationToken,
     servers: Vec<JoinHandle<()>>,
+    /// The background loops (keys' watch, usage flush, audit pruning, metrics upkeep): waited
+    /// for at shutdown, so the store is released when `shutdown` returns.
+    tasks: TaskTracker,
     usage: Arc<UsageRecorder>,
 }
 
@@ -92,7 +96,9 @@ pub async fn start_with_store(
         .metrics
         .per_key
         .then(|| Arc::new(KeyMetrics::new(config.metrics.per_key_limit)));
+    let tasks = TaskTracker::new();
     keys::watch::spawn(
+        &tasks,
         keyring.clone(),
         changes,
         key_metrics.clone(),
@@ -132,17 +138,18 @@ pub async fn start_with_store(
             shutdown.clone(),
         )),
     ];
-    tokio::spawn(keys::run_pruning(
+    tasks.spawn(keys::run_pruning(
         store.clone(),
         config.audit_retention,
         shutdown.clone(),
     ));
-    tokio::spawn(
+    tasks.spawn(
         usage
             .clone()
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
-    tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    tasks.close();
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {
@@ -151,6 +158,7 @@ pub async fn start_with_store(
         keyring,
         shutdown,
         servers,
+        tasks,
         usage,
     })
 }
@@ -188,6 +196,7 @@ impl Running {
         for server in self.servers {
             let _ = server.await;
         }
+        self.tasks.wait().await;
         if let Err(error) = self.usage.flush(self.keyring.store().as_ref()).await {
             tracing::error!(%error, "final usage flush failed; recent usage is lost");
         }

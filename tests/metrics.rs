@@ -240,9 +240,7 @@ async fn keys_past_the_cap_count_as_other() {
 
 #[tokio::test]
 async fn upstream_failures_are_counted_by_kind() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_url = format!("http://{}/", closed.local_addr().unwrap());
-    drop(closed);
+    let closed_url = common::closed_url();
     let (upstream, unreachable) = TestGateway::builder()
         .config(|c| {
             c.upstream.origin = closed_url.parse().unwrap();

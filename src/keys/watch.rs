@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often aged hot-tier entries are swept out.
 const HOT_TIER_SWEEP: Duration = Duration::from_secs(10);
@@ -19,7 +20,9 @@ const KEY_INFO_REFRESH: Duration = Duration::from_secs(5);
 /// Starts the keys' loops until `shutdown`: follows `changes` (a shared store's feed, from
 /// [`KeyStore::watch`]), sweeps the hot tier, and keeps `key_metrics` in step with the store.
 /// `kbgate_key_info` is filled from the store before this returns, so the first scrape has it.
+/// The loops run on `tasks`, so a shutdown can wait until none of them holds the store.
 pub async fn spawn(
+    tasks: &TaskTracker,
     keyring: Arc<Keyring>,
     changes: Option<mpsc::Receiver<StoreEvent>>,
     key_metrics: Option<Arc<KeyMetrics>>,
@@ -29,14 +32,14 @@ pub async fn spawn(
     // embedded store) every change goes through this process's admin API: no refresh needed.
     let changed_elsewhere = changes.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
     if let (Some(changes), Some(flag)) = (changes, &changed_elsewhere) {
-        tokio::spawn(follow_changes(keyring.clone(), changes, flag.clone()));
+        tasks.spawn(follow_changes(keyring.clone(), changes, flag.clone()));
     }
     if let Some(key_metrics) = &key_metrics {
         refresh_key_metrics(key_metrics, keyring.store().as_ref()).await;
     }
-    tokio::spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
+    tasks.spawn(sweep_hot_tier(keyring.clone(), shutdown.clone()));
     if let (Some(key_metrics), Some(changed_elsewhere)) = (key_metrics, changed_elsewhere) {
-        tokio::spawn(keep_key_metrics(
+        tasks.spawn(keep_key_metrics(
             key_metrics,
             keyring.clone(),
             changed_elsewhere,

@@ -446,7 +446,11 @@ pub fn free_addr() -> SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
 }
 
-/// An `http://` URL where nothing listens.
+/// An `http://` URL where nothing listens: on 127.0.0.2, where no test server binds, so the
+/// port cannot be taken by another test between now and the connection attempt.
 pub fn closed_url() -> String {
-    format!("http://127.0.0.1:{}", free_port())
+    let probe = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    format!("http://127.0.0.2:{port}")
 }
