@@ -4,6 +4,8 @@
 
 mod keys;
 mod openapi;
+mod query;
+mod usage;
 
 use crate::body::{self, Body, BoxError};
 use crate::keys::service::{KeyService, KeyServiceError};
@@ -147,12 +149,21 @@ impl Admin {
             Endpoint::Readyz => Ok(self.readyz().await),
             Endpoint::Metrics => self.metrics(),
             Endpoint::OpenApi => Ok(json_text(StatusCode::OK, &self.openapi)),
+            Endpoint::KeyUsage | Endpoint::Usage => {
+                self.authenticate(&request)?;
+                let query = request.uri().query();
+                match endpoint {
+                    Endpoint::KeyUsage => self.key_usage(segments[2], query).await,
+                    _ => self.usage_overview(query).await,
+                }
+            }
             Endpoint::Keys | Endpoint::Key | Endpoint::Rotate | Endpoint::EndRotation => {
                 self.authenticate(&request)?;
+                let request_query = request.uri().query().map(str::to_string);
                 let body = read_body(request).await?;
                 let id = segments.get(2).copied().unwrap_or_default();
                 match (endpoint, method) {
-                    (Endpoint::Keys, Method::GET) => self.list().await,
+                    (Endpoint::Keys, Method::GET) => self.list(request_query.as_deref()).await,
                     (Endpoint::Keys, _) => self.create(&body).await,
                     (Endpoint::Key, Method::GET) => self.show(id).await,
                     (Endpoint::Key, Method::PATCH) => self.edit(id, &body).await,
@@ -231,6 +242,10 @@ enum Endpoint {
     Rotate,
     /// `/v1/keys/{id}/rotation/end`
     EndRotation,
+    /// `/v1/keys/{id}/usage`
+    KeyUsage,
+    /// `/v1/usage`
+    Usage,
 }
 
 impl Endpoint {
@@ -244,15 +259,20 @@ impl Endpoint {
             ["v1", "keys", _] => Endpoint::Key,
             ["v1", "keys", _, "rotate"] => Endpoint::Rotate,
             ["v1", "keys", _, "rotation", "end"] => Endpoint::EndRotation,
+            ["v1", "keys", _, "usage"] => Endpoint::KeyUsage,
+            ["v1", "usage"] => Endpoint::Usage,
             _ => return None,
         })
     }
 
     fn methods(self) -> &'static [Method] {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => {
-                &[Method::GET]
-            }
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::OpenApi
+            | Endpoint::KeyUsage
+            | Endpoint::Usage => &[Method::GET],
             Endpoint::Keys => &[Method::GET, Method::POST],
             Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
             Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],

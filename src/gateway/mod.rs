@@ -18,7 +18,7 @@ use crate::net::{self, CidrList};
 use crate::rejection::{RefusalClass, Rejection};
 use crate::server::{ConnInfo, Handler, Limits};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
-use crate::usage::UsageRecorder;
+use crate::usage::{self, UsageRecorder};
 use body_guard::guard_body;
 use bytes::Bytes;
 use checks::check_request;
@@ -105,6 +105,14 @@ impl Handler for Gateway {
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
+        // Every request of a known key is counted once, with how it ended (usage history).
+        if let Some(key_id) = &log.key_id {
+            let how = match outcome {
+                "forwarded" => usage::Outcome::Forwarded(status),
+                code => usage::Outcome::Refused(code),
+            };
+            self.usage.record(key_id, how);
+        }
         self.metrics.observe(&Observation {
             route: log.route,
             method: &method,
@@ -188,7 +196,6 @@ impl Gateway {
         }
         let key = self.keyring.verify(&secret).await?;
         log.key_id = Some(key.id.clone());
-        self.usage.record(&key.id);
 
         let route = self
             .routes

@@ -2,7 +2,10 @@
 //! store) that verifies a presented secret.
 
 pub mod embedded;
+mod embedded_index;
+pub mod history;
 pub mod keyring;
+pub mod listing;
 mod low_priority;
 pub mod record;
 pub mod redis;
