@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// 9000-01-01T00:00:00Z.
+const MAX_TIME_SECS: i64 = 221_845_392_000;
+
 /// The parameters of one request, by name.
 pub(super) struct Params(HashMap<String, String>);
 
@@ -74,11 +77,15 @@ impl Params {
         })
     }
 
+    /// An RFC 3339 time from 1970 to 9000: bucket bounds computed from it stay printable as
+    /// RFC 3339 (which has four-digit years).
     pub(super) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         self.get(name, |text| {
             DateTime::parse_from_rfc3339(text)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| format!("{text:?} is not an RFC 3339 time"))
+                .ok()
+                .filter(|t| (0..MAX_TIME_SECS).contains(&t.timestamp()))
+                .ok_or_else(|| format!("{text:?} is not an RFC 3339 time from 1970 to 9000"))
         })
     }
 
