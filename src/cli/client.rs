@@ -46,7 +46,10 @@ impl AdminClient {
     pub async fn send(&self, request: &Request) -> Result<Option<Value>, CliError> {
         let mut call = self
             .http
-            .request(request.method.clone(), self.url(&request.path))
+            .request(
+                request.method.clone(),
+                self.url_with_query(&request.path, &request.query),
+            )
             .header(AUTHORIZATION, self.auth.clone());
         if let Some(body) = &request.body {
             call = call.json(body);
@@ -77,6 +80,15 @@ impl AdminClient {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["v1", "keys"]).extend(segments);
+        }
+        url
+    }
+
+    /// [`AdminClient::url`] with query parameters.
+    fn url_with_query(&self, segments: &[String], query: &[(&str, String)]) -> Url {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
         url
     }
