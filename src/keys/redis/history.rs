@@ -14,11 +14,20 @@ use crate::keys::{KeyRecord, StoreError, UsageDelta};
 use std::collections::HashMap;
 
 /// Up to ARGV[3] ids after the mark (score ARGV[1], id ARGV[2]; ARGV[1] '' for the start),
-/// oldest first, or newest first when ARGV[4] is 'desc'. Ids tied on the mark's score are
-/// skipped up to the mark's id, as Redis orders ties by member.
+/// oldest first, or newest first when ARGV[4] is 'desc'. When the mark's key is still there,
+/// its rank says where to go on (O(log n), however many keys share its millisecond); else ids
+/// tied on the mark's score are skipped up to the mark's id, as Redis orders ties by member.
 pub(super) const PAGE: &str = r"
 local desc, max = ARGV[4] == 'desc', tonumber(ARGV[3])
 local ms, id = tonumber(ARGV[1]), ARGV[2]
+if ms ~= nil and tonumber(redis.call('ZSCORE', KEYS[1], id) or 'nan') == ms then
+  if desc then
+    local rank = redis.call('ZREVRANK', KEYS[1], id)
+    return redis.call('ZRANGE', KEYS[1], rank + 1, rank + max, 'REV')
+  end
+  local rank = redis.call('ZRANK', KEYS[1], id)
+  return redis.call('ZRANGE', KEYS[1], rank + 1, rank + max)
+end
 local from = ARGV[1] == '' and (desc and '+inf' or '-inf') or ARGV[1]
 local to = desc and '-inf' or '+inf'
 local out, offset, chunk = {}, 0, max + 16
