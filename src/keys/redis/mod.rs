@@ -4,7 +4,8 @@
 //!
 //! Layout under the configured prefix `P` (a `{hash tag}` in it keeps a cluster's keys together):
 //! `P key:<id>` record JSON · `P hash:<blake3 hex>` -> id · `P usage:<id>` hash {requests,
-//! last_used_ms} · `P ids` sorted set of ids by creation time · channel `P changes`.
+//! last_used_ms} · `P ids` sorted set of ids by creation time (paged from a mark, see
+//! `history`) · channel `P changes`; usage history under `P hist…` (see `history`).
 
 mod connection;
 mod history;
