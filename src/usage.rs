@@ -135,7 +135,7 @@ pub struct UsageRecorder {
     /// Written by a flush from taking the counts out of `pending` until the store has them;
     /// read by whoever reads a key's usage from the store and then adds what is pending.
     flushing: tokio::sync::RwLock<()>,
-    /// History older than this is pruned by the flusher, once an hour; None: kept.
+    /// History older than this is pruned by the flusher when an hour begins; None: kept.
     history_retention: Option<Duration>,
 }
 
@@ -253,7 +253,9 @@ impl UsageRecorder {
     ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_pruned = i64::MIN;
+        // Pruned when an hour begins (not at start: a restart should not write to the store
+        // while an older instance may still hold it, and the hours pruned are hours old).
+        let mut last_pruned = hour_of(Utc::now().timestamp());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

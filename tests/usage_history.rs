@@ -209,3 +209,44 @@ async fn two_gateways_add_up_exactly() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Redis keeps history by hour and prunes whole hours, as the embedded store does.
+#[tokio::test]
+async fn redis_history_is_pruned_by_hour() {
+    use kbgate::keys::history::HourCounts;
+    use kbgate::keys::{KeyStore, UsageDelta};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = kbgate::app::open_store(&server.store("prune:")).unwrap();
+    let record = common::seed::record("k", chrono::Utc::now());
+    store.create(&record).await.unwrap();
+    let hour = |hour, requests| HourCounts {
+        requests,
+        forwarded: requests,
+        ..HourCounts::empty(hour)
+    };
+    let delta = UsageDelta {
+        key_id: record.id.clone(),
+        requests: 5,
+        last_used_at: chrono::Utc::now(),
+        hours: vec![hour(10, 2), hour(20, 3)],
+    };
+    store.add_usage(&[delta]).await.unwrap();
+    let history = store.usage_history(&record.id, 0, 100).await.unwrap();
+    assert_eq!(history, [hour(10, 2), hour(20, 3)]);
+    store.prune_history(15).await.unwrap();
+    let history = store.usage_history(&record.id, 0, 100).await.unwrap();
+    assert_eq!(history, [hour(20, 3)]);
+    let overview = store.usage_overview(0, 100).await.unwrap();
+    assert_eq!(overview.hours, [hour(20, 3)]);
+    assert_eq!(overview.keys, [(record.id.clone(), 3)]);
+    // redis-cli's raw answer: `*0` is an empty list.
+    let keys = |pattern: &str| server.cli(&["KEYS", pattern]).unwrap_or_default();
+    assert_eq!(
+        keys("prune:hist*:10").trim(),
+        "*0",
+        "nothing of hour 10 is left"
+    );
+    assert_ne!(keys("prune:hist*:20").trim(), "*0", "hour 20 is kept");
+}

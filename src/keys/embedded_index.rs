@@ -212,3 +212,69 @@ pub(super) fn prune(txn: &WriteTransaction, before: i64) -> Result<(), StoreErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::authz::Scope;
+    use crate::keys::embedded::EmbeddedStore;
+    use crate::keys::history::HourCounts;
+    use crate::keys::{KeyRecord, KeyStore, UsageDelta, secret};
+
+    fn hour(hour: i64, requests: u64) -> HourCounts {
+        HourCounts {
+            requests,
+            forwarded: requests,
+            ..HourCounts::empty(hour)
+        }
+    }
+
+    #[tokio::test]
+    async fn history_adds_up_and_is_pruned_by_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
+        let now = chrono::Utc::now();
+        let record = KeyRecord::new(
+            "k".into(),
+            Scope::Read,
+            vec![],
+            None,
+            &secret::generate(),
+            now,
+        );
+        store.create(&record).await.unwrap();
+        let delta = |hours: Vec<HourCounts>| UsageDelta {
+            key_id: record.id.clone(),
+            requests: hours.iter().map(|h| h.requests).sum(),
+            last_used_at: now,
+            hours,
+        };
+        store
+            .add_usage(&[delta(vec![hour(10, 2), hour(20, 3)])])
+            .await
+            .unwrap();
+        store.add_usage(&[delta(vec![hour(20, 4)])]).await.unwrap();
+        let history = store.usage_history(&record.id, 0, 100).await.unwrap();
+        assert_eq!(history, [hour(10, 2), hour(20, 7)]);
+        let overview = store.usage_overview(0, 100).await.unwrap();
+        assert_eq!(overview.keys, [(record.id.clone(), 9)]);
+
+        store.prune_history(15).await.unwrap();
+        assert_eq!(
+            store.usage_history(&record.id, 0, 100).await.unwrap(),
+            [hour(20, 7)]
+        );
+        let overview = store.usage_overview(0, 100).await.unwrap();
+        assert_eq!(overview.hours, [hour(20, 7)]);
+        assert_eq!(overview.keys, [(record.id.clone(), 7)]);
+        assert_eq!(
+            store
+                .get(&record.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .usage
+                .request_count,
+            9
+        );
+    }
+}

@@ -185,7 +185,7 @@ impl Cursor {
     /// Reads a cursor made by [`Cursor::encode`] for this sort and order.
     pub fn decode(text: &str, sort: Sort, descending: bool) -> Result<Cursor, String> {
         let bad = || "not a cursor this API gave out".to_string();
-        if text.len() % 2 != 0 || text.len() > 400 {
+        if !text.len().is_multiple_of(2) || text.len() > 400 {
             return Err(bad());
         }
         let bytes = (0..text.len())
