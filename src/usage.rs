@@ -54,8 +54,7 @@ impl Hour {
         }
     }
 
-    fn count(&mut self, outcome: Outcome) {
-        self.requests += 1;
+    fn end(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Forwarded(status) => {
                 self.forwarded += 1;
@@ -95,7 +94,7 @@ impl Pending {
         }
     }
 
-    fn count(&mut self, now: DateTime<Utc>, outcome: Outcome) {
+    fn count(&mut self, now: DateTime<Utc>) {
         self.requests += 1;
         self.last_used_at = now;
         let hour = hour_of(now.timestamp());
@@ -103,7 +102,7 @@ impl Pending {
             let ended = std::mem::replace(&mut self.hour, Hour::new(hour));
             self.earlier.push(ended);
         }
-        self.hour.count(outcome);
+        self.hour.requests += 1;
     }
 
     /// Adds counts taken out for a flush that failed.
@@ -124,7 +123,7 @@ impl Pending {
                 None => hours.push(counts),
             }
         }
-        hours.retain(|h| h.requests > 0);
+        hours.retain(|h| *h != HourCounts::empty(h.hour));
         hours
     }
 }
@@ -164,17 +163,34 @@ impl UsageRecorder {
         }
     }
 
-    /// Counts one request for `key_id` and how it ended.
-    pub fn record(&self, key_id: &Arc<str>, outcome: Outcome) {
+    /// Counts one request for `key_id`, once its key is verified (so a request in flight is
+    /// already in its key's usage); how it ended is [`UsageRecorder::record_outcome`]'s.
+    pub fn record(&self, key_id: &Arc<str>) {
         let now = Utc::now();
         if let Some(mut pending) = self.pending.get_mut(key_id) {
-            pending.count(now, outcome);
+            pending.count(now);
             return;
         }
         self.pending
             .entry(key_id.clone())
             .or_insert_with(|| Pending::new(now))
-            .count(now, outcome);
+            .count(now);
+    }
+
+    /// Counts how a request [`UsageRecorder::record`] counted ended, in the hour counted last
+    /// (a request that spans the end of an hour ends in the next).
+    pub fn record_outcome(&self, key_id: &Arc<str>, outcome: Outcome) {
+        if let Some(mut pending) = self.pending.get_mut(key_id) {
+            pending.hour.end(outcome);
+            return;
+        }
+        // Flushed since the request was counted: the outcome is flushed on its own.
+        let now = Utc::now();
+        self.pending
+            .entry(key_id.clone())
+            .or_insert_with(|| Pending::new(now))
+            .hour
+            .end(outcome);
     }
 
     /// Requests counted for a key but not yet flushed.
@@ -343,13 +359,20 @@ mod tests {
     fn history_counts_each_outcome_in_its_hour() {
         let start = DateTime::<Utc>::from_timestamp(10 * 3600 + 3590, 0).unwrap();
         let mut pending = Pending::new(start);
-        pending.count(start, Outcome::Forwarded(200));
-        pending.count(start, Outcome::Forwarded(503));
-        pending.count(start, Outcome::Refused("route_not_allowed"));
+        for outcome in [
+            Outcome::Forwarded(200),
+            Outcome::Forwarded(503),
+            Outcome::Refused("route_not_allowed"),
+        ] {
+            pending.count(start);
+            pending.hour.end(outcome);
+        }
         // The next hour begins before the flush.
         let later = start + chrono::Duration::seconds(20);
-        pending.count(later, Outcome::Refused("route_not_allowed"));
-        pending.count(later, Outcome::Forwarded(0));
+        for outcome in [Outcome::Refused("route_not_allowed"), Outcome::Forwarded(0)] {
+            pending.count(later);
+            pending.hour.end(outcome);
+        }
         let hours = pending.hours();
         assert_eq!(pending.requests, 5);
         assert_eq!(hours.len(), 2);
@@ -371,8 +394,10 @@ mod tests {
         let recorder = Arc::new(UsageRecorder::default());
         let store = Arc::new(SlowUsageStore::default());
         let id: Arc<str> = "key_1".into();
-        recorder.record(&id, Outcome::Forwarded(200));
-        recorder.record(&id, Outcome::Refused("route_not_allowed"));
+        recorder.record(&id);
+        recorder.record_outcome(&id, Outcome::Forwarded(200));
+        recorder.record(&id);
+        recorder.record_outcome(&id, Outcome::Refused("route_not_allowed"));
 
         let flush = tokio::spawn({
             let (recorder, store) = (recorder.clone(), store.clone());

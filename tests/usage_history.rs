@@ -214,7 +214,7 @@ async fn two_gateways_add_up_exactly() {
 #[tokio::test]
 async fn redis_history_is_pruned_by_hour() {
     use kbgate::keys::history::HourCounts;
-    use kbgate::keys::{KeyStore, UsageDelta};
+    use kbgate::keys::UsageDelta;
     let Some(server) = RedisServer::start() else {
         return;
     };

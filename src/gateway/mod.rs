@@ -105,13 +105,13 @@ impl Handler for Gateway {
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
-        // Every request of a known key is counted once, with how it ended (usage history).
+        // How a request of a known key ended, for its usage history (counted in `admit`).
         if let Some(key_id) = &log.key_id {
             let how = match outcome {
                 "forwarded" => usage::Outcome::Forwarded(status),
                 code => usage::Outcome::Refused(code),
             };
-            self.usage.record(key_id, how);
+            self.usage.record_outcome(key_id, how);
         }
         self.metrics.observe(&Observation {
             route: log.route,
@@ -196,6 +196,7 @@ impl Gateway {
         }
         let key = self.keyring.verify(&secret).await?;
         log.key_id = Some(key.id.clone());
+        self.usage.record(&key.id);
 
         let route = self
             .routes
