@@ -213,8 +213,8 @@ async fn two_gateways_add_up_exactly() {
 /// Redis keeps history by hour and prunes whole hours, as the embedded store does.
 #[tokio::test]
 async fn redis_history_is_pruned_by_hour() {
-    use kbgate::keys::history::HourCounts;
     use kbgate::keys::UsageDelta;
+    use kbgate::keys::history::HourCounts;
     let Some(server) = RedisServer::start() else {
         return;
     };
