@@ -91,7 +91,9 @@ pub async fn start_with_store(
         config.hot_tier,
         changes.is_none(),
     ));
-    let usage = Arc::new(UsageRecorder::default());
+    let usage = Arc::new(UsageRecorder::with_retention(
+        config.usage_history_retention,
+    ));
     let key_metrics = config
         .metrics
         .per_key

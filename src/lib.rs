@@ -31,12 +31,13 @@
 //! - floor 2: `authz::routes` the route table · `keys` secrets, records, stores (each owns its
 //!   settings), `keyring` (hot tier + verify -> `VerifyError`), `service` (the key lifecycle,
 //!   audited), `admin_token` (roles), `audit` (entries, the hash chain), `audit_store` (the
-//!   audited writes each store makes in one write),
-//!   `watch` (change feed, hot-tier sweep, key-info refresh) · `upstream` the forwarding client
+//!   audited writes each store makes in one write), `listing` (paged, filtered lists by
+//!   cursor), `history` (usage per key per hour), `watch` (change feed, hot-tier sweep,
+//!   key-info refresh) · `upstream` the forwarding client
 //!   (`ForwardError`) and header hygiene · `links` Location/Link rewriting · `server` accept
 //!   loop, TLS, its limits · `cors` browser clients (opt-in)
 //! - floor 3: `rejection` the refusal enum, its class, and `From` the domain errors · `usage`
-//!   per-key counters · `access_log` the access line and when it is written
+//!   per-key counters and their history by hour and outcome · `access_log` the access line and when it is written
 //! - floor 4: `gateway` `handle` over `admit` (checks, path, key, verify, route, grant) then
 //!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`;
 //!   `access` tokens and roles, `tokens`, `audit`)

@@ -1,7 +1,10 @@
 //! Per-key usage: counted in memory on the request path (no store write there), flushed to the
-//! store in batches every `usage.flush_interval` and once more at shutdown.
+//! store in batches every `usage.flush_interval` and once more at shutdown. Each key's counts
+//! carry its usage history too (requests by hour and outcome): a few adds in the same map entry,
+//! no allocation on the request path (a refusal code's slot is made once per key and flush).
 
 use crate::FastMap;
+use crate::keys::history::{HourCounts, hour_of, upstream_class};
 use crate::keys::service::PendingUsage;
 use crate::keys::{KeyRecord, KeyStore, StoreError, UsageDelta};
 use chrono::{DateTime, Utc};
@@ -9,10 +12,120 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Pending {
     requests: u64,
     last_used_at: DateTime<Utc>,
+    /// The hour of the latest request.
+    hour: Hour,
+    /// Hours before `hour` since the last flush: only when a flush window spans an hour's end.
+    earlier: Vec<Hour>,
+}
+
+/// How one hour's requests ended, as counted on the request path.
+#[derive(Clone, Debug, PartialEq)]
+struct Hour {
+    hour: i64,
+    requests: u64,
+    forwarded: u64,
+    /// Refusal code -> count: the codes are `Rejection::code()`'s static strings, so a new
+    /// refusal is counted without a change here.
+    refused: Vec<(&'static str, u64)>,
+    upstream: [u64; 4],
+}
+
+/// How a request of a known key ended.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    /// Forwarded; the KB answered with this status (or none: 0).
+    Forwarded(u16),
+    /// Refused with this code after the key was known.
+    Refused(&'static str),
+}
+
+impl Hour {
+    fn new(hour: i64) -> Hour {
+        Hour {
+            hour,
+            requests: 0,
+            forwarded: 0,
+            refused: Vec::new(),
+            upstream: [0; 4],
+        }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Forwarded(status) => {
+                self.forwarded += 1;
+                if let Some(class) = upstream_class(status) {
+                    self.upstream[class] += 1;
+                }
+            }
+            Outcome::Refused(code) => match self.refused.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => self.refused.push((code, 1)),
+            },
+        }
+    }
+
+    fn counts(&self) -> HourCounts {
+        HourCounts {
+            hour: self.hour,
+            requests: self.requests,
+            forwarded: self.forwarded,
+            refused: self
+                .refused
+                .iter()
+                .map(|(code, n)| (code.to_string(), *n))
+                .collect(),
+            upstream: self.upstream,
+        }
+    }
+}
+
+impl Pending {
+    fn new(now: DateTime<Utc>) -> Pending {
+        Pending {
+            requests: 0,
+            last_used_at: now,
+            hour: Hour::new(hour_of(now.timestamp())),
+            earlier: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, now: DateTime<Utc>) {
+        self.requests += 1;
+        self.last_used_at = now;
+        let hour = hour_of(now.timestamp());
+        if hour != self.hour.hour {
+            let ended = std::mem::replace(&mut self.hour, Hour::new(hour));
+            self.earlier.push(ended);
+        }
+        self.hour.requests += 1;
+    }
+
+    /// Adds counts taken out for a flush that failed.
+    fn merge(&mut self, taken: Pending) {
+        self.requests += taken.requests;
+        self.last_used_at = self.last_used_at.max(taken.last_used_at);
+        self.earlier.extend(taken.earlier);
+        self.earlier.push(taken.hour);
+    }
+
+    /// Every hour counted, one entry per hour.
+    fn hours(&self) -> Vec<HourCounts> {
+        let mut hours: Vec<HourCounts> = Vec::new();
+        for hour in self.earlier.iter().chain(std::iter::once(&self.hour)) {
+            let counts = hour.counts();
+            match hours.iter_mut().find(|h| h.hour == counts.hour) {
+                Some(same) => same.add(&counts),
+                None => hours.push(counts),
+            }
+        }
+        hours.retain(|h| *h != HourCounts::empty(h.hour));
+        hours
+    }
 }
 
 #[derive(Default)]
@@ -21,32 +134,75 @@ pub struct UsageRecorder {
     /// Written by a flush from taking the counts out of `pending` until the store has them;
     /// read by whoever reads a key's usage from the store and then adds what is pending.
     flushing: tokio::sync::RwLock<()>,
+    /// History older than this is pruned by the flusher when an hour begins; None: kept.
+    history_retention: Option<Duration>,
 }
 
 impl UsageRecorder {
-    /// Counts one request for `key_id`.
+    /// A recorder whose flusher prunes usage history older than `retention`.
+    pub fn with_retention(retention: Duration) -> UsageRecorder {
+        UsageRecorder {
+            history_retention: Some(retention),
+            ..UsageRecorder::default()
+        }
+    }
+
+    /// Prunes the history past its retention, if the hour changed since `last_pruned`.
+    async fn prune(&self, store: &dyn KeyStore, last_pruned: &mut i64) {
+        let Some(retention) = self.history_retention else {
+            return;
+        };
+        let hour = hour_of(Utc::now().timestamp());
+        if hour == *last_pruned {
+            return;
+        }
+        let keep_hours = i64::try_from(retention.as_secs() / 3600).unwrap_or(i64::MAX);
+        match store.prune_history(hour.saturating_sub(keep_hours)).await {
+            Ok(()) => *last_pruned = hour,
+            Err(error) => tracing::warn!(%error, "usage history pruning failed; will retry"),
+        }
+    }
+
+    /// Counts one request for `key_id`, once its key is verified (so a request in flight is
+    /// already in its key's usage); how it ended is [`UsageRecorder::record_outcome`]'s.
     pub fn record(&self, key_id: &Arc<str>) {
         let now = Utc::now();
         if let Some(mut pending) = self.pending.get_mut(key_id) {
-            pending.requests += 1;
-            pending.last_used_at = now;
+            pending.count(now);
             return;
         }
         self.pending
             .entry(key_id.clone())
-            .and_modify(|p| {
-                p.requests += 1;
-                p.last_used_at = now;
-            })
-            .or_insert(Pending {
-                requests: 1,
-                last_used_at: now,
-            });
+            .or_insert_with(|| Pending::new(now))
+            .count(now);
+    }
+
+    /// Counts how a request [`UsageRecorder::record`] counted ended, in the hour counted last
+    /// (a request that spans the end of an hour ends in the next).
+    pub fn record_outcome(&self, key_id: &Arc<str>, outcome: Outcome) {
+        if let Some(mut pending) = self.pending.get_mut(key_id) {
+            pending.hour.end(outcome);
+            return;
+        }
+        // Flushed since the request was counted: the outcome is flushed on its own.
+        let now = Utc::now();
+        self.pending
+            .entry(key_id.clone())
+            .or_insert_with(|| Pending::new(now))
+            .hour
+            .end(outcome);
     }
 
     /// Requests counted for a key but not yet flushed.
     fn pending(&self, key_id: &str) -> Option<Pending> {
-        self.pending.get(key_id).map(|p| *p)
+        self.pending.get(key_id).map(|p| p.clone())
+    }
+
+    /// A key's history counted but not yet flushed, by hour.
+    pub fn pending_hours(&self, key_id: &str) -> Vec<HourCounts> {
+        self.pending
+            .get(key_id)
+            .map_or_else(Vec::new, |p| p.hours())
     }
 
     /// Adds to a record read from the store what is counted for it but not yet flushed, so its
@@ -84,6 +240,7 @@ impl UsageRecorder {
                 key_id: id.to_string(),
                 requests: p.requests,
                 last_used_at: p.last_used_at,
+                hours: p.hours(),
             })
             .collect();
         let result = store.add_usage(&deltas).await;
@@ -91,13 +248,12 @@ impl UsageRecorder {
             crate::metrics::fixed()
                 .store_error(crate::metrics::StoreOp::UsageFlush, error.metric_kind());
             for (id, p) in taken {
-                self.pending
-                    .entry(id)
-                    .and_modify(|now| {
-                        now.requests += p.requests;
-                        now.last_used_at = now.last_used_at.max(p.last_used_at);
-                    })
-                    .or_insert(p);
+                match self.pending.entry(id) {
+                    dashmap::Entry::Occupied(mut now) => now.get_mut().merge(p),
+                    dashmap::Entry::Vacant(slot) => {
+                        slot.insert(p);
+                    }
+                }
             }
         }
         result
@@ -113,6 +269,9 @@ impl UsageRecorder {
     ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Pruned when an hour begins (not at start: a restart should not write to the store
+        // while an older instance may still hold it, and the hours pruned are hours old).
+        let mut last_pruned = hour_of(Utc::now().timestamp());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -120,6 +279,7 @@ impl UsageRecorder {
                     if let Err(error) = self.flush(store.as_ref()).await {
                         tracing::warn!(%error, "usage flush failed; will retry");
                     }
+                    self.prune(store.as_ref(), &mut last_pruned).await;
                 }
             }
         }
@@ -135,6 +295,10 @@ impl PendingUsage for UsageRecorder {
 
     fn add_pending(&self, record: &mut KeyRecord) {
         UsageRecorder::add_pending(self, record)
+    }
+
+    fn pending_hours(&self, key_id: &str) -> Vec<HourCounts> {
+        UsageRecorder::pending_hours(self, key_id)
     }
 }
 
@@ -193,13 +357,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn history_counts_each_outcome_in_its_hour() {
+        let start = DateTime::<Utc>::from_timestamp(10 * 3600 + 3590, 0).unwrap();
+        let mut pending = Pending::new(start);
+        for outcome in [
+            Outcome::Forwarded(200),
+            Outcome::Forwarded(503),
+            Outcome::Refused("route_not_allowed"),
+        ] {
+            pending.count(start);
+            pending.hour.end(outcome);
+        }
+        // The next hour begins before the flush.
+        let later = start + chrono::Duration::seconds(20);
+        for outcome in [Outcome::Refused("route_not_allowed"), Outcome::Forwarded(0)] {
+            pending.count(later);
+            pending.hour.end(outcome);
+        }
+        let hours = pending.hours();
+        assert_eq!(pending.requests, 5);
+        assert_eq!(hours.len(), 2);
+        assert_eq!((hours[0].hour, hours[1].hour), (10, 11));
+        assert_eq!(hours[0].requests, 3);
+        assert_eq!(hours[0].forwarded, 2);
+        assert_eq!(hours[0].upstream, [1, 0, 0, 1]);
+        assert_eq!(hours[0].refused["route_not_allowed"], 1);
+        assert_eq!(hours[1].requests, 2);
+        assert_eq!(hours[1].upstream, [0; 4], "no answer, no class");
+        assert_eq!(
+            hours.iter().map(|h| h.requests).sum::<u64>(),
+            pending.requests
+        );
+    }
+
     #[tokio::test]
     async fn counts_being_written_are_not_read_as_gone() {
         let recorder = Arc::new(UsageRecorder::default());
         let store = Arc::new(SlowUsageStore::default());
         let id: Arc<str> = "key_1".into();
         recorder.record(&id);
+        recorder.record_outcome(&id, Outcome::Forwarded(200));
         recorder.record(&id);
+        recorder.record_outcome(&id, Outcome::Refused("route_not_allowed"));
 
         let flush = tokio::spawn({
             let (recorder, store) = (recorder.clone(), store.clone());

@@ -200,7 +200,8 @@ async fn every_change_has_its_entry(gateway: &TestGateway) {
         let (status, error) = gateway
             .admin("GET", &format!("/v1/audit{query}"), None)
             .await;
-        assert_eq!(status, 400, "{query}");
+        assert_eq!(status, 422, "{query}");
+        assert_eq!(error["error"]["code"], "invalid_request", "{query}");
         assert!(
             error["error"]["message"]
                 .as_str()

@@ -140,3 +140,98 @@ async fn the_admin_target_can_come_from_the_config_file() {
     );
     gateway.shutdown().await;
 }
+
+/// `kbgate keys list` walks every page on its own (2,300 keys: three pages of 1,000) and passes
+/// the filters on.
+#[tokio::test]
+async fn list_pages_on_its_own_and_filters() {
+    use common::seed::{Store, record, start_seeded};
+    let now = chrono::Utc::now();
+    let mut records: Vec<_> = (0..2_300)
+        .map(|i| record(&format!("bulk {i:04}"), now - chrono::Duration::days(1)))
+        .collect();
+    let mut old_chat = record("Old Chat bot", now - chrono::Duration::days(90));
+    old_chat.enabled = false;
+    records.push(old_chat);
+    records.push(record("chat (new)", now));
+    let Some((gateway, _)) = start_seeded(Store::Embedded, &records).await else {
+        return;
+    };
+    let cli = Cli { gateway: &gateway };
+
+    let all = cli.json(&["list"]).await;
+    let ids: Vec<&str> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), records.len());
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "no key twice");
+    assert_eq!(all["keys"][0]["name"], "Old Chat bot", "oldest first");
+
+    let (ok, table, stderr) = cli
+        .run(&["list", "--search", "chat", "--state", "disabled"])
+        .await;
+    assert!(ok, "{stderr}");
+    assert!(
+        table.contains("Old Chat bot") && !table.contains("chat (new)"),
+        "{table}"
+    );
+    let unused = cli.json(&["list", "--unused-for", "30d"]).await;
+    assert_eq!(unused["keys"].as_array().unwrap().len(), 1, "{unused}");
+    let newest = cli.json(&["list", "--desc", "--limit", "2"]).await;
+    let names: Vec<&str> = newest["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names[0], "chat (new)");
+    let (ok, _, stderr) = cli.run(&["list", "--state", "sleeping"]).await;
+    assert!(!ok && stderr.contains("sleeping"), "{stderr}");
+    gateway.shutdown().await;
+}
+
+/// `kbgate keys usage ID` prints the buckets, a total and a sparkline.
+#[tokio::test]
+async fn usage_prints_a_table_and_a_sparkline() {
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
+    let cli = Cli { gateway: &gateway };
+    let (id, secret) = gateway
+        .create_key(serde_json::json!({"name": "busy"}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
+    }
+    assert_eq!(gateway.get("/v1/unmapped", &secret).await.0, 403);
+
+    let (ok, text, stderr) = cli.run(&["usage", &id]).await;
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("START") && lines[0].contains("REFUSED"),
+        "{text}"
+    );
+    // Seven days back from now, by day: seven or eight buckets, then the total.
+    let total = lines.iter().position(|l| l.starts_with("total")).unwrap();
+    assert!((8..=9).contains(&total), "{text}");
+    let cells: Vec<&str> = lines[total].split_whitespace().collect();
+    assert_eq!(&cells[1..5], ["4", "3", "1", "3"], "{text}");
+    assert!(text.contains("refused route_not_allowed: 1"), "{text}");
+    let spark = lines.last().unwrap();
+    assert!(
+        spark.starts_with(&id) && spark.ends_with("(requests per day, most 4)"),
+        "{text}"
+    );
+    assert!(spark.contains('█'), "{text}");
+
+    let by_hour = cli.json(&["usage", &id, "--days", "1"]).await;
+    assert_eq!(by_hour["granularity"], "hour");
+    assert_eq!(by_hour["total"]["requests"], 4);
+    let (ok, _, stderr) = cli.run(&["usage", "key_nope"]).await;
+    assert!(!ok && stderr.contains("No such key"), "{stderr}");
+    gateway.shutdown().await;
+}

@@ -53,7 +53,7 @@ fn the_demo_curl_lines_work_as_printed() {
         );
         tried += 1;
     }
-    assert_eq!(tried, 8, "every curl line was tried");
+    assert_eq!(tried, 9, "every curl line was tried");
 
     let cli = lines.iter().find(|l| l.contains("keys list")).unwrap();
     let cli = cli

@@ -153,6 +153,32 @@ async fn answers_match_the_documented_schemas() {
     let (status, list) = gateway.admin("GET", "/v1/keys", None).await;
     assert_eq!(status, 200);
     assert_matches(&doc, "/v1/keys", "get", 200, &list);
+    let (status, page) = gateway
+        .admin("GET", "/v1/keys?limit=1&state=active&sort=requests", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_matches(&doc, "/v1/keys", "get", 200, &page);
+
+    // Usage with something in it: a forwarded request and a refused one.
+    let secret = rotated["secret"].as_str().unwrap();
+    assert_eq!(gateway.get("/v1/article", secret).await.0, 200);
+    assert_eq!(gateway.get("/v1/unmapped", secret).await.0, 403);
+    for query in ["", "?granularity=day"] {
+        let (status, usage) = gateway
+            .admin("GET", &format!("/v1/keys/{id}/usage{query}"), None)
+            .await;
+        assert_eq!(status, 200, "{usage}");
+        assert_eq!(usage["total"]["requests"], 2);
+        assert_matches(&doc, "/v1/keys/{id}/usage", "get", 200, &usage);
+    }
+    common::eventually("the overview sees the flushed usage", || async {
+        let (_, overview) = gateway.admin("GET", "/v1/usage", None).await;
+        overview["total"]["requests"] == 2
+    })
+    .await;
+    let (status, overview) = gateway.admin("GET", "/v1/usage", None).await;
+    assert_eq!(status, 200);
+    assert_matches(&doc, "/v1/usage", "get", 200, &overview);
     let (status, missing) = gateway.admin("GET", "/v1/keys/key_nope", None).await;
     assert_eq!(status, 404);
     assert_matches(&doc, "/v1/keys/{id}", "get", 404, &missing);

@@ -470,6 +470,7 @@ async fn listings_larger_than_one_batch_return_every_key_with_its_own_usage() {
             key_id: record.id.clone(),
             requests: n + 1,
             last_used_at: now,
+            hours: Vec::new(),
         });
         ids.insert(record.id);
     }

@@ -29,12 +29,9 @@ pub(super) struct Query {
     until: Option<DateTime<Utc>>,
 }
 
+/// A bad query parameter: 422 `invalid_request` naming it, as the key list's parameters answer.
 fn bad(name: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
-        format!("{name}: {reason}"),
-    )
+    ApiError::invalid(format!("{name}: {reason}"))
 }
 
 /// A time as RFC 3339, or a duration in the config's syntax (`30d`, `12h`) meaning that long ago.

@@ -2,11 +2,13 @@
 //! parses its body, calls the [`KeyService`](crate::keys::service::KeyService) and renders the
 //! key object.
 
+use super::query::Params;
 use super::{Admin, ApiError, json};
-use crate::authz::Scope;
+use crate::authz::{Permission, Scope};
 use crate::body::Body;
 use crate::keys::KeyRecord;
 use crate::keys::audit::Context;
+use crate::keys::listing::{self, Cursor, Filter, ListQuery, Sort, State};
 use crate::keys::service::{Issued, KeyEdit, NewKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
@@ -98,6 +100,61 @@ pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Re
     })
 }
 
+/// `GET /v1/keys`'s parameters.
+fn list_query(query: Option<&str>, resources: &[String]) -> Result<ListQuery, ApiError> {
+    let params = Params::parse(
+        query,
+        &[
+            "limit",
+            "cursor",
+            "state",
+            "expiring_within",
+            "unused_for",
+            "q",
+            "permission",
+            "sort",
+            "order",
+        ],
+    )?;
+    let sort = params
+        .choice(
+            "sort",
+            &[
+                ("created", Sort::Created),
+                ("last_used", Sort::LastUsed),
+                ("requests", Sort::Requests),
+            ],
+        )?
+        .unwrap_or_default();
+    let descending = params
+        .choice("order", &[("asc", false), ("desc", true)])?
+        .unwrap_or(false);
+    let filter = Filter {
+        state: params.choice(
+            "state",
+            &[
+                ("active", State::Active),
+                ("disabled", State::Disabled),
+                ("expired", State::Expired),
+                ("expiring", State::Expiring),
+            ],
+        )?,
+        expiring_within: params.duration("expiring_within")?,
+        unused_for: params.duration("unused_for")?,
+        name_contains: params.text("q").map(str::to_string),
+        permission: params.get("permission", |p| Permission::parse(p, resources))?,
+    };
+    Ok(ListQuery {
+        limit: params
+            .number("limit", 1..=listing::MAX_LIMIT)?
+            .unwrap_or(listing::DEFAULT_LIMIT),
+        cursor: params.get("cursor", |c| Cursor::decode(c, sort, descending))?,
+        filter,
+        sort,
+        descending,
+    })
+}
+
 pub(super) fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     at.map_or(Value::Null, |at| {
         Value::String(at.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -135,11 +192,16 @@ fn issued_view(issued: Issued) -> Value {
 }
 
 impl Admin {
-    /// Every key, with exact usage.
-    pub(super) async fn list(&self) -> Result<Response<Body>, ApiError> {
-        let records = self.keys.list().await?;
-        let keys: Vec<Value> = records.iter().map(key_view).collect();
-        Ok(json(StatusCode::OK, &json!({ "keys": keys })))
+    /// One page of keys, filtered and sorted as the query asks, with exact usage.
+    pub(super) async fn list(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+        let query = list_query(query, self.keys.resources())?;
+        let page = self.keys.list_page(&query).await?;
+        let keys: Vec<Value> = page.keys.iter().map(key_view).collect();
+        let next_cursor = page.next_cursor.map(|c| c.encode());
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "keys": keys, "next_cursor": next_cursor }),
+        ))
     }
 
     pub(super) async fn show(&self, id: &str) -> Result<Response<Body>, ApiError> {

@@ -8,7 +8,9 @@ mod access;
 mod audit;
 mod keys;
 mod openapi;
+mod query;
 mod tokens;
+mod usage;
 
 use crate::body::{self, Body, BoxError};
 use crate::keys::admin_token::Role;
@@ -165,6 +167,12 @@ impl Admin {
         access::require(&actor, needed)?;
         let ctx = access::context(actor, &request, conn);
         let id = segments.get(2).copied().unwrap_or_default();
+        let query = request.uri().query().map(str::to_string);
+        match endpoint {
+            Endpoint::KeyUsage => return self.key_usage(id, query.as_deref()).await,
+            Endpoint::Usage => return self.usage_overview(query.as_deref()).await,
+            _ => {}
+        }
         if let Endpoint::Audit = endpoint {
             let query = audit::Query::parse(request.uri().query())?;
             let ndjson = request
@@ -179,7 +187,7 @@ impl Admin {
         }
         let body = read_body(request).await?;
         match (endpoint, method) {
-            (Endpoint::Keys, Method::GET) => self.list().await,
+            (Endpoint::Keys, Method::GET) => self.list(query.as_deref()).await,
             (Endpoint::Keys, _) => self.create(&body, &ctx).await,
             (Endpoint::Key, Method::GET) => self.show(id).await,
             (Endpoint::Key, Method::PATCH) => self.edit(id, &body, &ctx).await,
@@ -250,6 +258,10 @@ enum Endpoint {
     Audit,
     /// `/v1/audit/verify`
     AuditVerify,
+    /// `/v1/keys/{id}/usage`
+    KeyUsage,
+    /// `/v1/usage`
+    Usage,
 }
 
 impl Endpoint {
@@ -267,15 +279,20 @@ impl Endpoint {
             ["v1", "admin-tokens", _] => Endpoint::AdminToken,
             ["v1", "audit"] => Endpoint::Audit,
             ["v1", "audit", "verify"] => Endpoint::AuditVerify,
+            ["v1", "keys", _, "usage"] => Endpoint::KeyUsage,
+            ["v1", "usage"] => Endpoint::Usage,
             _ => return None,
         })
     }
 
     fn methods(self) -> &'static [Method] {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => {
-                &[Method::GET]
-            }
+            Endpoint::Healthz
+            | Endpoint::Readyz
+            | Endpoint::Metrics
+            | Endpoint::OpenApi
+            | Endpoint::KeyUsage
+            | Endpoint::Usage => &[Method::GET],
             Endpoint::Keys | Endpoint::AdminTokens => &[Method::GET, Method::POST],
             Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
             Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],

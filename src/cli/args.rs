@@ -49,8 +49,17 @@ pub enum KeysCommand {
         #[command(flatten)]
         expiry: ExpiryArgs,
     },
-    /// List all keys, oldest first
-    List,
+    /// List keys (every page, oldest first unless sorted), optionally filtered
+    List(ListArgs),
+    /// A key's usage over the last days: a table and a one-line sparkline
+    Usage {
+        /// Key id, as `kbgate keys list` shows it
+        #[arg(value_parser = parse_id)]
+        id: String,
+        /// How many days back (hours for up to 2 days, days beyond)
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+    },
     /// Show one key
     Show {
         /// Key id, as `kbgate keys list` shows it
@@ -114,6 +123,51 @@ pub enum KeysCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+}
+
+/// `kbgate keys list`'s filters and order (the admin API's `GET /v1/keys` parameters).
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct ListArgs {
+    /// Only keys in this state (expiring: within --expiring-within, default 14d)
+    #[arg(long)]
+    pub state: Option<StateArg>,
+    /// With --state expiring: how soon, e.g. 30d
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub expiring_within: Option<Duration>,
+    /// Only keys with no request for this long, e.g. 30d (a never-used key counts from its creation)
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub unused_for: Option<Duration>,
+    /// Only keys whose name contains this, ignoring case
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Only keys that grant this permission, e.g. article:write
+    #[arg(long)]
+    pub permission: Option<String>,
+    /// Order by
+    #[arg(long)]
+    pub sort: Option<SortArg>,
+    /// Newest, most recently used or busiest first
+    #[arg(long)]
+    pub desc: bool,
+    /// Print at most this many keys
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateArg {
+    Active,
+    Disabled,
+    Expired,
+    Expiring,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortArg {
+    Created,
+    #[value(alias = "last_used")]
+    LastUsed,
+    Requests,
 }
 
 /// When a key stops working: at a fixed time or after a while.
@@ -307,7 +361,31 @@ mod tests {
 
     #[test]
     fn list_show_enable_disable_delete() {
-        assert!(matches!(command(&["list"]), KeysCommand::List));
+        assert!(matches!(command(&["list"]), KeysCommand::List(_)));
+        let KeysCommand::List(list) = command(&[
+            "list",
+            "--unused-for",
+            "30d",
+            "--state",
+            "disabled",
+            "--search",
+            "chat",
+            "--sort",
+            "last-used",
+            "--desc",
+        ]) else {
+            panic!("expected list");
+        };
+        assert_eq!(list.unused_for, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(list.state, Some(StateArg::Disabled));
+        assert_eq!(list.search.as_deref(), Some("chat"));
+        assert_eq!((list.sort, list.desc), (Some(SortArg::LastUsed), true));
+        assert!(parse(&["list", "--state", "gone"]).is_err());
+        assert!(parse(&["usage", "k1", "--days", "0"]).is_err());
+        assert!(matches!(
+            command(&["usage", "k1"]),
+            KeysCommand::Usage { days: 7, .. }
+        ));
         assert!(matches!(command(&["show", "k1"]), KeysCommand::Show { id } if id == "k1"));
         assert!(matches!(command(&["enable", "k1"]), KeysCommand::Enable { id } if id == "k1"));
         assert!(matches!(command(&["disable", "k1"]), KeysCommand::Disable { id } if id == "k1"));

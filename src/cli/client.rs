@@ -44,7 +44,7 @@ impl AdminClient {
 
     /// Sends the request; `None` means the API answered without a body (204 after delete).
     pub async fn send(&self, request: &Request) -> Result<Option<Value>, CliError> {
-        let url = self.url(&request.path);
+        let url = self.url_with_query(&request.path, &request.query);
         self.call(request.method.clone(), url, request.body.as_ref())
             .await
     }
@@ -102,6 +102,15 @@ impl AdminClient {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(["v1", "keys"]).extend(segments);
+        }
+        url
+    }
+
+    /// [`AdminClient::url`] with query parameters.
+    fn url_with_query(&self, segments: &[String], query: &[(&str, String)]) -> Url {
+        let mut url = self.url(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
         }
         url
     }

@@ -20,16 +20,18 @@ mod output;
 mod request;
 mod table;
 mod target;
+mod usage;
 
 use std::io::{ErrorKind, IsTerminal, Write};
 
 use chrono::Utc;
 
 pub use admin::{AdminTokensArgs, AuditArgs, run_audit, run_tokens};
-pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ScopeArg};
+pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ListArgs, ScopeArg, SortArg, StateArg};
 pub use error::CliError;
 
 use client::AdminClient;
+use request::{Request, View};
 
 /// Runs one `kbgate keys …` command; returns Err with a message for the caller to print and exit 1.
 pub async fn run(args: KeysArgs) -> Result<(), CliError> {
@@ -38,9 +40,36 @@ pub async fn run(args: KeysArgs) -> Result<(), CliError> {
     if let KeysCommand::Delete { id, yes: false } = &args.command {
         confirm_delete(id)?;
     }
-    let answer = AdminClient::new(&target)?.send(&request).await?;
+    let client = AdminClient::new(&target)?;
+    let answer = match request.view {
+        View::KeyList(most) => Some(list_all(&client, request.clone(), most).await?),
+        _ => client.send(&request).await?,
+    };
     let text = output::render(&request.view, answer, args.json, Utc::now())?;
     print(&text)
+}
+
+/// Follows `next_cursor` from page to page; answers one list of every key (at most `most`).
+async fn list_all(
+    client: &AdminClient,
+    mut request: Request,
+    most: Option<u64>,
+) -> Result<serde_json::Value, CliError> {
+    let most = most.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut keys = Vec::new();
+    loop {
+        let page = client.send(&request).await?.unwrap_or_default();
+        keys.extend(page["keys"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(cursor) if keys.len() < most => {
+                request.query.retain(|(name, _)| *name != "cursor");
+                request.query.push(("cursor", cursor.to_string()));
+            }
+            _ => break,
+        }
+    }
+    keys.truncate(most);
+    Ok(serde_json::json!({ "keys": keys }))
 }
 
 /// Asks on the terminal before a delete; without a terminal to ask on, `--yes` is needed.

@@ -24,7 +24,8 @@ pub fn render(
     }
     let answer = answer.ok_or_else(|| CliError::UnexpectedResponse("empty body".to_string()))?;
     match view {
-        View::KeyList => Ok(key_table(&Key::list_from_json(&answer)?, now)),
+        View::KeyList(_) => Ok(key_table(&Key::list_from_json(&answer)?, now)),
+        View::Usage => super::usage::usage_text(&answer),
         View::Key => Ok(key_block(&Key::from_json(&answer)?, now)),
         View::KeyWithSecret => {
             let secret = answer["secret"].as_str().ok_or_else(|| {
@@ -85,7 +86,7 @@ mod tests {
     #[test]
     fn list_and_show_use_table_and_block() {
         let list = json!({"keys": [sample()]});
-        let table = render(&View::KeyList, Some(list), false, now()).unwrap();
+        let table = render(&View::KeyList(None), Some(list), false, now()).unwrap();
         assert!(table.starts_with("ID "), "{table}");
         let block = render(&View::Key, Some(sample()), false, now()).unwrap();
         assert!(block.contains("status:      enabled\n"), "{block}");

@@ -6,25 +6,30 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::args::{ExpiryArgs, KeysCommand, ScopeArg};
+use super::args::{ExpiryArgs, KeysCommand, ListArgs, ScopeArg, SortArg, StateArg};
 use super::error::CliError;
 
 /// One call to the admin API and how to show what it answers.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     pub method: Method,
     /// Path segments after `/v1/keys`; the client percent-encodes them, so ids cannot escape.
     pub path: Vec<String>,
+    /// Query parameters (the client encodes them).
+    pub query: Vec<(&'static str, String)>,
     pub body: Option<Value>,
     pub view: View,
 }
 
 /// What the answer is, for the human-readable output.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum View {
     Key,
     KeyWithSecret,
-    KeyList,
+    /// Every page of keys (the client follows `next_cursor`), at most this many.
+    KeyList(Option<u64>),
+    /// A key's usage buckets.
+    Usage,
     Deleted(String),
 }
 
@@ -40,7 +45,21 @@ pub fn request_for(command: &KeysCommand, now: DateTime<Utc>) -> Result<Request,
             let body = key_fields(name.as_deref(), *scope, permissions, expiry, now)?;
             call(Method::POST, &[], Some(body.into()), View::KeyWithSecret)
         }
-        KeysCommand::List => call(Method::GET, &[], None, View::KeyList),
+        KeysCommand::List(list) => {
+            let mut request = call(Method::GET, &[], None, View::KeyList(list.limit));
+            request.query = list_query(list);
+            request
+        }
+        KeysCommand::Usage { id, days } => {
+            let mut request = call(Method::GET, &[id, "usage"], None, View::Usage);
+            let from = now - TimeDelta::days(i64::from(*days));
+            let granularity = if *days <= 2 { "hour" } else { "day" };
+            request.query = vec![
+                ("from", from.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                ("granularity", granularity.to_string()),
+            ];
+            request
+        }
         KeysCommand::Show { id } => call(Method::GET, &[id], None, View::Key),
         KeysCommand::Edit {
             id,
@@ -82,9 +101,48 @@ fn call(method: Method, path: &[&str], body: Option<Value>, view: View) -> Reque
     Request {
         method,
         path: path.iter().map(|s| s.to_string()).collect(),
+        query: Vec::new(),
         body,
         view,
     }
+}
+
+/// Keys per page when listing: the API's largest page, so long lists take few calls.
+const LIST_PAGE: u64 = 1000;
+
+/// `GET /v1/keys`'s parameters for `kbgate keys list`.
+fn list_query(list: &ListArgs) -> Vec<(&'static str, String)> {
+    let duration = |d: Duration| format!("{}s", d.as_secs());
+    let mut query = vec![(
+        "limit",
+        list.limit.unwrap_or(LIST_PAGE).min(LIST_PAGE).to_string(),
+    )];
+    let state = list.state.map(|s| match s {
+        StateArg::Active => "active",
+        StateArg::Disabled => "disabled",
+        StateArg::Expired => "expired",
+        StateArg::Expiring => "expiring",
+    });
+    let sort = list.sort.map(|s| match s {
+        SortArg::Created => "created",
+        SortArg::LastUsed => "last_used",
+        SortArg::Requests => "requests",
+    });
+    let optional = [
+        ("state", state.map(str::to_string)),
+        ("expiring_within", list.expiring_within.map(duration)),
+        ("unused_for", list.unused_for.map(duration)),
+        ("q", list.search.clone()),
+        ("permission", list.permission.clone()),
+        ("sort", sort.map(str::to_string)),
+        ("order", list.desc.then(|| "desc".to_string())),
+    ];
+    query.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?))),
+    );
+    query
 }
 
 fn set_enabled(id: &str, enabled: bool) -> Request {
@@ -308,8 +366,39 @@ mod tests {
 
     #[test]
     fn list_show_delete() {
-        let list = request_for(&KeysCommand::List, now()).unwrap();
-        assert_eq!((list.method, list.view), (Method::GET, View::KeyList));
+        let list = request_for(&KeysCommand::List(ListArgs::default()), now()).unwrap();
+        assert_eq!((list.method, list.view), (Method::GET, View::KeyList(None)));
+        assert_eq!(list.query, [("limit", "1000".to_string())]);
+        let filtered = ListArgs {
+            unused_for: Some(Duration::from_secs(30 * 86_400)),
+            search: Some("chat".into()),
+            desc: true,
+            limit: Some(5),
+            ..ListArgs::default()
+        };
+        let list = request_for(&KeysCommand::List(filtered), now()).unwrap();
+        assert_eq!(
+            list.query,
+            [
+                ("limit", "5".to_string()),
+                ("unused_for", "2592000s".to_string()),
+                ("q", "chat".to_string()),
+                ("order", "desc".to_string())
+            ]
+        );
+        let usage = KeysCommand::Usage {
+            id: "k1".into(),
+            days: 7,
+        };
+        let usage = request_for(&usage, now()).unwrap();
+        assert_eq!(usage.path, ["k1", "usage"]);
+        assert_eq!(
+            usage.query,
+            [
+                ("from", "2025-05-25T00:00:00Z".to_string()),
+                ("granularity", "day".to_string())
+            ]
+        );
         let show = request_for(&KeysCommand::Show { id: "k1".into() }, now()).unwrap();
         assert_eq!(
             (show.method, show.path, show.view),

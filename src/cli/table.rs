@@ -45,8 +45,10 @@ fn row(key: &Key, now: DateTime<Utc>) -> [String; 8] {
     ]
 }
 
-fn column_widths<'a>(rows: impl Iterator<Item = &'a [String; 8]>) -> [usize; 8] {
-    rows.fold([0; 8], |mut widths, cells| {
+pub(super) fn column_widths<'a, const N: usize>(
+    rows: impl Iterator<Item = &'a [String; N]>,
+) -> [usize; N] {
+    rows.fold([0; N], |mut widths, cells| {
         for (width, cell) in widths.iter_mut().zip(cells) {
             *width = (*width).max(cell.chars().count());
         }
@@ -55,7 +57,7 @@ fn column_widths<'a>(rows: impl Iterator<Item = &'a [String; 8]>) -> [usize; 8] 
 }
 
 /// Pads every cell to its column; the last one is not padded, so lines carry no trailing spaces.
-fn line(cells: &[String; 8], widths: &[usize; 8]) -> String {
+pub(super) fn line<const N: usize>(cells: &[String; N], widths: &[usize; N]) -> String {
     let padded: Vec<String> = cells
         .iter()
         .zip(widths)

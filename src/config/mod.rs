@@ -67,6 +67,8 @@ pub struct Config {
     pub hot_tier: CacheLimits,
     pub key_sources: KeySources,
     pub usage_flush_interval: Duration,
+    /// `usage.history_retention`: hours older than this are pruned from the usage history.
+    pub usage_history_retention: Duration,
     pub limits: Limits,
     pub log_format: LogFormat,
     pub log_level: String,

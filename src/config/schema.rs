@@ -259,12 +259,16 @@ impl Default for RawKeys {
 pub(super) struct RawUsage {
     #[serde(with = "humantime_serde")]
     pub(super) flush_interval: Duration,
+    /// How long usage history (per key per hour) is kept.
+    #[serde(with = "humantime_serde")]
+    pub(super) history_retention: Duration,
 }
 
 impl Default for RawUsage {
     fn default() -> Self {
         RawUsage {
             flush_interval: Duration::from_secs(1),
+            history_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }

@@ -83,6 +83,7 @@ impl RawConfig {
         let store = self.store.validate()?;
         let hot_tier = self.hot_tier.validate()?;
         let key_sources = self.keys.validate()?;
+        let usage_history_retention = self.usage.history_retention()?;
         let usage_flush_interval = self.usage.validate()?;
         let limits = self.limits.validate()?;
         let metrics = self.metrics.validate()?;
@@ -105,6 +106,7 @@ impl RawConfig {
             hot_tier,
             key_sources,
             usage_flush_interval,
+            usage_history_retention,
             limits,
             log_format,
             log_level,
@@ -238,6 +240,17 @@ impl RawAudit {
 }
 
 impl RawUsage {
+    /// The history retention: at least an hour, the history's unit.
+    fn history_retention(&self) -> Result<Duration, ConfigError> {
+        if self.history_retention < Duration::from_secs(3600) {
+            return Err(field_error(
+                "usage.history_retention",
+                "must be at least 1h (history is kept by the hour)",
+            ));
+        }
+        Ok(self.history_retention)
+    }
+
     /// The flush interval.
     fn validate(self) -> Result<Duration, ConfigError> {
         if self.flush_interval.is_zero() {

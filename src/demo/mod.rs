@@ -120,8 +120,10 @@ curl -sS {w} -X POST '{g}/v1/article' -H 'Authorization: Bearer {write}' -H 'Con
 curl -sS {w} '{g}/v1/article'
 # a path no route maps -> 403
 curl -sS {w} '{g}/v1/secret-admin-area' -H 'Authorization: Bearer {write}'
-# list keys with their usage through the admin API -> 200
-curl -sS {w} 'http://{admin}/v1/keys' -H 'Authorization: Bearer {admin_token}'
+# list keys with their usage through the admin API (a page and its next_cursor) -> 200
+curl -sS {w} 'http://{admin}/v1/keys?limit=100' -H 'Authorization: Bearer {admin_token}'
+# usage of the last 7 days: totals (forwarded, refused by code, the KB's answers by class) and the top keys -> 200
+curl -sS {w} 'http://{admin}/v1/usage' -H 'Authorization: Bearer {admin_token}'
 
 Manage keys with the CLI in another shell:
   KBGATE_ADMIN_URL=http://{admin} KBGATE_ADMIN_TOKEN={admin_token} cargo run --release -- keys list

@@ -18,7 +18,7 @@ use crate::net::{self, CidrList};
 use crate::rejection::{RefusalClass, Rejection};
 use crate::server::{ConnInfo, Handler, Limits};
 use crate::upstream::{ForwardInfo, Upstream, X_REQUEST_ID};
-use crate::usage::UsageRecorder;
+use crate::usage::{self, UsageRecorder};
 use body_guard::guard_body;
 use bytes::Bytes;
 use checks::check_request;
@@ -105,6 +105,14 @@ impl Handler for Gateway {
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
+        // How a request of a known key ended, for its usage history (counted in `admit`).
+        if let Some(key_id) = &log.key_id {
+            let how = match outcome {
+                "forwarded" => usage::Outcome::Forwarded(status),
+                code => usage::Outcome::Refused(code),
+            };
+            self.usage.record_outcome(key_id, how);
+        }
         self.metrics.observe(&Observation {
             route: log.route,
             method: &method,

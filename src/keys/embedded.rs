@@ -5,6 +5,9 @@
 //! tokio's blocking pool, except usage flushes: they run on a thread of lower CPU priority
 //! (see `low_priority`).
 
+use crate::keys::embedded_index as index;
+use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::listing::AgeMark;
 use crate::keys::low_priority::LowPriorityThread;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, Usage, UsageDelta};
 use async_trait::async_trait;
@@ -50,6 +53,7 @@ impl EmbeddedStore {
         txn.open_table(HASHES).map_err(unavailable)?;
         txn.open_table(USAGE).map_err(unavailable)?;
         audit::create_tables(&txn)?;
+        index::open_tables(&txn, KEYS)?;
         txn.commit().map_err(unavailable)?;
         let usage_writer = LowPriorityThread::spawn("kbgate-usage").map_err(unavailable)?;
         Ok(EmbeddedStore {
@@ -168,6 +172,7 @@ fn write_usage(db: &Database, deltas: &[UsageDelta]) -> Result<(), StoreError> {
             usage
                 .insert(delta.key_id.as_str(), (count + delta.requests, last_ms))
                 .map_err(unavailable)?;
+            index::add_history(&txn, delta)?;
         }
     }
     txn.commit().map_err(unavailable)
@@ -210,7 +215,7 @@ fn write_record(
     }
     keys.insert(record.id.as_str(), encode(record).as_slice())
         .map_err(unavailable)?;
-    Ok(())
+    index::index(txn, Some(record), previous)
 }
 
 /// Removes a key, its hashes and its usage inside a write transaction.
@@ -229,6 +234,7 @@ fn remove_record(txn: &redb::WriteTransaction, id: &str) -> Result<Option<KeyRec
     }
     let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
     usage.remove(id).map_err(unavailable)?;
+    index::index(txn, None, Some(&record))?;
     Ok(Some(record))
 }
 
@@ -300,6 +306,51 @@ impl KeyStore for EmbeddedStore {
                 oldest.push(ByAge(record));
             }
             Ok(oldest.into_sorted_vec().into_iter().map(|r| r.0).collect())
+        })
+        .await
+    }
+
+    /// From the `by_age` index: a page costs its own keys, however many the store holds.
+    async fn page_by_age(
+        &self,
+        after: Option<&AgeMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let after = after.cloned();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let ids = index::ids_by_age(&txn, after.as_ref(), descending, max)?;
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                records.extend(read_record(&txn, &id)?);
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn usage_history(
+        &self,
+        key_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<HourCounts>, StoreError> {
+        let id = key_id.to_string();
+        self.run(move |db| index::history(&db.begin_read().map_err(unavailable)?, &id, from, to))
+            .await
+    }
+
+    async fn usage_overview(&self, from: i64, to: i64) -> Result<UsageOverview, StoreError> {
+        self.run(move |db| index::overview(&db.begin_read().map_err(unavailable)?, from, to))
+            .await
+    }
+
+    async fn prune_history(&self, before: i64) -> Result<(), StoreError> {
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            index::prune(&txn, before)?;
+            txn.commit().map_err(unavailable)
         })
         .await
     }

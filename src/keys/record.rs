@@ -51,6 +51,9 @@ pub struct UsageDelta {
     pub key_id: String,
     pub requests: u64,
     pub last_used_at: DateTime<Utc>,
+    /// The same requests by hour and outcome (usage history); their `requests` add up to
+    /// `requests`.
+    pub hours: Vec<crate::keys::history::HourCounts>,
 }
 
 impl KeyRecord {

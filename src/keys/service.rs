@@ -7,6 +7,8 @@
 
 use crate::authz::{Permission, Scope};
 use crate::keys::audit::{self, Action, Changes, Context, FieldChange, NewEntry, Target};
+use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::listing::{self, ListQuery, Page};
 use crate::keys::{KeyRecord, KeyStore, Keyring, StoreError, secret};
 use crate::metrics::keys::KeyMetrics;
 use async_trait::async_trait;
@@ -27,6 +29,10 @@ pub trait PendingUsage: Send + Sync {
     /// Held while reading a record and adding what is pending: no flush falls in between.
     async fn exact(&self) -> tokio::sync::RwLockReadGuard<'_, ()>;
     fn add_pending(&self, record: &mut KeyRecord);
+    /// A key's usage history counted but not yet flushed, by hour.
+    fn pending_hours(&self, _key_id: &str) -> Vec<crate::keys::history::HourCounts> {
+        Vec::new()
+    }
 }
 
 /// A new key; what is left out takes its default (a name from the time, scope read, no specific
@@ -130,6 +136,49 @@ impl KeyService {
             self.usage.add_pending(record);
         }
         Ok(records)
+    }
+
+    /// One page of keys (see [`listing::page`]), with exact usage: what is counted but not yet
+    /// flushed is added before the filters see it.
+    pub async fn list_page(&self, query: &ListQuery) -> Result<Page, KeyServiceError> {
+        let _exact = self.usage.exact().await;
+        let usage = &self.usage;
+        let exact = |record: &mut KeyRecord| usage.add_pending(record);
+        Ok(listing::page(self.store.as_ref(), query, Utc::now(), &exact).await?)
+    }
+
+    /// A key's usage in the hours `from..to` (only hours with requests), exact as
+    /// [`KeyService::get`] is.
+    pub async fn usage_history(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<HourCounts>, KeyServiceError> {
+        let _exact = self.usage.exact().await;
+        self.store.get(id).await?.ok_or(KeyServiceError::NotFound)?;
+        let mut hours = self.store.usage_history(id, from, to).await?;
+        for pending in self.usage.pending_hours(id) {
+            if !(from..to).contains(&pending.hour) {
+                continue;
+            }
+            match hours.iter_mut().find(|h| h.hour == pending.hour) {
+                Some(stored) => stored.add(&pending),
+                None => hours.push(pending),
+            }
+        }
+        hours.sort_by_key(|h| h.hour);
+        Ok(hours)
+    }
+
+    /// Every key's usage in the hours `from..to`, as flushed (up to `usage.flush_interval`
+    /// behind).
+    pub async fn usage_overview(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<UsageOverview, KeyServiceError> {
+        Ok(self.store.usage_overview(from, to).await?)
     }
 
     /// A key with exact usage: the store's figures plus what is counted but not yet flushed,

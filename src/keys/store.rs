@@ -1,5 +1,7 @@
 //! The store interface every backend implements (embedded now, Redis for several gateways).
 
+use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::listing::AgeMark;
 use crate::keys::redis::RedisConfig;
 use crate::keys::{AuditStore, KeyHash, KeyRecord, UsageDelta};
 use crate::metrics::StoreErrorKind;
@@ -81,12 +83,49 @@ pub trait KeyStore: AuditStore + Send + Sync + 'static {
         records.truncate(limit);
         Ok(records)
     }
+    /// Up to `max` keys (with usage) in creation order, (created_at, id), strictly after
+    /// `after` (or before it, `descending`): a walk by this mark is stable while keys are
+    /// created and deleted, as a key's mark never changes. Stores index keys by age to answer
+    /// from the mark on; this default sorts the whole listing, for small fakes.
+    async fn page_by_age(
+        &self,
+        after: Option<&AgeMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut records = self.list().await?;
+        if descending {
+            records.reverse();
+        }
+        records.retain(|r| after.is_none_or(|mark| mark.is_before(r, descending)));
+        records.truncate(max);
+        Ok(records)
+    }
+    /// A key's usage history for the hours `from..to` (hour numbers since the epoch), only the
+    /// hours that saw requests, oldest first.
+    async fn usage_history(
+        &self,
+        _key_id: &str,
+        _from: i64,
+        _to: i64,
+    ) -> Result<Vec<HourCounts>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Every key's history summed per hour for the hours `from..to`, and each key's requests.
+    async fn usage_overview(&self, _from: i64, _to: i64) -> Result<UsageOverview, StoreError> {
+        Ok(UsageOverview::default())
+    }
+    /// Forgets the usage history of the hours before `before` (`usage.history_retention`).
+    async fn prune_history(&self, _before: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Replaces a key's record (not its usage); the hash index follows `record.secrets`.
     /// Returns false when no such key exists.
     async fn update(&self, record: &KeyRecord) -> Result<bool, StoreError>;
     /// Deletes a key, its hashes and its usage; returns the deleted record.
     async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
-    /// Adds counted requests to each key's usage (keys deleted meanwhile are skipped).
+    /// Adds counted requests to each key's usage and history (keys deleted meanwhile are
+    /// skipped).
     async fn add_usage(&self, deltas: &[UsageDelta]) -> Result<(), StoreError>;
     /// Writes a key exactly as given, with its usage, replacing any key with its id (migration).
     async fn import(&self, record: &KeyRecord) -> Result<(), StoreError>;

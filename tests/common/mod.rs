@@ -17,6 +17,7 @@ pub mod process;
 pub mod raw;
 pub mod raw_upstream;
 pub mod redis;
+pub mod seed;
 pub mod store;
 pub mod stores;
 pub mod tls;

@@ -4,12 +4,16 @@
 //!
 //! Layout under the configured prefix `P` (a `{hash tag}` in it keeps a cluster's keys together):
 //! `P key:<id>` record JSON · `P hash:<blake3 hex>` -> id · `P usage:<id>` hash {requests,
-//! last_used_ms} · `P ids` sorted set of ids by creation time · channel `P changes`.
+//! last_used_ms} · `P ids` sorted set of ids by creation time (paged from a mark, see
+//! `history`) · channel `P changes`; usage history under `P hist…` (see `history`).
 
 mod audit;
 mod connection;
+mod history;
 pub mod invalidation;
 
+use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::listing::AgeMark;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
 use connection::{Connection, Connector};
@@ -86,14 +90,14 @@ local id = redis.call('GET', KEYS[1])
 if not id then return false end
 return redis.call('GET', ARGV[1] .. id)";
 
-/// Adds requests to a live key's usage; keeps the latest last-used time.
-/// KEYS: record, usage; ARGV: requests, last used ms.
+/// Adds requests to a live key's usage; keeps the latest last-used time; then its history
+/// (`history::ADD_HISTORY`, in the same script so that both or neither are counted).
+/// KEYS: record, usage; ARGV: requests, last used ms, then the history's.
 const ADD_USAGE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[2], 'requests', ARGV[1])
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_used_ms') or '-1')
-if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_used_ms', ARGV[2]) end
-return 1";
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_used_ms', ARGV[2]) end";
 
 /// How often a compare-and-set change is retried when another instance changed the key meanwhile.
 const CAS_ATTEMPTS: usize = 5;
@@ -114,6 +118,7 @@ pub struct RedisStore {
     add_usage: Script,
     /// The audited changes and the audit chain's scripts.
     audit: audit::Scripts,
+    page: Script,
 }
 
 impl RedisStore {
@@ -140,8 +145,9 @@ impl RedisStore {
             find: Script::new(FIND),
             update: Script::new(UPDATE),
             delete: Script::new(DELETE),
-            add_usage: Script::new(ADD_USAGE),
             audit: audit::Scripts::new(),
+            add_usage: Script::new(&format!("{ADD_USAGE}{}\nreturn 1", history::ADD_HISTORY)),
+            page: Script::new(history::PAGE),
         })
     }
 
@@ -426,6 +432,32 @@ impl KeyStore for RedisStore {
         self.records(&ids).await
     }
 
+    async fn page_by_age(
+        &self,
+        after: Option<&AgeMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.page_by_age_impl(after, descending, max).await
+    }
+
+    async fn usage_history(
+        &self,
+        key_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<HourCounts>, StoreError> {
+        self.usage_history_impl(key_id, from, to).await
+    }
+
+    async fn usage_overview(&self, from: i64, to: i64) -> Result<UsageOverview, StoreError> {
+        self.usage_overview_impl(from, to).await
+    }
+
+    async fn prune_history(&self, before: i64) -> Result<(), StoreError> {
+        self.prune_history_impl(before).await
+    }
+
     async fn update(&self, record: &KeyRecord) -> Result<bool, StoreError> {
         self.replace(record).await
     }
@@ -454,6 +486,7 @@ impl KeyStore for RedisStore {
                 .key(self.usage_key(&delta.key_id))
                 .arg(delta.requests)
                 .arg(delta.last_used_at.timestamp_millis());
+            self.history_args(&mut invocation, delta);
             let _: i64 = self.run_script(&invocation).await?;
         }
         Ok(())
