@@ -17,9 +17,10 @@ use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
 use kbgate::metrics::{self, InFlight};
 use kbgate::rejection::Rejection;
+use kbgate::server::ConnInfo;
 use kbgate::usage::UsageRecorder;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// The shipped config, so admission checks and scans what a real deployment does.
@@ -97,12 +98,16 @@ fn hot_path(c: &mut Criterion) {
     );
 }
 
+/// The connection the benched requests come in on (made once, as the server does).
+static CONN: LazyLock<ConnInfo> =
+    LazyLock::new(|| ConnInfo::new(([127, 0, 0, 1], 40000).into(), false));
+
 /// The gateway's admission of `request`; returns the grant and route index for metering.
 fn admit(gateway: &Gateway, request: &Request<()>) -> (Arc<KeyGrant>, usize) {
     let mut path = None;
     let mut log = RequestLog::default();
     let admitted = gateway
-        .admit(request, &mut path, &mut log)
+        .admit(request, &CONN, &mut path, &mut log)
         .now_or_never()
         .expect("a hot-tier hit never waits")
         .unwrap();

@@ -82,11 +82,10 @@ pub async fn start_with_store(
     let prometheus = metrics::install(Rejection::auth_codes());
     let shutdown = CancellationToken::new();
     let changes = store.watch(shutdown.clone());
-    let keyring = Arc::new(Keyring::new(
-        store.clone(),
-        config.hot_tier,
-        changes.is_none(),
-    ));
+    let keyring = Arc::new(
+        Keyring::new(store.clone(), config.hot_tier, changes.is_none())
+            .with_defaults(config.limit_settings.defaults),
+    );
     let usage = Arc::new(UsageRecorder::default());
     let key_metrics = config
         .metrics

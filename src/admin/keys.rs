@@ -6,6 +6,7 @@ use super::{Admin, ApiError, json};
 use crate::authz::Scope;
 use crate::body::Body;
 use crate::keys::KeyRecord;
+use crate::keys::limits::{Quota, RateLimit};
 use crate::keys::service::{Issued, KeyEdit, NewKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
@@ -23,6 +24,9 @@ struct CreateKey {
     #[serde(default, deserialize_with = "not_null")]
     permissions: Option<Vec<String>>,
     expires_at: Option<DateTime<Utc>>,
+    rate_limit: Option<RateLimit>,
+    quota: Option<Quota>,
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -39,6 +43,14 @@ struct EditKey {
     /// Absent: unchanged; null: no expiry; a time: expires then.
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<DateTime<Utc>>>,
+    /// Absent: unchanged; null: removed; an object: the new limit.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Option<Quota>>,
+    /// Absent: unchanged; null or []: any address.
+    #[serde(default, deserialize_with = "present")]
+    allowed_cidrs: Option<Option<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -117,6 +129,10 @@ fn key_view(record: &KeyRecord) -> Value {
         "expires_at": timestamp(record.expires_at),
         "last_used_at": timestamp(record.usage.last_used_at),
         "request_count": record.usage.request_count,
+        "rate_limit": record.rate_limit,
+        "quota": record.quota,
+        "allowed_cidrs": record.allowed_cidrs,
+        "quota_state": Value::Null,
         "secrets": record.secrets.iter().map(|s| json!({
             "start": s.start,
             "retires_at": timestamp(s.retires_at),
@@ -153,6 +169,9 @@ impl Admin {
             scope: request.scope,
             permissions: request.permissions,
             expires_at: request.expires_at,
+            rate_limit: request.rate_limit,
+            quota: request.quota,
+            allowed_cidrs: request.allowed_cidrs,
         };
         let issued = self.keys.create(new).await?;
         Ok(json(StatusCode::CREATED, &issued_view(issued)))
@@ -166,6 +185,9 @@ impl Admin {
             permissions: request.permissions,
             enabled: request.enabled,
             expires_at: request.expires_at,
+            rate_limit: request.rate_limit,
+            quota: request.quota,
+            allowed_cidrs: request.allowed_cidrs.map(Option::unwrap_or_default),
         };
         let record = self.keys.edit(id, edit).await?;
         Ok(json(StatusCode::OK, &key_view(&record)))

@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::limit_args::{ClearLimitArgs, LimitArgs};
+
 /// Kept apart in `--help`, so each subcommand's own options are easy to find.
 const GLOBAL: &str = "Global options";
 
@@ -48,6 +50,8 @@ pub enum KeysCommand {
         permissions: Vec<String>,
         #[command(flatten)]
         expiry: ExpiryArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List all keys, oldest first
     List,
@@ -57,7 +61,7 @@ pub enum KeysCommand {
         #[arg(value_parser = parse_id)]
         id: String,
     },
-    /// Change a key's name, scope, permissions or expiry
+    /// Change a key's name, scope, permissions, expiry or limits
     Edit {
         /// Key id, as `kbgate keys list` shows it
         #[arg(value_parser = parse_id)]
@@ -79,6 +83,10 @@ pub enum KeysCommand {
         /// Remove the expiry
         #[arg(long, conflicts_with_all = ["expires_at", "expires_in"])]
         no_expiry: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
+        clear_limits: ClearLimitArgs,
     },
     /// Refuse the key's requests until it is enabled again
     Disable {
@@ -221,6 +229,7 @@ mod tests {
             scope,
             permissions,
             expiry,
+            ..
         } = cmd
         else {
             panic!("expected create, got {cmd:?}");
@@ -240,6 +249,7 @@ mod tests {
             scope,
             permissions,
             expiry,
+            ..
         } = cmd
         else {
             panic!("expected create, got {cmd:?}");

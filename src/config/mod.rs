@@ -68,6 +68,8 @@ pub struct Config {
     pub key_sources: KeySources,
     pub usage_flush_interval: Duration,
     pub limits: Limits,
+    /// `limits.headers`, `limits.on_store_error` and `key_defaults`.
+    pub limit_settings: crate::limits::LimitSettings,
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics: MetricsConfig,

@@ -3,8 +3,8 @@
 //! authz); this is where they are built.
 
 use super::schema::{
-    RawAdmin, RawConfig, RawCors, RawHotTier, RawKeys, RawLimits, RawLog, RawMetrics, RawRedis,
-    RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
+    RawAdmin, RawConfig, RawCors, RawHotTier, RawKeyDefaults, RawKeys, RawLimits, RawLog,
+    RawMetrics, RawRedis, RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
 };
 use super::units::ByteSize;
 use super::{AdminConfig, Config, ConfigError, LogFormat, MetricsConfig, field_error};
@@ -12,8 +12,10 @@ use crate::authz::DEFAULT_RESOURCES;
 use crate::authz::routes::{RouteDefinition, RouteTable};
 use crate::cors::Cors;
 use crate::keys::keyring::CacheLimits;
+use crate::keys::limits::KeyDefaults;
 use crate::keys::redis::RedisConfig;
 use crate::keys::{KeySources, StoreConfig};
+use crate::limits::LimitSettings;
 use crate::net::CidrList;
 use crate::server::{Limits, TlsFiles};
 use crate::upstream::UpstreamConfig;
@@ -84,6 +86,11 @@ impl RawConfig {
         let hot_tier = self.hot_tier.validate()?;
         let key_sources = self.keys.validate()?;
         let usage_flush_interval = self.usage.validate()?;
+        let limit_settings = LimitSettings {
+            headers: self.limits.headers,
+            on_store_error: self.limits.on_store_error,
+            defaults: self.key_defaults.validate()?,
+        };
         let limits = self.limits.validate()?;
         let metrics = self.metrics.validate()?;
         let (log_format, log_level) = self.log.validate()?;
@@ -105,6 +112,7 @@ impl RawConfig {
             key_sources,
             usage_flush_interval,
             limits,
+            limit_settings,
             log_format,
             log_level,
             metrics,
@@ -232,6 +240,24 @@ impl RawUsage {
             return Err(field_error("usage.flush_interval", "must be above zero"));
         }
         Ok(self.flush_interval)
+    }
+}
+
+impl RawKeyDefaults {
+    fn validate(self) -> Result<KeyDefaults, ConfigError> {
+        if let Some(rate) = &self.rate_limit {
+            rate.check()
+                .map_err(|reason| field_error("key_defaults.rate_limit", reason))?;
+        }
+        if let Some(quota) = &self.quota {
+            quota
+                .check()
+                .map_err(|reason| field_error("key_defaults.quota", reason))?;
+        }
+        Ok(KeyDefaults {
+            rate_limit: self.rate_limit,
+            quota: self.quota,
+        })
     }
 }
 

@@ -11,9 +11,10 @@ use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, routes::Route, routes::RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::cors::Cors;
+use crate::keys::limits::KeyLimits;
 use crate::keys::{KeyGrant, KeySources, Keyring, secret};
 use crate::metrics::requests::{Observation, RequestMetrics};
-use crate::metrics::{self, InFlight};
+use crate::metrics::{self, InFlight, LimitKind, LimitOutcome};
 use crate::net::{self, CidrList};
 use crate::rejection::{RefusalClass, Rejection};
 use crate::server::{ConnInfo, Handler, Limits};
@@ -150,6 +151,26 @@ impl Gateway {
         HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
     }
 
+    /// The key's address allowlist, on the client's address behind trusted proxies.
+    fn check_address(
+        &self,
+        limits: &KeyLimits,
+        conn: &ConnInfo,
+        headers: &HeaderMap,
+    ) -> Result<(), Rejection> {
+        let Some(allowed) = &limits.allowed else {
+            return Ok(());
+        };
+        let decisions = metrics::fixed();
+        if allowed.contains(self.client_address(conn, headers)) {
+            decisions.limit_decision(LimitKind::Address, LimitOutcome::Allowed);
+            Ok(())
+        } else {
+            decisions.limit_decision(LimitKind::Address, LimitOutcome::Refused);
+            Err(Rejection::IpNotAllowed)
+        }
+    }
+
     async fn handle_inner(
         &self,
         request: Request<Body>,
@@ -162,7 +183,7 @@ impl Gateway {
         // held a reference to it across the key lookup would not be Send).
         let (head, body) = request.into_parts();
         let head = Request::from_parts(head, ());
-        let admitted = self.admit(&head, canonical_path, log).await?;
+        let admitted = self.admit(&head, conn, canonical_path, log).await?;
         self.forward(head.map(|()| body), admitted, conn, request_id, log)
             .await
     }
@@ -175,6 +196,7 @@ impl Gateway {
     pub async fn admit<'a>(
         &'a self,
         request: &Request<()>,
+        conn: &ConnInfo,
         canonical_path: &'a mut Option<String>,
         log: &mut RequestLog,
     ) -> Result<Admitted<'a>, Rejection> {
@@ -189,6 +211,9 @@ impl Gateway {
         let key = self.keyring.verify(&secret).await?;
         log.key_id = Some(key.id.clone());
         self.usage.record(&key.id);
+        if let Some(limits) = &key.limits {
+            self.check_address(limits, conn, request.headers())?;
+        }
 
         let route = self
             .routes

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod keyring;
+pub mod limits;
 mod low_priority;
 pub mod record;
 pub mod redis;
