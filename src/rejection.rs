@@ -4,6 +4,7 @@
 
 use crate::body::{self, Body};
 use crate::keys::VerifyError;
+use crate::limits::LimitError;
 use crate::path::PathError;
 use crate::upstream::ForwardError;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -275,6 +276,16 @@ impl From<ForwardError> for Rejection {
             ForwardError::Timeout => Rejection::UpstreamTimeout,
             // Only a path and query the gateway itself let through can fail this way.
             ForwardError::InvalidTarget => Rejection::InvalidPath,
+        }
+    }
+}
+
+impl From<LimitError> for Rejection {
+    fn from(error: LimitError) -> Rejection {
+        match error {
+            LimitError::RateLimited => Rejection::RateLimited,
+            LimitError::QuotaExceeded => Rejection::QuotaExceeded,
+            LimitError::StoreUnavailable => Rejection::StoreUnavailable,
         }
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TestGateway, shipped_with, status_and_code};
-use kbgate::keys::limits::RateLimit;
+use kbgate::keys::limits::{KeyDefaults, Quota, QuotaCounts, QuotaPeriod, RateLimit};
 use serde_json::{Value, json};
 
 const ARTICLE: &str = "/v1/article/a1";
@@ -92,6 +92,45 @@ async fn bad_limits_are_refused_naming_the_field() {
         let message = error["error"]["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{body}: {message}");
     }
+}
+
+#[tokio::test]
+async fn key_defaults_apply_to_keys_without_their_own() {
+    let quota = Quota {
+        requests: 2,
+        period: QuotaPeriod::Day,
+        counts: QuotaCounts::All,
+    };
+    let (_kb, gateway) = TestGateway::builder()
+        .config(move |c| {
+            c.limit_settings.defaults = KeyDefaults {
+                rate_limit: None,
+                quota: Some(quota),
+            }
+        })
+        .start_on_echo()
+        .await;
+    let (_, plain) = gateway.create_key(json!({})).await;
+    let (_, own) = gateway
+        .create_key(json!({"quota": {"requests": 3, "period": "day", "counts": "all"}}))
+        .await;
+    let statuses = |key: String| {
+        let gateway = &gateway;
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                seen.push(gateway.get(ARTICLE, &key).await);
+            }
+            seen
+        }
+    };
+    let ok = (200, String::new());
+    let over = (429, "quota_exceeded".to_string());
+    assert_eq!(
+        statuses(plain).await,
+        [ok.clone(), ok.clone(), over.clone(), over.clone()]
+    );
+    assert_eq!(statuses(own).await, [ok.clone(), ok.clone(), ok, over]);
 }
 
 #[test]

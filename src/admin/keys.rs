@@ -8,6 +8,7 @@ use crate::body::Body;
 use crate::keys::KeyRecord;
 use crate::keys::limits::{Quota, RateLimit};
 use crate::keys::service::{Issued, KeyEdit, NewKey};
+use crate::limits::QuotaState;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
 use serde::Deserialize;
@@ -115,8 +116,8 @@ fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     })
 }
 
-/// The key object of the API.
-fn key_view(record: &KeyRecord) -> Value {
+/// The key object of the API; `quota` is where its quota stands, if it has one.
+fn key_view(record: &KeyRecord, quota: Option<QuotaState>) -> Value {
     json!({
         "id": record.id,
         "name": record.name,
@@ -132,7 +133,11 @@ fn key_view(record: &KeyRecord) -> Value {
         "rate_limit": record.rate_limit,
         "quota": record.quota,
         "allowed_cidrs": record.allowed_cidrs,
-        "quota_state": Value::Null,
+        "quota_state": quota.map(|q| json!({
+            "used": q.used,
+            "remaining": q.remaining,
+            "resets_at": timestamp(Some(q.resets_at)),
+        })),
         "secrets": record.secrets.iter().map(|s| json!({
             "start": s.start,
             "retires_at": timestamp(s.retires_at),
@@ -145,21 +150,36 @@ fn with_secret(mut view: Value, secret: String) -> Value {
     view
 }
 
-fn issued_view(issued: Issued) -> Value {
-    with_secret(key_view(&issued.record), issued.secret)
-}
-
 impl Admin {
+    /// The key object, with where its quota stands.
+    async fn view(&self, record: &KeyRecord) -> Result<Value, ApiError> {
+        let quota = match &self.limiter {
+            Some(limiter) => limiter
+                .quota_state(&record.id, record.quota.as_ref())
+                .await
+                .map_err(ApiError::store)?,
+            None => None,
+        };
+        Ok(key_view(record, quota))
+    }
+
+    async fn issued_view(&self, issued: Issued) -> Result<Value, ApiError> {
+        Ok(with_secret(self.view(&issued.record).await?, issued.secret))
+    }
+
     /// Every key, with exact usage.
     pub(super) async fn list(&self) -> Result<Response<Body>, ApiError> {
         let records = self.keys.list().await?;
-        let keys: Vec<Value> = records.iter().map(key_view).collect();
+        let mut keys: Vec<Value> = Vec::with_capacity(records.len());
+        for record in &records {
+            keys.push(self.view(record).await?);
+        }
         Ok(json(StatusCode::OK, &json!({ "keys": keys })))
     }
 
     pub(super) async fn show(&self, id: &str) -> Result<Response<Body>, ApiError> {
         let record = self.keys.get(id).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn create(&self, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -174,7 +194,7 @@ impl Admin {
             allowed_cidrs: request.allowed_cidrs,
         };
         let issued = self.keys.create(new).await?;
-        Ok(json(StatusCode::CREATED, &issued_view(issued)))
+        Ok(json(StatusCode::CREATED, &self.issued_view(issued).await?))
     }
 
     pub(super) async fn edit(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
@@ -190,14 +210,14 @@ impl Admin {
             allowed_cidrs: request.allowed_cidrs.map(Option::unwrap_or_default),
         };
         let record = self.keys.edit(id, edit).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn rotate(&self, id: &str, body: &[u8]) -> Result<Response<Body>, ApiError> {
         let request: RotateKey = parse(body)?;
         let grace = request.grace_period_seconds.map(Duration::from_secs);
         let issued = self.keys.rotate(id, grace).await?;
-        Ok(json(StatusCode::OK, &issued_view(issued)))
+        Ok(json(StatusCode::OK, &self.issued_view(issued).await?))
     }
 
     /// Ends a rotation's grace now: every secret rotated away stops working at once. A key
@@ -209,7 +229,7 @@ impl Admin {
     ) -> Result<Response<Body>, ApiError> {
         let EndRotation {} = parse(body)?;
         let record = self.keys.end_rotation(id).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn delete(&self, id: &str) -> Result<Response<Body>, ApiError> {

@@ -143,6 +143,15 @@ impl KeyLimits {
     }
 }
 
+/// A key's quota count for a period, as the embedded store keeps it between restarts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaCount {
+    pub key_id: String,
+    /// The period's start, Unix seconds.
+    pub period_start: i64,
+    pub used: u64,
+}
+
 /// Checks an allowlist as written; the error names the index of the bad entry.
 pub fn check_cidrs(cidrs: &[String]) -> Result<(), String> {
     if cidrs.len() > MAX_ALLOWED_CIDRS {

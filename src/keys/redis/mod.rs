@@ -8,6 +8,7 @@
 
 mod connection;
 pub mod invalidation;
+pub mod limits;
 
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
