@@ -49,7 +49,10 @@ enum Backend {
 /// limit asks Redis again).
 #[derive(Clone, Copy)]
 struct Refused {
+    /// Until when this gateway answers for Redis.
     until: Instant,
+    /// When a request could succeed (`Retry-After`): for a quota, the end of its period.
+    retry_at: Instant,
     rate: Option<RateLimit>,
     quota: Option<Quota>,
     error: LimitError,
@@ -142,8 +145,8 @@ impl Limiter {
         if limits.rate.is_none() && limits.quota.is_none() {
             return Ok(None);
         }
-        let now = Utc::now();
-        let period = limits.quota.as_ref().map(|q| (q, period_of(q, now)));
+        // The wall clock only for a quota's calendar: the rate runs on the monotonic one.
+        let period = limits.quota.as_ref().map(|q| (q, period_of(q, Utc::now())));
         let (rate, quota) = match &self.backend {
             Backend::Memory(memory) => {
                 let quota_in = period.map(|(q, p)| (q, p.0));
@@ -245,7 +248,7 @@ impl Limiter {
         };
         metrics::fixed().limit_decision(kind, LimitOutcome::Refused);
         *report = entry.report;
-        let left = (entry.until - now).as_nanos();
+        let left = entry.retry_at.saturating_duration_since(now).as_nanos();
         report.retry_after = Some(headers::seconds_up(u64::try_from(left).unwrap_or(u64::MAX)));
         if let Some(rate) = &mut report.rate {
             rate.reset = report.retry_after.unwrap_or(rate.reset);
@@ -266,10 +269,16 @@ impl Limiter {
         let Backend::Redis { refused, .. } = &self.backend else {
             return;
         };
+        let now = Instant::now();
+        let retry_after = Duration::from_secs(report.retry_after.unwrap_or(0));
         refused.insert(
             id.clone(),
             Refused {
-                until: Instant::now() + wait,
+                until: now + wait,
+                retry_at: match error {
+                    LimitError::RateLimited => now + wait,
+                    _ => now + retry_after.max(wait),
+                },
                 rate: limits.rate,
                 quota: limits.quota,
                 error,
