@@ -40,7 +40,7 @@ enum Command {
         config: PathBuf,
     },
     /// Manage API keys through the admin API
-    Keys(kbgate::cli::KeysArgs),
+    Keys(Box<kbgate::cli::KeysArgs>),
     /// Copy every key, hash and usage figure from one config's store to another's
     Migrate {
         /// The config whose store is read
@@ -116,7 +116,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Migrate { from, to } => migrate(from, to).await,
         Command::Keys(args) => {
             let json = args.json;
-            match kbgate::cli::run(args).await {
+            match kbgate::cli::run(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if json => {
                     eprintln!("{}", e.to_json());

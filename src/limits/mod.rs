@@ -169,16 +169,14 @@ impl Limiter {
                                 .filter(|_| decision.rate_ok)
                                 .unwrap_or_else(|| gcra::refused(limit, ahead))
                         });
-                        let quota = (decision.rate_ok && limits.quota.is_some()).then(|| {
-                            match decision.quota_ok {
-                                true => QuotaVerdict::Taken {
-                                    used: decision.quota_used,
-                                },
-                                false => QuotaVerdict::Refused {
-                                    used: decision.quota_used,
-                                },
-                            }
-                        });
+                        let used = decision.quota_used;
+                        let quota = (decision.rate_ok && limits.quota.is_some()).then_some(
+                            if decision.quota_ok {
+                                QuotaVerdict::Taken { used }
+                            } else {
+                                QuotaVerdict::Refused { used }
+                            },
+                        );
                         (rate, quota)
                     }
                     Err(error) => return self.store_failed(limits, &error),
