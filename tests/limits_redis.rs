@@ -64,15 +64,22 @@ async fn gateway_with(
     gateway
 }
 
-#[tokio::test]
-async fn two_gateways_admit_exactly_the_quota() {
-    let _heavy = common::limits::HEAVY.lock().await;
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+/// A redis-server, a fake KB and two [`exact_gateway`]s sharing both; None where redis-server
+/// is not installed.
+async fn two_exact_gateways() -> Option<(RedisServer, RunningKb, TestGateway, TestGateway)> {
+    let server = RedisServer::start()?;
     let kb = RunningKb::start().await;
     let a = exact_gateway(&kb, &server).await;
     let b = exact_gateway(&kb, &server).await;
+    Some((server, kb, a, b))
+}
+
+#[tokio::test]
+async fn two_gateways_admit_exactly_the_quota() {
+    let _heavy = common::limits::HEAVY.lock().await;
+    let Some((_server, kb, a, b)) = two_exact_gateways().await else {
+        return;
+    };
     let (id, key) = a
         .create_key(json!({"quota": {"requests": 1000, "period": "month"}}))
         .await;
@@ -88,12 +95,9 @@ async fn two_gateways_admit_exactly_the_quota() {
 #[tokio::test]
 async fn two_gateways_admit_the_rate_of_one() {
     let _heavy = common::limits::HEAVY.lock().await;
-    let Some(server) = RedisServer::start() else {
+    let Some((_server, kb, a, b)) = two_exact_gateways().await else {
         return;
     };
-    let kb = RunningKb::start().await;
-    let a = exact_gateway(&kb, &server).await;
-    let b = exact_gateway(&kb, &server).await;
     let (_, key) = a
         .create_key(json!({"rate_limit": {"requests": 50, "window_seconds": 1, "burst": 10}}))
         .await;

@@ -91,11 +91,18 @@ pub async fn paced(
     }
 }
 
+/// How far below the ideal a rate run may fall. Quiet runs are within 1.2% (see the report
+/// line each run prints); on a shared 2-core machine at load 8 the test process itself (its
+/// clients and gateways) stalls, requests reach the gateway in bunches, and a bunch beyond the
+/// burst is refused however exact the limiter: measured down to -4%.
+const STARVED: f64 = 0.08;
+
 /// Checks a rate limit of `per_second` with bursts of `burst` against a paced run: never more
-/// than the ideal, burst + rate × elapsed (within `tolerance`, a share); never less than a
-/// perfect limiter would have admitted of the requests as they were actually sent (GCRA's
-/// virtual scheduling, written here on its own), which on a quiet machine is the same ideal
-/// and on a starved one accounts for a client that could not keep its pace.
+/// than the ideal, burst + rate × elapsed (within `tolerance`, a share: the limit is exact);
+/// never less (within [`STARVED`]) than a perfect limiter would have admitted of the requests
+/// as they were actually sent (GCRA's virtual scheduling, written here on its own), which on a
+/// quiet machine is the same ideal and on a starved one accounts for a client that could not
+/// keep its pace.
 pub fn assert_rate(run: &Paced, per_second: f64, burst: u32, tolerance: f64, what: &str) {
     let ideal = f64::from(burst) + per_second * run.elapsed.as_secs_f64();
     let interval = 1.0 / per_second;
@@ -118,7 +125,7 @@ pub fn assert_rate(run: &Paced, per_second: f64, burst: u32, tolerance: f64, wha
         "{what}: more than the limit"
     );
     assert!(
-        admitted >= offered.min(ideal as usize) as f64 * (1.0 - tolerance),
+        admitted >= offered.min(ideal as usize) as f64 * (1.0 - tolerance.max(STARVED)),
         "{what}: fewer than the limit allowed"
     );
 }
