@@ -95,7 +95,7 @@ async fn two_gateways_admit_exactly_the_quota() {
 #[tokio::test]
 async fn two_gateways_admit_the_rate_of_one() {
     let _heavy = common::limits::HEAVY.lock().await;
-    let Some((_server, kb, a, b)) = two_exact_gateways().await else {
+    let Some((_server, _kb, a, b)) = two_exact_gateways().await else {
         return;
     };
     let (_, key) = a
