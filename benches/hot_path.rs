@@ -3,7 +3,7 @@
 //! check, blake3 hash + hot-tier lookup, usage count, route lookup and grant check), on a
 //! gateway built from the shipped config; then the same plus metering (in-flight gauge, auth
 //! decision, request counter, latency histograms, per-key counter), first with no metrics
-//! recorder installed, then with the Prometheus one.
+//! recorder installed, then with the Prometheus one; and admission for a key with a rate limit.
 //! Run: `cargo bench --bench hot_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -12,14 +12,16 @@ use http::{HeaderValue, Method, Request};
 use kbgate::authz::Scope;
 use kbgate::gateway::{Gateway, RequestLog, request_id};
 use kbgate::keys::embedded::EmbeddedStore;
+use kbgate::keys::limits::RateLimit;
 use kbgate::keys::{KeyGrant, KeyRecord, KeyStore, Keyring, secret};
 use kbgate::metrics::keys::KeyMetrics;
 use kbgate::metrics::requests::{Observation, RequestMetrics};
 use kbgate::metrics::{self, InFlight};
 use kbgate::rejection::Rejection;
+use kbgate::server::ConnInfo;
 use kbgate::usage::UsageRecorder;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// The shipped config, so admission checks and scans what a real deployment does.
@@ -46,11 +48,31 @@ fn hot_path(c: &mut Criterion) {
         chrono::Utc::now(),
     );
     runtime.block_on(store.create(&record)).unwrap();
+    // The same key with a rate limit it never reaches (10^12 per second, bursts of 10^9): the
+    // decision's cost without refusals.
+    let limited_secret = secret::generate();
+    let mut limited = KeyRecord::new(
+        "bench-limited".into(),
+        Scope::Read,
+        vec![],
+        None,
+        &limited_secret,
+        chrono::Utc::now(),
+    );
+    limited.rate_limit = Some(RateLimit {
+        requests: 1_000_000_000_000,
+        window_seconds: 1,
+        burst: Some(1_000_000_000),
+    });
+    runtime.block_on(store.create(&limited)).unwrap();
     let mut config = shipped_config();
     // The shipped 30 s would send a long run back to the store.
     config.hot_tier.max_age = Duration::from_secs(3600);
     let keyring = Arc::new(Keyring::new(store, config.hot_tier, true));
     runtime.block_on(keyring.verify(&new.secret)).unwrap();
+    runtime
+        .block_on(keyring.verify(&limited_secret.secret))
+        .unwrap();
     let usage = Arc::new(UsageRecorder::default());
     let gateway = kbgate::app::gateway(&config, keyring, usage, None).unwrap();
     let request = Request::builder()
@@ -64,8 +86,17 @@ fn hot_path(c: &mut Criterion) {
         .body(())
         .unwrap();
     let hit = || admit(&gateway, black_box(&request));
+    let mut limited_request = request.clone();
+    limited_request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", limited_secret.secret)).unwrap(),
+    );
 
     c.bench_function("hot_path_hit", |b| b.iter(|| black_box(hit())));
+    // The same with the key's rate limit decided (embedded: in memory).
+    c.bench_function("hot_path_hit_rate_limited", |b| {
+        b.iter(|| black_box(admit(&gateway, black_box(&limited_request))))
+    });
     // Every request without a usable X-Request-Id gets a fresh random one.
     c.bench_function("request_id_new", |b| {
         b.iter(|| request_id(black_box(request.headers())))
@@ -97,12 +128,16 @@ fn hot_path(c: &mut Criterion) {
     );
 }
 
+/// The connection the benched requests come in on (made once, as the server does).
+static CONN: LazyLock<ConnInfo> =
+    LazyLock::new(|| ConnInfo::new(([127, 0, 0, 1], 40000).into(), false));
+
 /// The gateway's admission of `request`; returns the grant and route index for metering.
 fn admit(gateway: &Gateway, request: &Request<()>) -> (Arc<KeyGrant>, usize) {
     let mut path = None;
     let mut log = RequestLog::default();
     let admitted = gateway
-        .admit(request, &mut path, &mut log)
+        .admit(request, &CONN, &mut path, &mut log)
         .now_or_never()
         .expect("a hot-tier hit never waits")
         .unwrap();

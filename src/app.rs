@@ -9,6 +9,7 @@ use crate::keys::embedded::EmbeddedStore;
 use crate::keys::redis::RedisStore;
 use crate::keys::service::KeyService;
 use crate::keys::{self, KeyStore, Keyring, StoreError};
+use crate::limits::Limiter;
 use crate::metrics;
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::requests::RequestMetrics;
@@ -50,6 +51,7 @@ pub struct Running {
     /// for at shutdown, so the store is released when `shutdown` returns.
     tasks: TaskTracker,
     usage: Arc<UsageRecorder>,
+    limiter: Arc<Limiter>,
 }
 
 /// Opens the configured store.
@@ -86,11 +88,10 @@ pub async fn start_with_store(
     let prometheus = metrics::install(Rejection::auth_codes());
     let shutdown = CancellationToken::new();
     let changes = store.watch(shutdown.clone());
-    let keyring = Arc::new(Keyring::new(
-        store.clone(),
-        config.hot_tier,
-        changes.is_none(),
-    ));
+    let keyring = Arc::new(
+        Keyring::new(store.clone(), config.hot_tier, changes.is_none())
+            .with_defaults(config.limit_settings.defaults),
+    );
     let usage = Arc::new(UsageRecorder::with_retention(
         config.usage_history_retention,
     ));
@@ -107,12 +108,10 @@ pub async fn start_with_store(
         shutdown.clone(),
     )
     .await;
-    let gateway = Arc::new(gateway(
-        &config,
-        keyring.clone(),
-        usage.clone(),
-        key_metrics.clone(),
-    )?);
+    let limiter = Arc::new(limiter(&config, store.as_ref()).await?);
+    let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
+    gateway.limiter = limiter.clone();
+    let gateway = Arc::new(gateway);
     let keys = Arc::new(KeyService::new(
         store.clone(),
         keyring.clone(),
@@ -121,7 +120,9 @@ pub async fn start_with_store(
         config.resources,
     ));
     let admin = Arc::new(
-        Admin::new(keys, &config.admin.token).with_metrics(prometheus.clone(), key_metrics.clone()),
+        Admin::new(keys, &config.admin.token)
+            .with_metrics(prometheus.clone(), key_metrics.clone())
+            .with_limiter(limiter.clone()),
     );
 
     let servers = vec![
@@ -145,6 +146,11 @@ pub async fn start_with_store(
         config.audit_retention,
         shutdown.clone(),
     ));
+    tasks.spawn(limiter.clone().run_saver(
+        store.clone(),
+        config.usage_flush_interval,
+        shutdown.clone(),
+    ));
     tasks.spawn(
         usage
             .clone()
@@ -162,7 +168,24 @@ pub async fn start_with_store(
         servers,
         tasks,
         usage,
+        limiter,
     })
+}
+
+/// Where per-key limits keep their state: on Redis when the keys are there (shared by every
+/// gateway), else in this process, with the quota counts the embedded store kept.
+async fn limiter(config: &Config, store: &dyn KeyStore) -> Result<Limiter, StartError> {
+    match &config.store {
+        StoreConfig::Redis(redis) => Ok(Limiter::redis(
+            Arc::new(RedisStore::open(redis)?),
+            config.limit_settings,
+        )),
+        StoreConfig::Embedded { .. } => {
+            let limiter = Limiter::memory(config.limit_settings);
+            limiter.restore(store).await?;
+            Ok(limiter)
+        }
+    }
 }
 
 /// The gateway as a value, built from the config's sections: [`start_with_store`] serves it,
@@ -187,6 +210,7 @@ pub fn gateway(
         key_sources: config.key_sources.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         cors: config.cors.clone(),
+        limiter: Arc::new(Limiter::memory(config.limit_settings)),
     })
 }
 
@@ -201,6 +225,9 @@ impl Running {
         self.tasks.wait().await;
         if let Err(error) = self.usage.flush(self.keyring.store().as_ref()).await {
             tracing::error!(%error, "final usage flush failed; recent usage is lost");
+        }
+        if let Err(error) = self.limiter.save(self.keyring.store().as_ref()).await {
+            tracing::error!(%error, "final quota save failed; recent quota counts are lost");
         }
         tracing::info!("kbgate stopped");
     }

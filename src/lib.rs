@@ -37,7 +37,8 @@
 //!   (`ForwardError`) and header hygiene · `links` Location/Link rewriting · `server` accept
 //!   loop, TLS, its limits · `cors` browser clients (opt-in)
 //! - floor 3: `rejection` the refusal enum, its class, and `From` the domain errors · `usage`
-//!   per-key counters and their history by hour and outcome · `access_log` the access line and when it is written
+//!   per-key counters and their history by hour and outcome · `access_log` the access line and
+//!   when it is written · `limits` per-key rate, quota and address decisions and their headers
 //! - floor 4: `gateway` `handle` over `admit` (checks, path, key, verify, route, grant) then
 //!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`;
 //!   `access` tokens and roles, `tokens`, `audit`)
@@ -58,6 +59,7 @@ mod cors;
 pub mod demo;
 pub mod gateway;
 pub mod keys;
+pub mod limits;
 mod links;
 pub mod log_filter;
 pub mod log_format;

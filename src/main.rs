@@ -40,7 +40,7 @@ enum Command {
         config: PathBuf,
     },
     /// Manage API keys through the admin API
-    Keys(kbgate::cli::KeysArgs),
+    Keys(Box<kbgate::cli::KeysArgs>),
     /// Manage the admin API's tokens and their roles
     AdminTokens(kbgate::cli::AdminTokensArgs),
     /// Show the audit trail of key and admin token changes, or verify its hash chain
@@ -134,7 +134,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Migrate { from, to } => migrate(from, to).await,
         Command::Keys(args) => {
             let json = args.json;
-            cli_exit(kbgate::cli::run(args).await.map(|()| true), json)
+            cli_exit(kbgate::cli::run(*args).await.map(|()| true), json)
         }
         Command::AdminTokens(args) => {
             let json = args.target.json;

@@ -4,6 +4,7 @@
 
 use crate::body::{self, Body};
 use crate::keys::VerifyError;
+use crate::limits::LimitError;
 use crate::path::PathError;
 use crate::upstream::ForwardError;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -35,6 +36,12 @@ pub enum Rejection {
     UpstreamTimeout,
     /// A CORS preflight from an origin not in `cors.allowed_origins`.
     OriginNotAllowed,
+    /// The client's address is not in the key's `allowed_cidrs`.
+    IpNotAllowed,
+    /// The key's rate limit is used up for now (429 with `Retry-After`).
+    RateLimited,
+    /// The key's quota is used up until its period ends (429 with `Retry-After`).
+    QuotaExceeded,
 }
 
 /// Where in the request path a refusal falls, which says what it tells of the key check
@@ -47,12 +54,13 @@ pub enum RefusalClass {
     /// The key check said no: no key, a bad one, one without the permission. Counted under
     /// its code.
     Auth,
-    /// After the key was allowed: the body or the KB failed. Counted as allowed.
+    /// After the key was allowed: a rate or quota limit said no, the body or the KB failed.
+    /// Counted as allowed.
     Forwarding,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 20] = [
+    pub const ALL: [Rejection; 23] = [
         Rejection::BadRequest,
         Rejection::ConnectNotAllowed,
         Rejection::UpgradeNotAllowed,
@@ -73,6 +81,9 @@ impl Rejection {
         Rejection::UpstreamUnavailable,
         Rejection::UpstreamTimeout,
         Rejection::OriginNotAllowed,
+        Rejection::IpNotAllowed,
+        Rejection::RateLimited,
+        Rejection::QuotaExceeded,
     ];
 
     pub fn status(self) -> StatusCode {
@@ -93,7 +104,9 @@ impl Rejection {
             Rejection::RouteNotAllowed
             | Rejection::InsufficientPermissions
             | Rejection::QueryNotAllowed
-            | Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
+            | Rejection::OriginNotAllowed
+            | Rejection::IpNotAllowed => StatusCode::FORBIDDEN,
+            Rejection::RateLimited | Rejection::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Rejection::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -123,6 +136,9 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::IpNotAllowed => "ip_not_allowed",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -166,6 +182,13 @@ impl Rejection {
             Rejection::OriginNotAllowed => {
                 "This origin may not call the gateway from a browser (it is not in cors.allowed_origins)."
             }
+            Rejection::IpNotAllowed => "The API key may not be used from this address.",
+            Rejection::RateLimited => {
+                "The API key's rate limit is reached; retry after the time in Retry-After."
+            }
+            Rejection::QuotaExceeded => {
+                "The API key's quota for this period is used up; retry after the time in Retry-After."
+            }
         }
     }
 
@@ -188,8 +211,11 @@ impl Rejection {
             | Rejection::StoreUnavailable
             | Rejection::RouteNotAllowed
             | Rejection::InsufficientPermissions
-            | Rejection::QueryNotAllowed => RefusalClass::Auth,
-            Rejection::BodyTooLarge
+            | Rejection::QueryNotAllowed
+            | Rejection::IpNotAllowed => RefusalClass::Auth,
+            Rejection::RateLimited
+            | Rejection::QuotaExceeded
+            | Rejection::BodyTooLarge
             | Rejection::BodyTimeout
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamTimeout => RefusalClass::Forwarding,
@@ -250,6 +276,16 @@ impl From<ForwardError> for Rejection {
             ForwardError::Timeout => Rejection::UpstreamTimeout,
             // Only a path and query the gateway itself let through can fail this way.
             ForwardError::InvalidTarget => Rejection::InvalidPath,
+        }
+    }
+}
+
+impl From<LimitError> for Rejection {
+    fn from(error: LimitError) -> Rejection {
+        match error {
+            LimitError::RateLimited => Rejection::RateLimited,
+            LimitError::QuotaExceeded => Rejection::QuotaExceeded,
+            LimitError::StoreUnavailable => Rejection::StoreUnavailable,
         }
     }
 }
@@ -316,6 +352,9 @@ mod tests {
                 (502, "upstream_unavailable"),
                 (504, "upstream_timeout"),
                 (403, "origin_not_allowed"),
+                (403, "ip_not_allowed"),
+                (429, "rate_limited"),
+                (429, "quota_exceeded"),
             ]
         );
     }
@@ -331,6 +370,7 @@ mod tests {
                 "ambiguous_key",
                 "insufficient_permissions",
                 "invalid_key",
+                "ip_not_allowed",
                 "key_disabled",
                 "key_expired",
                 "missing_key",

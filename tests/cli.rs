@@ -235,3 +235,56 @@ async fn usage_prints_a_table_and_a_sparkline() {
     assert!(!ok && stderr.contains("No such key"), "{stderr}");
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn limits_are_set_changed_and_removed_from_the_command_line() {
+    let (_upstream, gateway) = TestGateway::builder().start_on_echo().await;
+    let cli = Cli { gateway: &gateway };
+    let created = cli
+        .json(&[
+            "create",
+            "--rate-limit",
+            "50/1:10",
+            "--quota",
+            "1/day:all",
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-cidr",
+            "2001:db8::/32",
+        ])
+        .await;
+    assert_eq!(
+        created["rate_limit"],
+        serde_json::json!({"requests": 50, "window_seconds": 1, "burst": 10})
+    );
+    assert_eq!(created["quota"]["counts"], "all");
+    assert_eq!(created["allowed_cidrs"][1], "2001:db8::/32");
+    let id = created["id"].as_str().unwrap().to_string();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
+    assert_eq!(gateway.get("/v1/article", &secret).await.0, 429);
+
+    let (ok, block, _) = cli.run(&["show", &id]).await;
+    assert!(
+        ok && block.contains("1 of 1 per day (all requests)"),
+        "{block}"
+    );
+
+    let edited = cli
+        .json(&[
+            "edit",
+            &id,
+            "--no-quota",
+            "--any-address",
+            "--rate-limit",
+            "5/60",
+        ])
+        .await;
+    assert_eq!(edited["quota"], Value::Null);
+    assert_eq!(edited["allowed_cidrs"], serde_json::json!([]));
+    assert_eq!(edited["rate_limit"]["requests"], 5);
+    assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
+
+    let (ok, _, stderr) = cli.run(&["edit", &id, "--quota", "10/week"]).await;
+    assert!(!ok && stderr.contains("day or month"), "{stderr}");
+}

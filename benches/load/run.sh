@@ -60,7 +60,7 @@ KBGATE="$ROOT/target/release/kbgate"
 SEED="$ROOT/target/release/examples/seed_keys"
 BARE="$ROOT/target/release/examples/bare_proxy"
 WARM="$ROOT/target/release/examples/warm_keys"
-ARMS=(A B C D-embedded D-redis E H)
+ARMS=(A B C D-embedded D-redis E H L)
 
 declare -A PORT    # arm or server -> port
 declare -A KEY     # arm -> the secret it presents (E: a key file instead)
@@ -224,9 +224,14 @@ start_redis() {
   wait_for_port "${PORT[redis]}" redis
 }
 
-# Writes a kbgate config for `name`: its own ports and store, the shipped route table.
+# Limits the load never reaches, for every key of arm L (key_defaults): what deciding a rate
+# limit and a quota costs, with no refusal.
+LIMITED_DEFAULTS='key_defaults: { rate_limit: { requests: 1000000000000, window_seconds: 1, burst: 1000000000 }, quota: { requests: 1000000000000, period: month, counts: all } }'
+
+# Writes a kbgate config for `name`: its own ports and store, the shipped route table, and
+# `extra` YAML if given.
 kbgate_config() {
-  local name=$1 store=$2 max_age=$3 dir="$WORK/$1" level=warn
+  local name=$1 store=$2 max_age=$3 extra=${4:-} dir="$WORK/$1" level=warn
   mkdir -p "$dir"
   [[ $LOGS == on ]] && level=info
   [[ $store == embedded ]] && store="{ embedded: { path: $dir/kbgate.db } }"
@@ -237,6 +242,7 @@ kbgate_config() {
     ADMIN_PORT="${PORT[$name-admin]}" ADMIN_TOKEN="$ADMIN_TOKEN" UPSTREAM_PORT="${PORT[upstream]}" \
     UPSTREAM_TOKEN="$UPSTREAM_TOKEN" STORE="$store" MAX_AGE="$max_age" LOG_LEVEL="$level"
   [[ -n $EXTRA_CONFIG ]] && printf '%s\n' "$EXTRA_CONFIG" >>"$dir/kbgate.yaml"
+  [[ -n $extra ]] && printf '%s\n' "$extra" >>"$dir/kbgate.yaml"
   sed -n '/^routes:/,$p' "$ROOT/config/kbgate.yaml" >>"$dir/kbgate.yaml"
 }
 
@@ -266,8 +272,8 @@ start_kbgate() {
 
 # A kbgate with its own store, seeded with `count` keys, the first one being the arm's key.
 kbgate_arm() {
-  local name=$1 store=$2 max_age=$3 count=$4
-  kbgate_config "$name" "$store" "$max_age"
+  local name=$1 store=$2 max_age=$3 count=$4 extra=${5:-}
+  kbgate_config "$name" "$store" "$max_age" "$extra"
   seed "$name" "$count"
   KEY[$name]=$(head -1 "$WORK/$name/keys.txt")
   start_kbgate "$name"
@@ -278,6 +284,7 @@ kbgate_arm() {
 start_compared_arms() {
   start_upstream
   kbgate_arm C embedded 30s 1
+  kbgate_arm L embedded 30s 1 "$LIMITED_DEFAULTS"
   KEY[A]=${KEY[C]}
   KEY[B]=${KEY[C]}
   start_nginx_proxy
@@ -556,13 +563,20 @@ instructions_per_request() {
   counted[H]=$INSTRUCTIONS
   callgrind_run cg-C $n "$KBGATE" serve --config "$WORK/cg-C/kbgate.yaml"
   counted[C]=$INSTRUCTIONS
+  # L: C's config with limits the load never reaches, presented C's key (key_defaults apply).
+  kbgate_config cg-L embedded 30s "$LIMITED_DEFAULTS"
+  cp "$WORK/cg-C/kbgate.db" "$WORK/cg-L/kbgate.db"
+  callgrind_run cg-L $n "$KBGATE" serve --config "$WORK/cg-L/kbgate.yaml"
+  counted[L]=$INSTRUCTIONS
   echo "User-space instructions per request (valgrind callgrind, $n requests after 2000 of warm-up):"
   echo
   echo "| arm | instructions per request | vs B |"
   echo "|---|---:|---:|"
-  for arm in B H C; do
+  for arm in B H C L; do
     echo "| $arm $(describe "$arm") | ${counted[$arm]} | $(ratio "${counted[$arm]}" "${counted[B]}") |"
   done
+  echo
+  echo "A rate limit and a quota (L) against none (C): $(ratio "${counted[L]}" "${counted[C]}") times the instructions."
   echo
   echo "kbgate's own work per request (C − H: key check, authorization, metering, access log,"
   echo "header hygiene): $((counted[C] - counted[H])) instructions."
@@ -718,6 +732,7 @@ describe() {
   D-redis) echo "kbgate, hot tier off, Redis store" ;;
   E) echo "kbgate, $E_KEYS keys, random key per request" ;;
   H) echo "hyper-util proxy doing nothing else (kbgate's stack floor)" ;;
+  L) echo "kbgate, key in the hot tier with a rate limit and a quota (never reached)" ;;
   esac
 }
 
@@ -830,7 +845,7 @@ main() {
   fi
 
   if [[ $mode == quick ]]; then
-    ARMS=(A B C H)
+    ARMS=(A B C H L)
     start_compared_arms
     preflight
     closed_phase

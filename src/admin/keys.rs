@@ -8,8 +8,10 @@ use crate::authz::{Permission, Scope};
 use crate::body::Body;
 use crate::keys::KeyRecord;
 use crate::keys::audit::Context;
+use crate::keys::limits::{Quota, RateLimit};
 use crate::keys::listing::{self, Cursor, Filter, ListQuery, Sort, State};
 use crate::keys::service::{Issued, KeyEdit, NewKey};
+use crate::limits::QuotaState;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Response, StatusCode};
 use serde::Deserialize;
@@ -26,6 +28,9 @@ struct CreateKey {
     #[serde(default, deserialize_with = "not_null")]
     permissions: Option<Vec<String>>,
     expires_at: Option<DateTime<Utc>>,
+    rate_limit: Option<RateLimit>,
+    quota: Option<Quota>,
+    allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -42,6 +47,14 @@ struct EditKey {
     /// Absent: unchanged; null: no expiry; a time: expires then.
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<DateTime<Utc>>>,
+    /// Absent: unchanged; null: removed; an object: the new limit.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<RateLimit>>,
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Option<Quota>>,
+    /// Absent: unchanged; null or []: any address.
+    #[serde(default, deserialize_with = "present")]
+    allowed_cidrs: Option<Option<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -74,9 +87,10 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// Parses a JSON body (an empty body is `{}`): bad JSON is 400, well-formed but wrong is 422.
+/// Parses a JSON body (an empty body is `{}`; whitespace alone is not JSON): bad JSON is 400,
+/// well-formed but wrong is 422.
 pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(T::default());
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
@@ -161,8 +175,8 @@ pub(super) fn timestamp(at: Option<DateTime<Utc>>) -> Value {
     })
 }
 
-/// The key object of the API.
-fn key_view(record: &KeyRecord) -> Value {
+/// The key object of the API; `quota` is where its quota stands, if it has one.
+fn key_view(record: &KeyRecord, quota: Option<QuotaState>) -> Value {
     json!({
         "id": record.id,
         "name": record.name,
@@ -175,6 +189,14 @@ fn key_view(record: &KeyRecord) -> Value {
         "expires_at": timestamp(record.expires_at),
         "last_used_at": timestamp(record.usage.last_used_at),
         "request_count": record.usage.request_count,
+        "rate_limit": record.rate_limit,
+        "quota": record.quota,
+        "allowed_cidrs": record.allowed_cidrs,
+        "quota_state": quota.map(|q| json!({
+            "used": q.used,
+            "remaining": q.remaining,
+            "resets_at": timestamp(Some(q.resets_at)),
+        })),
         "secrets": record.secrets.iter().map(|s| json!({
             "start": s.start,
             "retires_at": timestamp(s.retires_at),
@@ -187,16 +209,31 @@ fn with_secret(mut view: Value, secret: String) -> Value {
     view
 }
 
-fn issued_view(issued: Issued) -> Value {
-    with_secret(key_view(&issued.record), issued.secret)
-}
-
 impl Admin {
+    /// The key object, with where its quota stands.
+    async fn view(&self, record: &KeyRecord) -> Result<Value, ApiError> {
+        let quota = match &self.limiter {
+            Some(limiter) => limiter
+                .quota_state(&record.id, record.quota.as_ref())
+                .await
+                .map_err(ApiError::store)?,
+            None => None,
+        };
+        Ok(key_view(record, quota))
+    }
+
+    async fn issued_view(&self, issued: Issued) -> Result<Value, ApiError> {
+        Ok(with_secret(self.view(&issued.record).await?, issued.secret))
+    }
+
     /// One page of keys, filtered and sorted as the query asks, with exact usage.
     pub(super) async fn list(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
         let query = list_query(query, self.keys.resources())?;
         let page = self.keys.list_page(&query).await?;
-        let keys: Vec<Value> = page.keys.iter().map(key_view).collect();
+        let mut keys: Vec<Value> = Vec::with_capacity(page.keys.len());
+        for record in &page.keys {
+            keys.push(self.view(record).await?);
+        }
         let next_cursor = page.next_cursor.map(|c| c.encode());
         Ok(json(
             StatusCode::OK,
@@ -206,7 +243,7 @@ impl Admin {
 
     pub(super) async fn show(&self, id: &str) -> Result<Response<Body>, ApiError> {
         let record = self.keys.get(id).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn create(
@@ -220,9 +257,12 @@ impl Admin {
             scope: request.scope,
             permissions: request.permissions,
             expires_at: request.expires_at,
+            rate_limit: request.rate_limit,
+            quota: request.quota,
+            allowed_cidrs: request.allowed_cidrs,
         };
         let issued = self.keys.create(new, ctx).await?;
-        Ok(json(StatusCode::CREATED, &issued_view(issued)))
+        Ok(json(StatusCode::CREATED, &self.issued_view(issued).await?))
     }
 
     pub(super) async fn edit(
@@ -238,9 +278,12 @@ impl Admin {
             permissions: request.permissions,
             enabled: request.enabled,
             expires_at: request.expires_at,
+            rate_limit: request.rate_limit,
+            quota: request.quota,
+            allowed_cidrs: request.allowed_cidrs.map(Option::unwrap_or_default),
         };
         let record = self.keys.edit(id, edit, ctx).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn rotate(
@@ -252,7 +295,7 @@ impl Admin {
         let request: RotateKey = parse(body)?;
         let grace = request.grace_period_seconds.map(Duration::from_secs);
         let issued = self.keys.rotate(id, grace, ctx).await?;
-        Ok(json(StatusCode::OK, &issued_view(issued)))
+        Ok(json(StatusCode::OK, &self.issued_view(issued).await?))
     }
 
     /// Ends a rotation's grace now: every secret rotated away stops working at once. A key
@@ -265,7 +308,7 @@ impl Admin {
     ) -> Result<Response<Body>, ApiError> {
         let EndRotation {} = parse(body)?;
         let record = self.keys.end_rotation(id, ctx).await?;
-        Ok(json(StatusCode::OK, &key_view(&record)))
+        Ok(json(StatusCode::OK, &self.view(&record).await?))
     }
 
     pub(super) async fn delete(&self, id: &str, ctx: &Context) -> Result<Response<Body>, ApiError> {
@@ -282,8 +325,11 @@ mod tests {
 
     #[test]
     fn empty_and_bad_bodies() {
-        let empty: CreateKey = parse(b"  ").unwrap();
+        let empty: CreateKey = parse(b"").unwrap();
         assert!(empty.name.is_none());
+        // Whitespace alone is not a JSON text (schemathesis sent "\r" and saw a key created).
+        let err = parse::<CreateKey>(b"\r").unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
         let err = parse::<CreateKey>(b"{\"nmae\": 1}").unwrap_err();
         assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(err.message.contains("unknown field `nmae`"));

@@ -15,6 +15,7 @@ mod usage;
 use crate::body::{self, Body, BoxError};
 use crate::keys::admin_token::Role;
 use crate::keys::service::{KeyService, KeyServiceError};
+use crate::limits::Limiter;
 use crate::metrics::keys::KeyMetrics;
 use crate::metrics::{self, StoreOp};
 use crate::rejection::error_response;
@@ -32,6 +33,8 @@ pub struct Admin {
     prometheus: Option<PrometheusHandle>,
     /// Per-key counters and `kbgate_key_info` for `/metrics`, when per-key metrics are on.
     key_metrics: Option<Arc<KeyMetrics>>,
+    /// Where each key's quota stands (`quota_state`); `None`: not shown.
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -126,7 +129,14 @@ impl Admin {
             token_hash: blake3::hash(token.as_bytes()),
             prometheus: None,
             key_metrics: None,
+            limiter: None,
         }
+    }
+
+    /// Shows each key's `quota_state` as `limiter` counts it.
+    pub fn with_limiter(mut self, limiter: Arc<Limiter>) -> Admin {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Serves `/metrics` from `prometheus`, with `key_metrics`' per-key series.

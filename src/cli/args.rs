@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 
+use super::limit_args::{ClearLimitArgs, LimitArgs};
+
 /// Kept apart in `--help`, so each subcommand's own options are easy to find.
 const GLOBAL: &str = "Global options";
 
@@ -48,6 +50,8 @@ pub enum KeysCommand {
         permissions: Vec<String>,
         #[command(flatten)]
         expiry: ExpiryArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List keys (every page, oldest first unless sorted), optionally filtered
     List(ListArgs),
@@ -66,7 +70,7 @@ pub enum KeysCommand {
         #[arg(value_parser = parse_id)]
         id: String,
     },
-    /// Change a key's name, scope, permissions or expiry
+    /// Change a key's name, scope, permissions, expiry or limits
     Edit {
         /// Key id, as `kbgate keys list` shows it
         #[arg(value_parser = parse_id)]
@@ -88,6 +92,10 @@ pub enum KeysCommand {
         /// Remove the expiry
         #[arg(long, conflicts_with_all = ["expires_at", "expires_in"])]
         no_expiry: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[command(flatten)]
+        clear_limits: ClearLimitArgs,
     },
     /// Refuse the key's requests until it is enabled again
     Disable {
@@ -275,6 +283,7 @@ mod tests {
             scope,
             permissions,
             expiry,
+            ..
         } = cmd
         else {
             panic!("expected create, got {cmd:?}");
@@ -294,6 +303,7 @@ mod tests {
             scope,
             permissions,
             expiry,
+            ..
         } = cmd
         else {
             panic!("expected create, got {cmd:?}");

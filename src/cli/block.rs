@@ -22,6 +22,9 @@ pub fn key_block(key: &Key, now: DateTime<Utc>) -> String {
         ("expires", time_text(key.expires_at, "never")),
         ("last used", time_text(key.last_used_at, "never")),
         ("requests", key.request_count.to_string()),
+        ("rate limit", key.rate_limit_text()),
+        ("quota", key.quota_text()),
+        ("addresses", key.allowed_text()),
         ("created", time_text(key.created_at, "-")),
         ("updated", time_text(key.updated_at, "-")),
     ];
@@ -72,10 +75,36 @@ status:      enabled
 expires:     2026-01-01 00:00:00 UTC
 last used:   never
 requests:    42
+rate limit:  -
+quota:       -
+addresses:   any
 created:     2025-01-02 03:04:05 UTC
 updated:     2025-01-03 00:00:00 UTC
 ";
         assert_eq!(key_block(&Key::from_json(&json).unwrap(), now()), want);
+    }
+
+    #[test]
+    fn limits_are_shown_in_words() {
+        let mut json = sample();
+        json["rate_limit"] = json!({"requests": 100, "window_seconds": 60});
+        json["quota"] = json!({"requests": 1000, "period": "month", "counts": "all"});
+        json["quota_state"] =
+            json!({"used": 12, "remaining": 988, "resets_at": "2026-01-01T00:00:00Z"});
+        json["allowed_cidrs"] = json!(["203.0.113.0/24", "2001:db8::/32"]);
+        let block = key_block(&Key::from_json(&json).unwrap(), now());
+        assert!(
+            block.contains("rate limit:  100 per 60 s, bursts of 100\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains("quota:       12 of 1000 per month (all requests)\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains("addresses:   203.0.113.0/24, 2001:db8::/32\n"),
+            "{block}"
+        );
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub struct Key {
     /// Oldest first, the current one last (older admin APIs send none).
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// Per-key limits, as the API shows them (older admin APIs send none).
+    #[serde(default)]
+    pub rate_limit: Option<Value>,
+    #[serde(default)]
+    pub quota: Option<Value>,
+    #[serde(default)]
+    pub quota_state: Option<Value>,
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
 }
 
 /// One of a key's secrets: its start, and when it stops working (None: the current one).
@@ -48,6 +57,44 @@ impl Key {
         KeyList::deserialize(value)
             .map(|list| list.keys)
             .map_err(|e| unexpected("key list", e))
+    }
+
+    /// `100 per 60 s, bursts of 10`, or `-`.
+    pub fn rate_limit_text(&self) -> String {
+        let Some(rate) = &self.rate_limit else {
+            return "-".into();
+        };
+        let burst = rate.get("burst").unwrap_or(&rate["requests"]);
+        format!(
+            "{} per {} s, bursts of {burst}",
+            rate["requests"], rate["window_seconds"]
+        )
+    }
+
+    /// `12 of 1000 per month (successful requests)`, or `-`; a default quota has no own
+    /// settings but a state.
+    pub fn quota_text(&self) -> String {
+        let used = self.quota_state.as_ref().map(|s| s["used"].clone());
+        match (&self.quota, used) {
+            (Some(q), used) => format!(
+                "{} of {} per {} ({} requests)",
+                used.unwrap_or(Value::from(0)),
+                q["requests"],
+                q["period"].as_str().unwrap_or("?"),
+                q["counts"].as_str().unwrap_or("successful"),
+            ),
+            (None, Some(used)) => format!("{used} used (the default quota)"),
+            (None, None) => "-".into(),
+        }
+    }
+
+    /// The allowed networks, or `any`.
+    pub fn allowed_text(&self) -> String {
+        if self.allowed_cidrs.is_empty() {
+            "any".into()
+        } else {
+            self.allowed_cidrs.join(", ")
+        }
     }
 
     /// Disabled wins over expired: enabling is what the owner can act on first.

@@ -16,6 +16,7 @@ mod block;
 mod client;
 mod error;
 mod key;
+mod limit_args;
 mod output;
 mod request;
 mod table;

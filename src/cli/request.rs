@@ -41,8 +41,10 @@ pub fn request_for(command: &KeysCommand, now: DateTime<Utc>) -> Result<Request,
             scope,
             permissions,
             expiry,
+            limits,
         } => {
-            let body = key_fields(name.as_deref(), *scope, permissions, expiry, now)?;
+            let mut body = key_fields(name.as_deref(), *scope, permissions, expiry, now)?;
+            limits.insert_into(&mut body);
             call(Method::POST, &[], Some(body.into()), View::KeyWithSecret)
         }
         KeysCommand::List(list) => {
@@ -69,8 +71,12 @@ pub fn request_for(command: &KeysCommand, now: DateTime<Utc>) -> Result<Request,
             clear_permissions,
             expiry,
             no_expiry,
+            limits,
+            clear_limits,
         } => {
-            let changes = key_fields(name.as_deref(), *scope, permissions, expiry, now)?;
+            let mut changes = key_fields(name.as_deref(), *scope, permissions, expiry, now)?;
+            limits.insert_into(&mut changes);
+            clear_limits.insert_into(&mut changes);
             let body = edit_body(changes, *clear_permissions, *no_expiry)?;
             call(Method::PATCH, &[id], Some(body), View::Key)
         }
@@ -242,6 +248,8 @@ mod tests {
             clear_permissions: false,
             expiry: expiry(None, None),
             no_expiry: false,
+            limits: Default::default(),
+            clear_limits: Default::default(),
         }
     }
 
@@ -252,6 +260,7 @@ mod tests {
             scope: None,
             permissions: vec![],
             expiry: expiry(None, None),
+            limits: Default::default(),
         };
         let request = request_for(&bare, now()).unwrap();
         assert_eq!(request.method, Method::POST);
@@ -264,6 +273,7 @@ mod tests {
             scope: Some(ScopeArg::ReadWrite),
             permissions: vec!["article:read".into()],
             expiry: expiry(None, Some(30 * 86_400)),
+            limits: Default::default(),
         };
         let body = request_for(&full, now()).unwrap().body;
         let want = json!({
@@ -285,6 +295,8 @@ mod tests {
             clear_permissions: true,
             expiry: expiry(None, None),
             no_expiry: true,
+            limits: Default::default(),
+            clear_limits: Default::default(),
         };
         let request = request_for(&command, now()).unwrap();
         assert_eq!(
@@ -306,6 +318,8 @@ mod tests {
             clear_permissions: false,
             expiry: expiry(Some("2030-01-31T02:00:00+02:00"), None),
             no_expiry: false,
+            limits: Default::default(),
+            clear_limits: Default::default(),
         };
         let body = request_for(&command, now()).unwrap().body;
         assert_eq!(body, Some(json!({"expires_at": "2030-01-31T00:00:00Z"})));

@@ -70,6 +70,8 @@ pub struct Config {
     /// `usage.history_retention`: hours older than this are pruned from the usage history.
     pub usage_history_retention: Duration,
     pub limits: Limits,
+    /// `limits.headers`, `limits.on_store_error` and `key_defaults`.
+    pub limit_settings: crate::limits::LimitSettings,
     pub log_format: LogFormat,
     pub log_level: String,
     pub metrics: MetricsConfig,

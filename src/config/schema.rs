@@ -5,6 +5,8 @@ use super::LogFormat;
 use super::units::ByteSize;
 use crate::authz::routes::{QueryDefinition, RouteDefinition};
 use crate::keys::embedded::DEFAULT_CACHE_SIZE;
+use crate::keys::limits::{Quota, RateLimit};
+use crate::limits::{HeaderStyle, OnStoreError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +38,9 @@ pub(super) struct RawConfig {
     pub(super) usage: RawUsage,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    /// The limits of keys that set none of their own.
+    #[serde(default)]
+    pub(super) key_defaults: RawKeyDefaults,
     #[serde(default)]
     pub(super) log: RawLog,
     #[serde(default)]
@@ -289,6 +294,19 @@ pub(super) struct RawLimits {
     pub(super) max_body: ByteSize,
     #[serde(with = "humantime_serde")]
     pub(super) body_timeout: Duration,
+    /// How per-key limits are shown on responses (`draft`, `legacy`, `off`).
+    pub(super) headers: HeaderStyle,
+    /// Per-key limits when Redis cannot be asked: `allow` (default) or `deny`.
+    pub(super) on_store_error: OnStoreError,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyDefaults {
+    #[serde(default)]
+    pub(super) rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub(super) quota: Option<Quota>,
 }
 
 impl Default for RawLimits {
@@ -306,6 +324,8 @@ impl Default for RawLimits {
             // Article bodies with inline images; a route's own `max_body` replaces it.
             max_body: ByteSize(100 * 1024 * 1024),
             body_timeout: Duration::from_secs(10),
+            headers: HeaderStyle::default(),
+            on_store_error: OnStoreError::default(),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! authz); this is where they are built.
 
 use super::schema::{
-    RawAdmin, RawAudit, RawConfig, RawCors, RawHotTier, RawKeys, RawLimits, RawLog, RawMetrics,
-    RawRedis, RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
+    RawAdmin, RawAudit, RawConfig, RawCors, RawHotTier, RawKeyDefaults, RawKeys, RawLimits, RawLog,
+    RawMetrics, RawRedis, RawStore, RawTls, RawUpstream, RawUsage, RouteSpec,
 };
 use super::units::ByteSize;
 use super::{AdminConfig, Config, ConfigError, LogFormat, MetricsConfig, field_error};
@@ -12,8 +12,10 @@ use crate::authz::DEFAULT_RESOURCES;
 use crate::authz::routes::{RouteDefinition, RouteTable};
 use crate::cors::Cors;
 use crate::keys::keyring::CacheLimits;
+use crate::keys::limits::KeyDefaults;
 use crate::keys::redis::RedisConfig;
 use crate::keys::{KeySources, StoreConfig};
+use crate::limits::LimitSettings;
 use crate::net::CidrList;
 use crate::server::{Limits, TlsFiles};
 use crate::upstream::UpstreamConfig;
@@ -85,6 +87,11 @@ impl RawConfig {
         let key_sources = self.keys.validate()?;
         let usage_history_retention = self.usage.history_retention()?;
         let usage_flush_interval = self.usage.validate()?;
+        let limit_settings = LimitSettings {
+            headers: self.limits.headers,
+            on_store_error: self.limits.on_store_error,
+            defaults: self.key_defaults.validate()?,
+        };
         let limits = self.limits.validate()?;
         let metrics = self.metrics.validate()?;
         let audit_retention = self.audit.validate()?;
@@ -108,6 +115,7 @@ impl RawConfig {
             usage_flush_interval,
             usage_history_retention,
             limits,
+            limit_settings,
             log_format,
             log_level,
             metrics,
@@ -257,6 +265,24 @@ impl RawUsage {
             return Err(field_error("usage.flush_interval", "must be above zero"));
         }
         Ok(self.flush_interval)
+    }
+}
+
+impl RawKeyDefaults {
+    fn validate(self) -> Result<KeyDefaults, ConfigError> {
+        if let Some(rate) = &self.rate_limit {
+            rate.check()
+                .map_err(|reason| field_error("key_defaults.rate_limit", reason))?;
+        }
+        if let Some(quota) = &self.quota {
+            quota
+                .check()
+                .map_err(|reason| field_error("key_defaults.quota", reason))?;
+        }
+        Ok(KeyDefaults {
+            rate_limit: self.rate_limit,
+            quota: self.quota,
+        })
     }
 }
 

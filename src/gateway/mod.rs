@@ -11,9 +11,11 @@ use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, routes::Route, routes::RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::cors::Cors;
+use crate::keys::limits::KeyLimits;
 use crate::keys::{KeyGrant, KeySources, Keyring, secret};
+use crate::limits::{LimitReport, Limiter, QuotaHold};
 use crate::metrics::requests::{Observation, RequestMetrics};
-use crate::metrics::{self, InFlight};
+use crate::metrics::{self, InFlight, LimitKind, LimitOutcome};
 use crate::net::{self, CidrList};
 use crate::rejection::{RefusalClass, Rejection};
 use crate::server::{ConnInfo, Handler, Limits};
@@ -41,6 +43,8 @@ pub struct Gateway {
     pub trusted_proxies: CidrList,
     /// `cors:`; `None` (the default) costs the request path nothing.
     pub cors: Option<Cors>,
+    /// Per-key rate and quota decisions; a key without limits never reaches it.
+    pub limiter: Arc<Limiter>,
 }
 
 /// What the access log says about a request beyond its status, filled in as the request goes.
@@ -53,6 +57,8 @@ pub struct RequestLog {
     upstream: Option<Duration>,
     /// Request body bytes read, counted by the body guard.
     bytes_in: Option<Arc<dyn BytesIn>>,
+    /// Where the key's rate and quota stand, for the response headers.
+    limits: Option<LimitReport>,
 }
 
 impl Handler for Gateway {
@@ -102,6 +108,9 @@ impl Handler for Gateway {
             .insert(X_REQUEST_ID, request_id.clone());
         if let Some((cors, seen)) = cors {
             cors.finish(seen, &mut response);
+        }
+        if let Some(report) = &log.limits {
+            report.write(self.limiter.settings().headers, response.headers_mut());
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
@@ -158,6 +167,26 @@ impl Gateway {
         HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
     }
 
+    /// The key's address allowlist, on the client's address behind trusted proxies.
+    fn check_address(
+        &self,
+        limits: &KeyLimits,
+        conn: &ConnInfo,
+        headers: &HeaderMap,
+    ) -> Result<(), Rejection> {
+        let Some(allowed) = &limits.allowed else {
+            return Ok(());
+        };
+        let decisions = metrics::fixed();
+        if allowed.contains(self.client_address(conn, headers)) {
+            decisions.limit_decision(LimitKind::Address, LimitOutcome::Allowed);
+            Ok(())
+        } else {
+            decisions.limit_decision(LimitKind::Address, LimitOutcome::Refused);
+            Err(Rejection::IpNotAllowed)
+        }
+    }
+
     async fn handle_inner(
         &self,
         request: Request<Body>,
@@ -170,9 +199,19 @@ impl Gateway {
         // held a reference to it across the key lookup would not be Send).
         let (head, body) = request.into_parts();
         let head = Request::from_parts(head, ());
-        let admitted = self.admit(&head, canonical_path, log).await?;
-        self.forward(head.map(|()| body), admitted, conn, request_id, log)
-            .await
+        let mut admitted = self.admit(&head, conn, canonical_path, log).await?;
+        let quota = admitted.quota.take();
+        let result = self
+            .forward(head.map(|()| body), admitted, conn, request_id, log)
+            .await;
+        // A quota unit held for the request is kept only for a success (dropped, it is given
+        // back); a `counts: all` quota holds none.
+        if let (Some(quota), Ok(response)) = (quota, &result)
+            && (response.status().is_success() || response.status().is_redirection())
+        {
+            quota.keep();
+        }
+        result
     }
 
     /// Admission, top to bottom: the checks of the request itself, its canonical path, its
@@ -183,6 +222,7 @@ impl Gateway {
     pub async fn admit<'a>(
         &'a self,
         request: &Request<()>,
+        conn: &ConnInfo,
         canonical_path: &'a mut Option<String>,
         log: &mut RequestLog,
     ) -> Result<Admitted<'a>, Rejection> {
@@ -197,6 +237,9 @@ impl Gateway {
         let key = self.keyring.verify(&secret).await?;
         log.key_id = Some(key.id.clone());
         self.usage.record(&key.id);
+        if let Some(limits) = &key.limits {
+            self.check_address(limits, conn, request.headers())?;
+        }
 
         let route = self
             .routes
@@ -212,11 +255,19 @@ impl Gateway {
         {
             return Err(Rejection::QueryNotAllowed);
         }
+        let quota = match &key.limits {
+            Some(limits) => {
+                let report = log.limits.insert(LimitReport::default());
+                self.limiter.decide(&key.id, limits, report).await?
+            }
+            None => None,
+        };
         Ok(Admitted {
             key,
             route,
             path,
             query: forwarded_query.map(Cow::into_owned),
+            quota,
         })
     }
 
@@ -234,6 +285,7 @@ impl Gateway {
             route,
             path,
             query: forwarded_query,
+            quota: _,
         } = admitted;
         let host = request.headers().get(header::HOST).cloned().or_else(|| {
             request
@@ -292,6 +344,8 @@ pub struct Admitted<'a> {
     /// The query to forward: the client's, without the key's parameter when the query is a
     /// key source.
     pub query: Option<String>,
+    /// The quota unit this request holds until the KB answers.
+    pub quota: Option<QuotaHold<'a>>,
 }
 
 /// The client's X-Request-Id when it is short and plain, else a new random one. Kept as a

@@ -7,6 +7,7 @@
 
 use crate::keys::embedded_index as index;
 use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::limits::QuotaCount;
 use crate::keys::listing::AgeMark;
 use crate::keys::low_priority::LowPriorityThread;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, Usage, UsageDelta};
@@ -22,6 +23,9 @@ mod audit;
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
 const USAGE: TableDefinition<&str, (u64, i64)> = TableDefinition::new("usage");
+/// id -> (quota period start as Unix seconds, count): the gateway's quota counts, kept across
+/// restarts (see `crate::limits`).
+const QUOTAS: TableDefinition<&str, (i64, u64)> = TableDefinition::new("quotas");
 
 /// redb's own default is 1 GiB, all of it resident once a large store has been read. The hot
 /// tier answers most lookups, and the operating system caches the file besides.
@@ -54,6 +58,7 @@ impl EmbeddedStore {
         txn.open_table(USAGE).map_err(unavailable)?;
         audit::create_tables(&txn)?;
         index::open_tables(&txn, KEYS)?;
+        txn.open_table(QUOTAS).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
         let usage_writer = LowPriorityThread::spawn("kbgate-usage").map_err(unavailable)?;
         Ok(EmbeddedStore {
@@ -178,6 +183,27 @@ fn write_usage(db: &Database, deltas: &[UsageDelta]) -> Result<(), StoreError> {
     txn.commit().map_err(unavailable)
 }
 
+/// Replaces the quota counts of live keys in one transaction.
+fn write_quotas(db: &Database, counts: &[QuotaCount]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let keys = txn.open_table(KEYS).map_err(unavailable)?;
+        let mut quotas = txn.open_table(QUOTAS).map_err(unavailable)?;
+        for count in counts {
+            if keys
+                .get(count.key_id.as_str())
+                .map_err(unavailable)?
+                .is_some()
+            {
+                quotas
+                    .insert(count.key_id.as_str(), (count.period_start, count.used))
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    txn.commit().map_err(unavailable)
+}
+
 /// Reads one record with its usage inside a read transaction.
 fn read_record(txn: &redb::ReadTransaction, id: &str) -> Result<Option<KeyRecord>, StoreError> {
     let keys = txn.open_table(KEYS).map_err(unavailable)?;
@@ -234,6 +260,8 @@ fn remove_record(txn: &redb::WriteTransaction, id: &str) -> Result<Option<KeyRec
     }
     let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
     usage.remove(id).map_err(unavailable)?;
+    let mut quotas = txn.open_table(QUOTAS).map_err(unavailable)?;
+    quotas.remove(id).map_err(unavailable)?;
     index::index(txn, None, Some(&record))?;
     Ok(Some(record))
 }
@@ -394,6 +422,34 @@ impl KeyStore for EmbeddedStore {
             })
             .await
             .unwrap_or_else(|| Err(unavailable("the usage writer thread stopped")))
+    }
+
+    async fn save_quota_counts(&self, counts: &[QuotaCount]) -> Result<(), StoreError> {
+        let counts = counts.to_vec();
+        let db = self.db.clone();
+        self.usage_writer
+            .run(move || write_quotas(&db, &counts))
+            .await
+            .unwrap_or_else(|| Err(unavailable("the usage writer thread stopped")))
+    }
+
+    async fn quota_counts(&self) -> Result<Vec<QuotaCount>, StoreError> {
+        self.run(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let quotas = txn.open_table(QUOTAS).map_err(unavailable)?;
+            let mut counts = Vec::new();
+            for row in quotas.iter().map_err(unavailable)? {
+                let (id, value) = row.map_err(unavailable)?;
+                let (period_start, used) = value.value();
+                counts.push(QuotaCount {
+                    key_id: id.value().to_string(),
+                    period_start,
+                    used,
+                });
+            }
+            Ok(counts)
+        })
+        .await
     }
 
     async fn import(&self, record: &KeyRecord) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@
 
 use crate::FastMap;
 use crate::authz::{Permission, Scope};
+use crate::keys::limits::{KeyDefaults, KeyLimits};
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent};
 use crate::metrics::{self, StoreOp};
 use chrono::{DateTime, Utc};
@@ -38,6 +39,8 @@ pub struct KeyGrant {
     pub id: Arc<str>,
     pub scope: Scope,
     pub permissions: Box<[Permission]>,
+    /// `None` for a key with no limit (its own or a default): the request path's one check.
+    pub limits: Option<Box<KeyLimits>>,
     enabled: bool,
     expires_at: Option<DateTime<Utc>>,
     /// The end of the rotation grace when the presented secret is a rotated-out one.
@@ -45,11 +48,12 @@ pub struct KeyGrant {
 }
 
 impl KeyGrant {
-    fn from_record(record: &KeyRecord, hash: &KeyHash) -> KeyGrant {
+    fn from_record(record: &KeyRecord, hash: &KeyHash, defaults: &KeyDefaults) -> KeyGrant {
         KeyGrant {
             id: record.id.as_str().into(),
             scope: record.scope,
             permissions: record.permissions.clone().into_boxed_slice(),
+            limits: KeyLimits::resolve(record, defaults).map(Box::new),
             enabled: record.enabled,
             expires_at: record.expires_at,
             secret_retires_at: record.secret_for(hash).and_then(|s| s.retires_at),
@@ -94,6 +98,8 @@ pub struct Keyring {
     /// False while a shared store's change feed is down: what is cached then could go stale.
     caching: AtomicBool,
     limits: CacheLimits,
+    /// `key_defaults:`, applied to keys that set no limit of their own.
+    defaults: KeyDefaults,
 }
 
 impl Keyring {
@@ -106,7 +112,14 @@ impl Keyring {
             generation: AtomicU64::new(0),
             caching: AtomicBool::new(caching),
             limits,
+            defaults: KeyDefaults::default(),
         }
+    }
+
+    /// Applies `defaults` to every key that sets no limit of its own.
+    pub fn with_defaults(mut self, defaults: KeyDefaults) -> Keyring {
+        self.defaults = defaults;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn KeyStore> {
@@ -144,7 +157,7 @@ impl Keyring {
             }
         };
         counters.store_found.increment(1);
-        let grant = Arc::new(KeyGrant::from_record(&record, &hash));
+        let grant = Arc::new(KeyGrant::from_record(&record, &hash, &self.defaults));
         self.remember(hash, grant.clone(), generation);
         grant.check(now)?;
         Ok(grant)

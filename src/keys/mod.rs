@@ -8,6 +8,7 @@ pub mod embedded;
 mod embedded_index;
 pub mod history;
 pub mod keyring;
+pub mod limits;
 pub mod listing;
 mod low_priority;
 pub mod record;

@@ -1,6 +1,7 @@
 //! What is stored about a key. Never the secret itself: only its blake3 hash and a short `start`.
 
 use crate::authz::{Permission, Scope};
+use crate::keys::limits::{Quota, RateLimit};
 use crate::keys::secret::{KeyHash, NewSecret};
 use crate::metrics::keys::KeyLabels;
 use chrono::{DateTime, Utc};
@@ -24,6 +25,14 @@ pub struct KeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// The current secret last; older ones carry the end of their rotation grace.
     pub secrets: Vec<SecretEntry>,
+    /// Per-key limits (see `keys::limits`); absent in records written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
+    /// The networks a client must come from; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
     /// Filled in by the store when it reads a record; written only through `add_usage`.
     #[serde(skip)]
     pub usage: Usage,
@@ -92,6 +101,9 @@ impl KeyRecord {
                 start: secret.start.clone(),
                 retires_at: None,
             }],
+            rate_limit: None,
+            quota: None,
+            allowed_cidrs: Vec::new(),
             usage: Usage::default(),
         }
     }

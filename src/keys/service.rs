@@ -8,6 +8,7 @@
 use crate::authz::{Permission, Scope};
 use crate::keys::audit::{self, Action, Changes, Context, FieldChange, NewEntry, Target};
 use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::limits::{Quota, RateLimit, check_cidrs};
 use crate::keys::listing::{self, ListQuery, Page};
 use crate::keys::{KeyRecord, KeyStore, Keyring, StoreError, secret};
 use crate::metrics::keys::KeyMetrics;
@@ -44,6 +45,10 @@ pub struct NewKey {
     /// Specific permissions as written (`resource:action`), checked against the scope.
     pub permissions: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    /// Networks the client must come from (none: any).
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 /// A change to a key; `None` leaves a field unchanged.
@@ -55,6 +60,11 @@ pub struct KeyEdit {
     pub enabled: Option<bool>,
     /// `Some(None)`: no expiry; `Some(Some(at))`: expires then.
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// `Some(None)`: the key's own limit is removed (a default may then apply).
+    pub rate_limit: Option<Option<RateLimit>>,
+    pub quota: Option<Option<Quota>>,
+    /// `Some(empty)`: any address.
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 /// A key and its new secret: the only time the secret is seen (the store keeps its hash).
@@ -201,7 +211,10 @@ impl KeyService {
         let permissions = self.permissions(new.permissions.unwrap_or_default(), scope)?;
         let expires_at = future(new.expires_at, now)?;
         let secret = secret::generate();
-        let record = KeyRecord::new(name, scope, permissions, expires_at, &secret, now);
+        let mut record = KeyRecord::new(name, scope, permissions, expires_at, &secret, now);
+        record.rate_limit = valid_rate_limit(new.rate_limit)?;
+        record.quota = valid_quota(new.quota)?;
+        record.allowed_cidrs = valid_cidrs(new.allowed_cidrs.unwrap_or_default())?;
         let changes = audit::diff(&serde_json::Value::Null, &audit::key_fields(&record));
         let entry = NewEntry::new(ctx, Action::KeyCreated, Target::key(&record), changes);
         self.store.create_audited(&record, &entry).await?;
@@ -242,6 +255,17 @@ impl KeyService {
         }
         if let Some(expires_at) = edit.expires_at {
             record.expires_at = future(expires_at, now)?;
+        }
+        // What was counted under a limit stays counted when the limit changes: the counters
+        // are the key's, not the limit's.
+        if let Some(rate_limit) = edit.rate_limit {
+            record.rate_limit = valid_rate_limit(rate_limit)?;
+        }
+        if let Some(quota) = edit.quota {
+            record.quota = valid_quota(quota)?;
+        }
+        if let Some(cidrs) = edit.allowed_cidrs {
+            record.allowed_cidrs = valid_cidrs(cidrs)?;
         }
         record.updated_at = now;
         let changes = audit::diff(&before, &audit::key_fields(&record));
@@ -419,6 +443,27 @@ pub fn valid_name(name: String) -> Result<String, KeyServiceError> {
         ));
     }
     Ok(name)
+}
+
+fn valid_rate_limit(limit: Option<RateLimit>) -> Result<Option<RateLimit>, KeyServiceError> {
+    limit
+        .map(|l| l.check().map(|()| l))
+        .transpose()
+        .map_err(|reason| invalid("rate_limit", reason))
+}
+
+fn valid_quota(quota: Option<Quota>) -> Result<Option<Quota>, KeyServiceError> {
+    quota
+        .map(|q| q.check().map(|()| q))
+        .transpose()
+        .map_err(|reason| invalid("quota", reason))
+}
+
+/// Trimmed, each a network or an address.
+fn valid_cidrs(cidrs: Vec<String>) -> Result<Vec<String>, KeyServiceError> {
+    let cidrs: Vec<String> = cidrs.into_iter().map(|c| c.trim().to_string()).collect();
+    check_cidrs(&cidrs).map_err(|reason| invalid("allowed_cidrs", reason))?;
+    Ok(cidrs)
 }
 
 fn future(

@@ -1,6 +1,7 @@
 //! The store interface every backend implements (embedded now, Redis for several gateways).
 
 use crate::keys::history::{HourCounts, UsageOverview};
+use crate::keys::limits::QuotaCount;
 use crate::keys::listing::AgeMark;
 use crate::keys::redis::RedisConfig;
 use crate::keys::{AuditStore, KeyHash, KeyRecord, UsageDelta};
@@ -131,6 +132,15 @@ pub trait KeyStore: AuditStore + Send + Sync + 'static {
     async fn import(&self, record: &KeyRecord) -> Result<(), StoreError>;
     /// Is the store reachable? Used by readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Quota counts the gateway keeps in memory (the embedded store's limits), written with
+    /// the usage flush so that a restart keeps them; a shared store decides limits itself.
+    async fn save_quota_counts(&self, _counts: &[QuotaCount]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The counts [`KeyStore::save_quota_counts`] wrote.
+    async fn quota_counts(&self) -> Result<Vec<QuotaCount>, StoreError> {
+        Ok(Vec::new())
+    }
     /// A feed of changes made through other instances; None for a store only this process uses.
     fn watch(&self, _shutdown: CancellationToken) -> Option<mpsc::Receiver<StoreEvent>> {
         None

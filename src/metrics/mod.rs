@@ -32,6 +32,7 @@ pub const UPSTREAM_ERRORS: &str = "kbgate_upstream_errors_total";
 pub const KEY_REQUESTS: &str = "kbgate_key_requests_total";
 pub const KEY_INFO: &str = "kbgate_key_info";
 pub const BUILD_INFO: &str = "kbgate_build_info";
+pub const LIMIT_DECISIONS: &str = "kbgate_limit_decisions_total";
 
 /// Latency buckets in seconds: from a hot-tier refusal (well under 1 ms) to the default
 /// upstream timeout (30 s), dense where a KB API usually answers (10-500 ms).
@@ -127,6 +128,10 @@ fn describe() {
         KEY_REQUESTS,
         "Requests with a verified key, by key id (\"other\" past metrics.per_key_limit)."
     );
+    describe_counter!(
+        LIMIT_DECISIONS,
+        "Per-key limit decisions by limit (rate, quota, address) and outcome (allowed, refused, store_error)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version of the running kbgate.");
 }
 
@@ -167,6 +172,26 @@ pub(crate) enum UpstreamError {
 
 const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "request", "timeout"];
 
+/// Which per-key limit decided (`limit` of `kbgate_limit_decisions_total`).
+#[derive(Clone, Copy, Debug)]
+pub enum LimitKind {
+    Rate = 0,
+    Quota = 1,
+    Address = 2,
+}
+
+/// How a per-key limit decided: `StoreError` when the shared store could not be asked (the
+/// request then went by `limits.on_store_error`).
+#[derive(Clone, Copy, Debug)]
+pub enum LimitOutcome {
+    Allowed = 0,
+    Refused = 1,
+    StoreError = 2,
+}
+
+const LIMIT_KINDS: [&str; 3] = ["rate", "quota", "address"];
+const LIMIT_OUTCOMES: [&str; 3] = ["allowed", "refused", "store_error"];
+
 /// Handles whose label sets are known before the first request.
 pub struct Fixed {
     auth_allowed: Counter,
@@ -181,6 +206,7 @@ pub struct Fixed {
     pub(crate) store_error: Counter,
     store_errors: [[Counter; STORE_ERROR_KINDS.len()]; STORE_OPS.len()],
     upstream_errors: [Counter; UPSTREAM_ERROR_KINDS.len()],
+    limit_decisions: [[Counter; LIMIT_OUTCOMES.len()]; LIMIT_KINDS.len()],
     pub(crate) in_flight: Gauge,
 }
 
@@ -198,6 +224,8 @@ impl Fixed {
             store_errors: [const { [const { Counter::noop() }; STORE_ERROR_KINDS.len()] };
                 STORE_OPS.len()],
             upstream_errors: [const { Counter::noop() }; UPSTREAM_ERROR_KINDS.len()],
+            limit_decisions: [const { [const { Counter::noop() }; LIMIT_OUTCOMES.len()] };
+                LIMIT_KINDS.len()],
             in_flight: Gauge::noop(),
         }
     }
@@ -221,6 +249,11 @@ impl Fixed {
             }),
             upstream_errors: UPSTREAM_ERROR_KINDS
                 .map(|kind| counter!(UPSTREAM_ERRORS, "kind" => kind)),
+            limit_decisions: LIMIT_KINDS.map(|limit| {
+                LIMIT_OUTCOMES.map(
+                    |outcome| counter!(LIMIT_DECISIONS, "limit" => limit, "outcome" => outcome),
+                )
+            }),
             in_flight: metrics::gauge!(IN_FLIGHT),
         }
     }
@@ -243,6 +276,10 @@ impl Fixed {
 
     pub(crate) fn upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind as usize].increment(1);
+    }
+
+    pub fn limit_decision(&self, limit: LimitKind, outcome: LimitOutcome) {
+        self.limit_decisions[limit as usize][outcome as usize].increment(1);
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod bin;
 pub mod kb;
+pub mod limits;
 pub mod metrics;
 pub mod process;
 pub mod raw;

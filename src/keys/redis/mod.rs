@@ -11,6 +11,7 @@ mod audit;
 mod connection;
 mod history;
 pub mod invalidation;
+pub mod limits;
 
 use crate::keys::history::{HourCounts, UsageOverview};
 use crate::keys::listing::AgeMark;

@@ -1,0 +1,170 @@
+//! What a limited key's response says about its limits: `RateLimit-Policy` and `RateLimit`
+//! (draft-ietf-httpapi-ratelimit-headers, structured fields), or the legacy `X-RateLimit-*`,
+//! and `Retry-After` on a refusal.
+
+use super::HeaderStyle;
+use crate::keys::limits::{Quota, RateLimit};
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use std::fmt::Write;
+
+const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const LEGACY_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const LEGACY_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const LEGACY_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Where one limit stands after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// `q`: the limit's requests.
+    pub quota: u64,
+    /// `w`: its window in seconds (a quota's current period).
+    pub window: u64,
+    /// How many the limit holds in all (the rate's burst), to tell which is nearest to empty.
+    pub capacity: u64,
+    /// `r`
+    pub remaining: u64,
+    /// `t`: seconds until it resets (the rate: until the burst is whole again, or until the
+    /// next request may pass when none is left).
+    pub reset: u64,
+}
+
+/// What the limit decisions of one request found, filled in as they are taken.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitReport {
+    pub rate: Option<Standing>,
+    pub quota: Option<Standing>,
+    /// Seconds until a refused request could succeed.
+    pub retry_after: Option<u64>,
+}
+
+impl Standing {
+    pub fn of_rate(limit: &RateLimit, remaining: u64, reset_nanos: u64) -> Standing {
+        Standing {
+            quota: limit.requests,
+            window: limit.window_seconds,
+            capacity: limit.burst(),
+            remaining,
+            reset: seconds_up(reset_nanos),
+        }
+    }
+
+    pub fn of_quota(quota: &Quota, used: u64, period_seconds: u64, reset_seconds: u64) -> Standing {
+        Standing {
+            quota: quota.requests,
+            window: period_seconds,
+            capacity: quota.requests,
+            remaining: quota.requests.saturating_sub(used),
+            reset: reset_seconds,
+        }
+    }
+}
+
+/// Nanoseconds as whole seconds, rounded up: waiting that long is always enough.
+pub fn seconds_up(nanos: u64) -> u64 {
+    nanos.div_ceil(1_000_000_000)
+}
+
+impl LimitReport {
+    /// The limit nearest to exhaustion: the smaller share of its capacity left.
+    fn nearest(&self) -> Option<(&'static str, &Standing)> {
+        match (&self.rate, &self.quota) {
+            (Some(rate), Some(quota)) => {
+                let rate_share = u128::from(rate.remaining) * u128::from(quota.capacity);
+                let quota_share = u128::from(quota.remaining) * u128::from(rate.capacity);
+                Some(if quota_share < rate_share {
+                    ("quota", quota)
+                } else {
+                    ("rate", rate)
+                })
+            }
+            (Some(rate), None) => Some(("rate", rate)),
+            (None, Some(quota)) => Some(("quota", quota)),
+            (None, None) => None,
+        }
+    }
+
+    /// Writes the headers of `style` and `Retry-After`.
+    pub fn write(&self, style: HeaderStyle, headers: &mut HeaderMap) {
+        if let Some(seconds) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        let Some((name, nearest)) = self.nearest() else {
+            return;
+        };
+        match style {
+            HeaderStyle::Off => {}
+            HeaderStyle::Legacy => {
+                headers.insert(LEGACY_LIMIT, HeaderValue::from(nearest.quota));
+                headers.insert(LEGACY_REMAINING, HeaderValue::from(nearest.remaining));
+                headers.insert(LEGACY_RESET, HeaderValue::from(nearest.reset));
+            }
+            HeaderStyle::Draft => {
+                let mut policy = String::with_capacity(64);
+                for (name, standing) in [("rate", &self.rate), ("quota", &self.quota)] {
+                    if let Some(s) = standing {
+                        let comma = if policy.is_empty() { "" } else { ", " };
+                        let _ = write!(policy, "{comma}\"{name}\";q={};w={}", s.quota, s.window);
+                    }
+                }
+                let state = format!("\"{name}\";r={};t={}", nearest.remaining, nearest.reset);
+                for (header, value) in [(POLICY, policy), (RATELIMIT, state)] {
+                    if let Ok(value) = HeaderValue::try_from(value) {
+                        headers.insert(header, value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standing(quota: u64, capacity: u64, remaining: u64) -> Standing {
+        Standing {
+            quota,
+            window: 60,
+            capacity,
+            remaining,
+            reset: 3,
+        }
+    }
+
+    #[test]
+    fn the_nearest_limit_is_shown_and_every_one_listed() {
+        let report = LimitReport {
+            rate: Some(standing(100, 100, 42)),
+            quota: Some(Standing {
+                window: 2_592_000,
+                ..standing(100_000, 100_000, 99_000)
+            }),
+            retry_after: None,
+        };
+        let mut headers = HeaderMap::new();
+        report.write(HeaderStyle::Draft, &mut headers);
+        assert_eq!(
+            headers["ratelimit-policy"],
+            "\"rate\";q=100;w=60, \"quota\";q=100000;w=2592000"
+        );
+        assert_eq!(headers["ratelimit"], "\"rate\";r=42;t=3");
+        assert!(headers.get("retry-after").is_none());
+
+        let low_quota = LimitReport {
+            quota: Some(standing(1000, 1000, 10)),
+            retry_after: Some(0),
+            ..report
+        };
+        let mut headers = HeaderMap::new();
+        low_quota.write(HeaderStyle::Legacy, &mut headers);
+        assert_eq!(headers["x-ratelimit-limit"], "1000");
+        assert_eq!(headers["x-ratelimit-remaining"], "10");
+        assert_eq!(headers["x-ratelimit-reset"], "3");
+        assert_eq!(headers["retry-after"], "1", "never 0");
+        assert!(headers.get("ratelimit").is_none());
+        let mut headers = HeaderMap::new();
+        low_quota.write(HeaderStyle::Off, &mut headers);
+        assert_eq!(headers.len(), 1, "only Retry-After");
+    }
+}

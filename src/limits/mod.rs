@@ -1,0 +1,385 @@
+//! Per-key limits on the request path: the rate limit (GCRA: one stored time per key) and the
+//! quota (a counter per key and calendar period), decided on the embedded store in this
+//! process's memory ([`memory`]) or on Redis in one atomic script per request
+//! (keys/redis/limits.rs), and the headers that tell a client where it stands ([`headers`]).
+//! The address allowlist needs no state: the gateway checks it before the route.
+
+pub mod gcra;
+pub mod headers;
+mod memory;
+pub mod settings;
+
+pub use headers::{LimitReport, Standing};
+pub use settings::{HeaderStyle, LimitSettings, OnStoreError};
+
+use crate::FastMap;
+use crate::keys::limits::{KeyLimits, Quota, QuotaCounts, RateLimit};
+use crate::keys::redis::RedisStore;
+use crate::keys::{KeyStore, StoreError};
+use crate::metrics::{self, LimitKind, LimitOutcome};
+use chrono::{DateTime, Utc};
+use memory::{Memory, QuotaVerdict};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a Redis gateway answers a `counts: successful` quota's refusal locally before
+/// asking again: a unit given back elsewhere may free it before the period ends.
+const QUOTA_RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a request may not pass its key's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    RateLimited,
+    QuotaExceeded,
+    /// Redis could not be asked and `limits.on_store_error` is `deny`.
+    StoreUnavailable,
+}
+
+/// Where the state lives.
+enum Backend {
+    Memory(Memory),
+    Redis {
+        store: Arc<RedisStore>,
+        /// Keys refused until a time: answered here without a Redis call until then.
+        refused: FastMap<Arc<str>, Refused>,
+    },
+}
+
+/// A refusal remembered by a Redis gateway, with the limits it was refused under (a changed
+/// limit asks Redis again).
+#[derive(Clone, Copy)]
+struct Refused {
+    /// Until when this gateway answers for Redis.
+    until: Instant,
+    /// When a request could succeed (`Retry-After`): for a quota, the end of its period.
+    retry_at: Instant,
+    rate: Option<RateLimit>,
+    quota: Option<Quota>,
+    error: LimitError,
+    report: LimitReport,
+}
+
+pub struct Limiter {
+    backend: Backend,
+    settings: LimitSettings,
+}
+
+/// A quota unit taken by a request in flight. Dropped, it is given back (the request failed,
+/// was refused later or abandoned); [`QuotaHold::keep`] keeps it (the KB answered 2xx or 3xx).
+pub struct QuotaHold<'a> {
+    limiter: &'a Limiter,
+    key_id: Arc<str>,
+    period: i64,
+}
+
+impl QuotaHold<'_> {
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for QuotaHold<'_> {
+    fn drop(&mut self) {
+        match &self.limiter.backend {
+            Backend::Memory(memory) => memory.give_back(&self.key_id, self.period),
+            Backend::Redis { store, .. } => {
+                let (store, id, period) = (store.clone(), self.key_id.clone(), self.period);
+                tokio::spawn(async move {
+                    if let Err(error) = store.give_back_quota(&id, period).await {
+                        tracing::warn!(%error, key_id = %id, "quota unit not given back");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A quota's current period as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaState {
+    pub used: u64,
+    pub remaining: u64,
+    pub resets_at: DateTime<Utc>,
+}
+
+/// The period `now` falls in: its start (Unix seconds), length and seconds left.
+fn period_of(quota: &Quota, now: DateTime<Utc>) -> (i64, u64, u64, DateTime<Utc>) {
+    let (start, end) = quota.period.bounds(now);
+    let length = (end - start).num_seconds().unsigned_abs();
+    let left = (end - now).num_milliseconds().unsigned_abs().div_ceil(1000);
+    (start.timestamp(), length, left, end)
+}
+
+impl Limiter {
+    /// State in this process's memory (the embedded store, or one gateway alone).
+    pub fn memory(settings: LimitSettings) -> Limiter {
+        Limiter {
+            backend: Backend::Memory(Memory::new()),
+            settings,
+        }
+    }
+
+    /// State on Redis, shared by every gateway using it.
+    pub fn redis(store: Arc<RedisStore>, settings: LimitSettings) -> Limiter {
+        Limiter {
+            backend: Backend::Redis {
+                store,
+                refused: FastMap::default(),
+            },
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    /// Decides the rate, then the quota, of one request with this key; `report` learns where
+    /// each limit stands. A quota taken comes back as a hold (for `counts: successful`).
+    pub async fn decide(
+        &self,
+        id: &Arc<str>,
+        limits: &KeyLimits,
+        report: &mut LimitReport,
+    ) -> Result<Option<QuotaHold<'_>>, LimitError> {
+        if limits.rate.is_none() && limits.quota.is_none() {
+            return Ok(None);
+        }
+        // The wall clock only for a quota's calendar: the rate runs on the monotonic one.
+        let period = limits.quota.as_ref().map(|q| (q, period_of(q, Utc::now())));
+        // On Redis, a refusal's wait counts from when Redis was asked, not from its answer:
+        // from the answer, this gateway would refuse past the time Redis frees the next unit (by
+        // the round trip, each time: measured 7% fewer admitted through two gateways).
+        let mut asked = None;
+        let (rate, quota) = match &self.backend {
+            Backend::Memory(memory) => {
+                let quota_in = period.map(|(q, p)| (q, p.0));
+                let (rate, quota) = memory.decide(id, limits.rate.as_ref(), quota_in);
+                (rate, quota)
+            }
+            Backend::Redis { store, refused } => {
+                if let Some(answer) = Self::refused_here(refused, id, limits, report) {
+                    return Err(answer);
+                }
+                let quota_in = period.map(|(q, p)| (q, p.0, p.2 + 86_400));
+                asked = Some(Instant::now());
+                match store
+                    .decide_limits(id, limits.rate.as_ref(), quota_in)
+                    .await
+                {
+                    Ok(decision) => {
+                        let rate = limits.rate.as_ref().map(|limit| {
+                            let ahead = decision.rate_ahead_nanos;
+                            gcra::verdict(limit, ahead)
+                                .filter(|_| decision.rate_ok)
+                                .unwrap_or_else(|| gcra::refused(limit, ahead))
+                        });
+                        let used = decision.quota_used;
+                        let quota = (decision.rate_ok && limits.quota.is_some()).then_some(
+                            if decision.quota_ok {
+                                QuotaVerdict::Taken { used }
+                            } else {
+                                QuotaVerdict::Refused { used }
+                            },
+                        );
+                        (rate, quota)
+                    }
+                    Err(error) => return self.store_failed(limits, &error),
+                }
+            }
+        };
+        let fixed = metrics::fixed();
+        if let (Some(limit), Some(verdict)) = (&limits.rate, rate) {
+            report.rate = Some(Standing::of_rate(
+                limit,
+                verdict.remaining,
+                verdict.reset_nanos,
+            ));
+            if !verdict.allowed {
+                fixed.limit_decision(LimitKind::Rate, LimitOutcome::Refused);
+                report.retry_after = Some(headers::seconds_up(verdict.reset_nanos));
+                let wait = Duration::from_nanos(verdict.reset_nanos);
+                self.remember_refusal(id, limits, LimitError::RateLimited, report, asked, wait);
+                return Err(LimitError::RateLimited);
+            }
+            fixed.limit_decision(LimitKind::Rate, LimitOutcome::Allowed);
+        }
+        let (Some((quota, (start, length, left, _))), Some(verdict)) = (period, quota) else {
+            return Ok(None);
+        };
+        match verdict {
+            QuotaVerdict::Refused { used } => {
+                fixed.limit_decision(LimitKind::Quota, LimitOutcome::Refused);
+                report.quota = Some(Standing::of_quota(quota, used, length, left));
+                report.retry_after = Some(left);
+                let mut wait = Duration::from_secs(left);
+                if quota.counts == QuotaCounts::Successful {
+                    wait = wait.min(QUOTA_RECHECK);
+                }
+                self.remember_refusal(id, limits, LimitError::QuotaExceeded, report, asked, wait);
+                Err(LimitError::QuotaExceeded)
+            }
+            QuotaVerdict::Taken { used } => {
+                fixed.limit_decision(LimitKind::Quota, LimitOutcome::Allowed);
+                report.quota = Some(Standing::of_quota(quota, used, length, left));
+                Ok(
+                    (quota.counts == QuotaCounts::Successful).then(|| QuotaHold {
+                        limiter: self,
+                        key_id: id.clone(),
+                        period: start,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// A refusal this gateway remembers for the key, if it still holds.
+    fn refused_here(
+        refused: &FastMap<Arc<str>, Refused>,
+        id: &str,
+        limits: &KeyLimits,
+        report: &mut LimitReport,
+    ) -> Option<LimitError> {
+        let entry = *refused.get(id)?;
+        let now = Instant::now();
+        if entry.until <= now || entry.rate != limits.rate || entry.quota != limits.quota {
+            return None;
+        }
+        let kind = match entry.error {
+            LimitError::RateLimited => LimitKind::Rate,
+            _ => LimitKind::Quota,
+        };
+        metrics::fixed().limit_decision(kind, LimitOutcome::Refused);
+        *report = entry.report;
+        let left = entry.retry_at.saturating_duration_since(now).as_nanos();
+        report.retry_after = Some(headers::seconds_up(u64::try_from(left).unwrap_or(u64::MAX)));
+        if let Some(rate) = &mut report.rate {
+            rate.reset = report.retry_after.unwrap_or(rate.reset);
+        }
+        Some(entry.error)
+    }
+
+    /// On Redis, remembers that the key is refused for `wait` from when Redis was `asked` (for
+    /// a rate, the exact wait, not the whole seconds of its header).
+    fn remember_refusal(
+        &self,
+        id: &Arc<str>,
+        limits: &KeyLimits,
+        error: LimitError,
+        report: &LimitReport,
+        asked: Option<Instant>,
+        wait: Duration,
+    ) {
+        let (Backend::Redis { refused, .. }, Some(asked)) = (&self.backend, asked) else {
+            return;
+        };
+        let until = asked + wait;
+        let retry_after = Duration::from_secs(report.retry_after.unwrap_or(0));
+        refused.insert(
+            id.clone(),
+            Refused {
+                until,
+                retry_at: match error {
+                    LimitError::RateLimited => until,
+                    _ => until.max(Instant::now() + retry_after),
+                },
+                rate: limits.rate,
+                quota: limits.quota,
+                error,
+                report: *report,
+            },
+        );
+    }
+
+    /// Redis could not be asked: `limits.on_store_error` decides.
+    fn store_failed(
+        &self,
+        limits: &KeyLimits,
+        error: &StoreError,
+    ) -> Result<Option<QuotaHold<'_>>, LimitError> {
+        let fixed = metrics::fixed();
+        for (set, kind) in [
+            (limits.rate.is_some(), LimitKind::Rate),
+            (limits.quota.is_some(), LimitKind::Quota),
+        ] {
+            if set {
+                fixed.limit_decision(kind, LimitOutcome::StoreError);
+            }
+        }
+        match self.settings.on_store_error {
+            OnStoreError::Allow => {
+                tracing::warn!(%error, "limit store unavailable; request allowed (limits.on_store_error: allow)");
+                Ok(None)
+            }
+            OnStoreError::Deny => {
+                tracing::warn!(%error, "limit store unavailable; request refused (limits.on_store_error: deny)");
+                Err(LimitError::StoreUnavailable)
+            }
+        }
+    }
+
+    /// The key's quota now: `None` when it has none.
+    pub async fn quota_state(
+        &self,
+        id: &str,
+        quota: Option<&Quota>,
+    ) -> Result<Option<QuotaState>, StoreError> {
+        let Some(quota) = quota.or(self.settings.defaults.quota.as_ref()) else {
+            return Ok(None);
+        };
+        let (start, _, _, end) = period_of(quota, Utc::now());
+        let used = match &self.backend {
+            Backend::Memory(memory) => memory.used(id, start),
+            Backend::Redis { store, .. } => store.quota_used(id, start).await?,
+        };
+        Ok(Some(QuotaState {
+            used,
+            remaining: quota.requests.saturating_sub(used),
+            resets_at: end,
+        }))
+    }
+
+    /// Reads the quota counts an embedded store kept (at start).
+    pub async fn restore(&self, store: &dyn KeyStore) -> Result<(), StoreError> {
+        if let Backend::Memory(memory) = &self.backend {
+            memory.restore(store.quota_counts().await?);
+        }
+        Ok(())
+    }
+
+    /// Saves the quota counts every `interval` (the usage flush's) until `shutdown`; the last
+    /// save is the caller's, after the listeners have drained.
+    pub async fn run_saver(
+        self: Arc<Self>,
+        store: Arc<dyn KeyStore>,
+        interval: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if !matches!(self.backend, Backend::Memory(_)) {
+            return;
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.save(store.as_ref()).await {
+                        tracing::warn!(%error, "quota save failed; will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the quota counts to an embedded store (with each usage flush, and at shutdown).
+    pub async fn save(&self, store: &dyn KeyStore) -> Result<(), StoreError> {
+        if let Backend::Memory(memory) = &self.backend {
+            let counts = memory.quota_counts();
+            if !counts.is_empty() {
+                store.save_quota_counts(&counts).await?;
+            }
+        }
+        Ok(())
+    }
+}
