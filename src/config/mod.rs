@@ -7,6 +7,7 @@ mod env;
 mod schema;
 mod units;
 mod validate;
+mod validate_store;
 
 pub use schema::{QuerySpec, RouteSpec};
 pub use units::ByteSize;

@@ -24,7 +24,7 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
 const USAGE: TableDefinition<&str, (u64, i64)> = TableDefinition::new("usage");
 /// id -> (quota period start as Unix seconds, count): the gateway's quota counts, kept across
-/// restarts (see `crate::limits`).
+/// restarts (see the limits module).
 const QUOTAS: TableDefinition<&str, (i64, u64)> = TableDefinition::new("quotas");
 
 /// redb's own default is 1 GiB, all of it resident once a large store has been read. The hot

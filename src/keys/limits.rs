@@ -1,5 +1,5 @@
 //! Per-key limits as a key holds them: a rate limit, a quota and an address allowlist, their
-//! checks, and the quota's calendar. The decisions are taken a floor above, in `crate::limits`.
+//! checks, and the quota's calendar. The decisions are taken a floor above, in the limits module.
 
 use crate::keys::KeyRecord;
 use crate::net::CidrList;

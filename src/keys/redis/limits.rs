@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
 static GIVE_BACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GIVE_BACK));
 
-/// The rate (GCRA, see `crate::limits::gcra`), then the quota, as one step: a request the
+/// The rate (GCRA, as the limits module's gcra.rs computes it), then the quota, as one step: a request the
 /// quota refuses does not use up the rate. KEYS: rate, quota; ARGV: has rate, interval µs,
 /// burst, has quota, quota requests, quota key ttl s.
 /// Returns {rate ok, µs the TAT is ahead of now after the request, quota ok, quota used}.
