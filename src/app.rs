@@ -112,8 +112,11 @@ pub async fn start_with_store(
         key_metrics.clone(),
         config.resources,
     ));
+    let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let admin = Arc::new(
-        Admin::new(keys, &config.admin.token).with_metrics(prometheus.clone(), key_metrics.clone()),
+        Admin::new(keys, &config.admin.token)
+            .with_metrics(prometheus.clone(), key_metrics.clone())
+            .with_webhooks(deliverer.clone()),
     );
 
     let servers = vec![
@@ -143,6 +146,7 @@ pub async fn start_with_store(
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    tokio::spawn(deliverer.run(shutdown.clone()));
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {

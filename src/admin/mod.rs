@@ -9,8 +9,10 @@ mod audit;
 mod keys;
 mod openapi;
 mod tokens;
+mod webhooks;
 
 use crate::body::{self, Body, BoxError};
+use crate::events::{Deliverer, WebhookSettings};
 use crate::keys::admin_token::Role;
 use crate::keys::service::{KeyService, KeyServiceError};
 use crate::metrics::keys::KeyMetrics;
@@ -30,6 +32,8 @@ pub struct Admin {
     prometheus: Option<PrometheusHandle>,
     /// Per-key counters and `kbgate_key_info` for `/metrics`, when per-key metrics are on.
     key_metrics: Option<Arc<KeyMetrics>>,
+    /// The webhook deliverer: its settings check URLs, and it makes retries asked for by hand.
+    webhooks: Arc<Deliverer>,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -120,6 +124,7 @@ impl Admin {
     pub fn new(keys: Arc<KeyService>, token: &str) -> Admin {
         Admin {
             openapi: openapi::document(keys.resources()),
+            webhooks: Deliverer::new(keys.store().clone(), WebhookSettings::default()),
             keys,
             token_hash: blake3::hash(token.as_bytes()),
             prometheus: None,
@@ -135,6 +140,12 @@ impl Admin {
     ) -> Admin {
         self.prometheus = Some(prometheus);
         self.key_metrics = key_metrics;
+        self
+    }
+
+    /// Uses `deliverer` (and its settings) for webhooks.
+    pub fn with_webhooks(mut self, deliverer: Arc<Deliverer>) -> Admin {
+        self.webhooks = deliverer;
         self
     }
 
@@ -189,6 +200,16 @@ impl Admin {
             (Endpoint::AdminTokens, Method::GET) => self.list_tokens().await,
             (Endpoint::AdminTokens, _) => self.create_token(&body, &ctx).await,
             (Endpoint::AdminToken, _) => self.delete_token(id, &ctx).await,
+            (Endpoint::Webhooks, Method::GET) => self.list_webhooks().await,
+            (Endpoint::Webhooks, _) => self.create_webhook(&body, &ctx).await,
+            (Endpoint::Webhook, Method::GET) => self.show_webhook(id).await,
+            (Endpoint::Webhook, Method::PATCH) => self.edit_webhook(id, &body, &ctx).await,
+            (Endpoint::Webhook, _) => self.delete_webhook(id, &ctx).await,
+            (Endpoint::Deliveries, _) => self.list_deliveries(id).await,
+            (Endpoint::RetryDelivery, _) => {
+                let delivery = segments.get(4).copied().unwrap_or_default();
+                self.retry_delivery(id, delivery).await
+            }
             (_, _) => self.audit_verify().await,
         }
     }
@@ -250,6 +271,14 @@ enum Endpoint {
     Audit,
     /// `/v1/audit/verify`
     AuditVerify,
+    /// `/v1/webhooks`
+    Webhooks,
+    /// `/v1/webhooks/{id}`
+    Webhook,
+    /// `/v1/webhooks/{id}/deliveries`
+    Deliveries,
+    /// `/v1/webhooks/{id}/deliveries/{delivery_id}/retry`
+    RetryDelivery,
 }
 
 impl Endpoint {
@@ -267,6 +296,10 @@ impl Endpoint {
             ["v1", "admin-tokens", _] => Endpoint::AdminToken,
             ["v1", "audit"] => Endpoint::Audit,
             ["v1", "audit", "verify"] => Endpoint::AuditVerify,
+            ["v1", "webhooks"] => Endpoint::Webhooks,
+            ["v1", "webhooks", _] => Endpoint::Webhook,
+            ["v1", "webhooks", _, "deliveries"] => Endpoint::Deliveries,
+            ["v1", "webhooks", _, "deliveries", _, "retry"] => Endpoint::RetryDelivery,
             _ => return None,
         })
     }
@@ -276,11 +309,13 @@ impl Endpoint {
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => {
                 &[Method::GET]
             }
-            Endpoint::Keys | Endpoint::AdminTokens => &[Method::GET, Method::POST],
-            Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
-            Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],
+            Endpoint::Keys | Endpoint::AdminTokens | Endpoint::Webhooks => {
+                &[Method::GET, Method::POST]
+            }
+            Endpoint::Key | Endpoint::Webhook => &[Method::GET, Method::PATCH, Method::DELETE],
+            Endpoint::Rotate | Endpoint::EndRotation | Endpoint::RetryDelivery => &[Method::POST],
             Endpoint::AdminToken => &[Method::DELETE],
-            Endpoint::Audit | Endpoint::AuditVerify => &[Method::GET],
+            Endpoint::Audit | Endpoint::AuditVerify | Endpoint::Deliveries => &[Method::GET],
         }
     }
 
@@ -289,6 +324,13 @@ impl Endpoint {
     fn role(self, method: &Method) -> Role {
         match (self, method) {
             (Endpoint::AdminTokens | Endpoint::AdminToken, _) => Role::Admin,
+            (
+                Endpoint::Webhooks
+                | Endpoint::Webhook
+                | Endpoint::Deliveries
+                | Endpoint::RetryDelivery,
+                _,
+            ) => Role::Admin,
             (Endpoint::Key, &Method::DELETE) => Role::Admin,
             (_, &Method::GET) => Role::Viewer,
             _ => Role::Operator,

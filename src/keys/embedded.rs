@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod audit;
+mod outbox;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
@@ -50,6 +51,7 @@ impl EmbeddedStore {
         txn.open_table(HASHES).map_err(unavailable)?;
         txn.open_table(USAGE).map_err(unavailable)?;
         audit::create_tables(&txn)?;
+        outbox::create_tables(&txn)?;
         txn.commit().map_err(unavailable)?;
         let usage_writer = LowPriorityThread::spawn("kbgate-usage").map_err(unavailable)?;
         Ok(EmbeddedStore {

@@ -7,6 +7,7 @@ mod audit_store;
 pub mod embedded;
 pub mod keyring;
 mod low_priority;
+pub mod outbox;
 pub mod record;
 pub mod redis;
 pub mod secret;
@@ -17,6 +18,7 @@ pub mod watch;
 
 pub use audit_store::{AuditStore, prunable, run_pruning};
 pub use keyring::{KeyGrant, Keyring, VerifyError};
+pub use outbox::OutboxStore;
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
 pub use sources::KeySources;

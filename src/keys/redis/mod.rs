@@ -9,6 +9,7 @@
 mod audit;
 mod connection;
 pub mod invalidation;
+mod outbox;
 
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
