@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod process;
 pub mod raw;
 pub mod raw_upstream;
+pub mod receiver;
 pub mod redis;
 pub mod store;
 pub mod stores;
