@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 /// The longest description kept.
 const MAX_DESCRIPTION: usize = 500;
+/// The longest type pattern.
+const MAX_PATTERN_LEN: usize = 100;
 /// The most type patterns one webhook may list.
 const MAX_PATTERNS: usize = 64;
 /// Deliveries listed, newest first.
@@ -81,7 +83,8 @@ fn delivery_view(d: &Delivery) -> Value {
 fn valid_pattern(p: &str) -> bool {
     let words = p.strip_suffix(".*").unwrap_or(p);
     p == "*"
-        || (!words.is_empty()
+        || (p.len() <= MAX_PATTERN_LEN
+            && !words.is_empty()
             && words
                 .split('.')
                 .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')))
