@@ -20,6 +20,7 @@ mod output;
 mod request;
 mod table;
 mod target;
+mod webhooks;
 
 use std::io::{ErrorKind, IsTerminal, Write};
 
@@ -28,6 +29,7 @@ use chrono::Utc;
 pub use admin::{AdminTokensArgs, AuditArgs, run_audit, run_tokens};
 pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ScopeArg};
 pub use error::CliError;
+pub use webhooks::{WebhooksArgs, run_webhooks};
 
 use client::AdminClient;
 
