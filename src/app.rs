@@ -99,12 +99,15 @@ pub async fn start_with_store(
         shutdown.clone(),
     )
     .await;
-    let gateway = Arc::new(gateway(
-        &config,
-        keyring.clone(),
-        usage.clone(),
-        key_metrics.clone(),
-    )?);
+    let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
+    let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
+    if config.routes.routes().iter().any(|r| r.event.is_some()) {
+        gateway.content_events = Some(Arc::new(crate::events::content::ContentEvents::new(
+            store.clone(),
+            deliverer.clone(),
+        )));
+    }
+    let gateway = Arc::new(gateway);
     let keys = Arc::new(KeyService::new(
         store.clone(),
         keyring.clone(),
@@ -112,7 +115,6 @@ pub async fn start_with_store(
         key_metrics.clone(),
         config.resources,
     ));
-    let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let admin = Arc::new(
         Admin::new(keys, &config.admin.token)
             .with_metrics(prometheus.clone(), key_metrics.clone())
@@ -181,6 +183,7 @@ pub fn gateway(
         key_sources: config.key_sources.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         cors: config.cors.clone(),
+        content_events: None,
     })
 }
 

@@ -336,3 +336,60 @@ async fn two_gateways_on_redis_deliver_every_event() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A PATCH the KB accepts emits `article.updated` with the path's id; a write refused by the
+/// gateway or failed by the KB emits nothing.
+#[tokio::test]
+async fn accepted_writes_emit_content_events() {
+    let kb = common::FakeKb::new()
+        .route("/v1/article/broken", |_| {
+            http::Response::builder()
+                .status(500)
+                .body(common::kb::full("down"))
+                .unwrap()
+        })
+        .start()
+        .await;
+    let gateway = TestGateway::builder()
+        .upstream(&kb)
+        .config(fast)
+        .start()
+        .await;
+    let receiver = Receiver::start().await;
+    add_webhook(&gateway, &receiver.url(), json!(["article.*"])).await;
+    let (key_id, writer) = gateway.create_key(json!({"scope": "read_write"})).await;
+    let (_, reader) = gateway.create_key(json!({"scope": "read"})).await;
+
+    assert_eq!(
+        gateway.send("PATCH", "/v1/article/42", &reader).await.0,
+        403
+    );
+    assert_eq!(
+        gateway.send("PATCH", "/v1/article/broken", &writer).await.0,
+        500
+    );
+    assert_eq!(
+        gateway.send("PATCH", "/v1/article/42", &writer).await.0,
+        200
+    );
+    assert_eq!(
+        gateway.send("DELETE", "/v1/article/43", &writer).await.0,
+        200
+    );
+    eventually("two content events delivered", || async {
+        receiver.delivered().len() >= 2
+    })
+    .await;
+    assert_eq!(
+        receiver.delivered_types(),
+        ["article.updated", "article.deleted"]
+    );
+    let data = receiver.delivered()[0].json()["data"].clone();
+    assert_eq!(data["params"], json!({"id": "42"}));
+    assert_eq!(data["method"], "PATCH");
+    assert_eq!(data["route"], "/v1/article/{id}");
+    assert_eq!(data["key"]["id"], key_id.as_str());
+    assert_eq!(data["status"], 200);
+    assert!(data["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    gateway.shutdown().await;
+}

@@ -19,6 +19,8 @@ pub struct RouteDefinition {
     pub head: Option<bool>,
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
     pub query: Option<QueryDefinition>,
+    /// The event a 2xx answer to this route emits (`article.updated`), if any.
+    pub event: Option<String>,
 }
 
 /// A route's query parameter names: `allow` or `deny` (exactly one, checked when compiled).
@@ -51,6 +53,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// The query parameters the route lets through, if it restricts them.
     pub query: Option<QueryRule>,
+    /// The event a 2xx answer emits (`routes[].event`).
+    pub event: Option<String>,
     /// HEAD is in `methods` because GET is, not because the route lists it.
     implied_head: bool,
     segments: Vec<Segment>,
@@ -75,6 +79,18 @@ impl Segment {
             Segment::Literal(literal) => literal == part,
             Segment::Param | Segment::Rest => !part.is_empty(),
         }
+    }
+}
+
+/// An event name: dotted lowercase words (`article.updated`).
+fn valid_event(event: Option<&str>) -> Result<Option<String>, String> {
+    let Some(event) = event else { return Ok(None) };
+    let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    match event.split('.').all(word) {
+        true => Ok(Some(event.to_string())),
+        false => Err(format!(
+            "{event:?} is not an event name (dotted lowercase words, e.g. article.updated)"
+        )),
     }
 }
 
@@ -244,6 +260,7 @@ impl RouteTable {
                 permission,
                 max_body: spec.max_body,
                 query,
+                event: valid_event(spec.event.as_deref()).map_err(error("event"))?,
                 implied_head,
                 segments,
             };
@@ -568,6 +585,7 @@ mod tests {
             max_body: None,
             head: None,
             query: None,
+            event: None,
         }
     }
 

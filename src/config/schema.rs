@@ -64,6 +64,9 @@ pub struct RouteSpec {
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
     #[serde(default)]
     pub query: Option<QuerySpec>,
+    /// The event a 2xx answer emits to webhooks, e.g. `article.updated`.
+    #[serde(default)]
+    pub event: Option<String>,
 }
 
 /// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.
@@ -88,6 +91,7 @@ impl From<RouteSpec> for RouteDefinition {
                 allow: query.allow,
                 deny: query.deny,
             }),
+            event: spec.event,
         }
     }
 }

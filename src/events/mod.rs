@@ -4,8 +4,9 @@
 //!
 //! - `settings` the typed `webhooks:` settings · `sign` secrets and signatures ·
 //!   `target` which URLs may be called (server-side request forgery) · `deliver` one attempt ·
-//!   `deliverer` the loop over webhooks and the outbox · `metrics` its Prometheus series
+//!   `content` events of KB writes · `deliverer` the loop over webhooks and the outbox · `metrics` its Prometheus series
 
+pub mod content;
 pub mod deliver;
 pub mod deliverer;
 pub mod settings;
