@@ -101,7 +101,7 @@ pub async fn start_with_store(
     .await;
     let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
-    if config.routes.routes().iter().any(|r| r.event.is_some()) {
+    if config.routes.routes().iter().any(|r| !r.events.is_empty()) {
         gateway.content_events = Some(Arc::new(crate::events::content::ContentEvents::new(
             store.clone(),
             deliverer.clone(),
@@ -121,7 +121,7 @@ pub async fn start_with_store(
             .with_webhooks(deliverer.clone()),
     );
 
-    let servers = vec![
+    let mut servers = vec![
         tokio::spawn(server::serve(
             listener,
             gateway,
@@ -148,7 +148,8 @@ pub async fn start_with_store(
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tokio::spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
-    tokio::spawn(deliverer.run(shutdown.clone()));
+    // Awaited on shutdown with the servers: the store is free to reopen once it returns.
+    servers.push(tokio::spawn(deliverer.run(shutdown.clone())));
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
     Ok(Running {

@@ -20,7 +20,15 @@ pub struct RouteDefinition {
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
     pub query: Option<QueryDefinition>,
     /// The event a 2xx answer to this route emits (`article.updated`), if any.
-    pub event: Option<String>,
+    pub event: Option<RouteEvent>,
+}
+
+/// `event:` one name for every method, or one per method.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RouteEvent {
+    All(String),
+    ByMethod(std::collections::BTreeMap<String, String>),
 }
 
 /// A route's query parameter names: `allow` or `deny` (exactly one, checked when compiled).
@@ -53,8 +61,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// The query parameters the route lets through, if it restricts them.
     pub query: Option<QueryRule>,
-    /// The event a 2xx answer emits (`routes[].event`).
-    pub event: Option<String>,
+    /// The event a 2xx answer to each method emits (`routes[].event`).
+    pub events: Vec<(Method, String)>,
     /// HEAD is in `methods` because GET is, not because the route lists it.
     implied_head: bool,
     segments: Vec<Segment>,
@@ -82,19 +90,45 @@ impl Segment {
     }
 }
 
-/// An event name: dotted lowercase words (`article.updated`).
-fn valid_event(event: Option<&str>) -> Result<Option<String>, String> {
-    let Some(event) = event else { return Ok(None) };
+/// Each method's event: names are dotted lowercase words (`article.updated`), and a method
+/// named must be one of the route's.
+fn route_events(
+    event: Option<&RouteEvent>,
+    methods: &[Method],
+) -> Result<Vec<(Method, String)>, String> {
     let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    match event.split('.').all(word) {
-        true => Ok(Some(event.to_string())),
-        false => Err(format!(
-            "{event:?} is not an event name (dotted lowercase words, e.g. article.updated)"
+    let named: Vec<(Method, String)> = match event {
+        None => return Ok(Vec::new()),
+        Some(RouteEvent::All(name)) => methods.iter().map(|m| (m.clone(), name.clone())).collect(),
+        Some(RouteEvent::ByMethod(map)) => {
+            let mut named = Vec::new();
+            for (method, name) in map {
+                let method = methods
+                    .iter()
+                    .find(|m| m.as_str().eq_ignore_ascii_case(method))
+                    .ok_or_else(|| format!("{method} is not one of the route's methods"))?;
+                named.push((method.clone(), name.clone()));
+            }
+            named
+        }
+    };
+    match named.iter().find(|(_, name)| !name.split('.').all(word)) {
+        Some((_, bad)) => Err(format!(
+            "{bad:?} is not an event name (dotted lowercase words, e.g. article.updated)"
         )),
+        None => Ok(named),
     }
 }
 
 impl Route {
+    /// The event a 2xx answer to `method` emits, if any.
+    pub fn event(&self, method: &Method) -> Option<&str> {
+        self.events
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, name)| name.as_str())
+    }
+
     /// Segment-by-segment match; the segment counts must be equal, unless the template ends
     /// in `{rest*}`, which takes every remaining segment.
     fn matches(&self, canonical_path: &str) -> bool {
@@ -252,6 +286,7 @@ impl RouteTable {
                 .map(QueryRule::compile)
                 .transpose()
                 .map_err(error("query"))?;
+            let events = route_events(spec.event.as_ref(), &methods).map_err(error("event"))?;
             let route = Route {
                 index,
                 methods,
@@ -260,7 +295,7 @@ impl RouteTable {
                 permission,
                 max_body: spec.max_body,
                 query,
-                event: valid_event(spec.event.as_deref()).map_err(error("event"))?,
+                events,
                 implied_head,
                 segments,
             };

@@ -66,7 +66,7 @@ pub struct RouteSpec {
     pub query: Option<QuerySpec>,
     /// The event a 2xx answer emits to webhooks, e.g. `article.updated`.
     #[serde(default)]
-    pub event: Option<String>,
+    pub event: Option<crate::authz::routes::RouteEvent>,
 }
 
 /// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.

@@ -254,7 +254,7 @@ impl Gateway {
         let response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
         if let (Ok(answer), Some(event), Some(events)) =
-            (&response, &route.event, &self.content_events)
+            (&response, route.event(&method), &self.content_events)
             && answer.status().is_success()
         {
             let write = crate::events::content::Write {
