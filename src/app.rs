@@ -109,8 +109,15 @@ pub async fn start_with_store(
     )
     .await;
     let limiter = Arc::new(limiter(&config, store.as_ref()).await?);
+    let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
     gateway.limiter = limiter.clone();
+    if config.routes.routes().iter().any(|r| !r.events.is_empty()) {
+        gateway.content_events = Some(Arc::new(crate::events::content::ContentEvents::new(
+            store.clone(),
+            deliverer.clone(),
+        )));
+    }
     let gateway = Arc::new(gateway);
     let keys = Arc::new(KeyService::new(
         store.clone(),
@@ -122,7 +129,8 @@ pub async fn start_with_store(
     let admin = Arc::new(
         Admin::new(keys, &config.admin.token)
             .with_metrics(prometheus.clone(), key_metrics.clone())
-            .with_limiter(limiter.clone()),
+            .with_limiter(limiter.clone())
+            .with_webhooks(deliverer.clone()),
     );
 
     let servers = vec![
@@ -157,6 +165,7 @@ pub async fn start_with_store(
             .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
     );
     tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
+    tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.close();
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
@@ -211,6 +220,7 @@ pub fn gateway(
         trusted_proxies: config.trusted_proxies.clone(),
         cors: config.cors.clone(),
         limiter: Arc::new(Limiter::memory(config.limit_settings)),
+        content_events: None,
     })
 }
 

@@ -57,6 +57,7 @@ pub mod cli;
 pub mod config;
 mod cors;
 pub mod demo;
+pub mod events;
 pub mod gateway;
 pub mod keys;
 pub mod limits;

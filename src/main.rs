@@ -45,6 +45,8 @@ enum Command {
     AdminTokens(kbgate::cli::AdminTokensArgs),
     /// Show the audit trail of key and admin token changes, or verify its hash chain
     Audit(kbgate::cli::AuditArgs),
+    /// Manage webhooks (signed event deliveries) and their deliveries
+    Webhooks(kbgate::cli::WebhooksArgs),
     /// Copy every key, hash and usage figure from one config's store to another's
     Migrate {
         /// The config whose store is read
@@ -143,6 +145,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => {
             let json = args.target.json;
             cli_exit(kbgate::cli::run_audit(args).await, json)
+        }
+        Command::Webhooks(args) => {
+            let json = args.target.json;
+            cli_exit(kbgate::cli::run_webhooks(args).await.map(|()| true), json)
         }
     }
 }

@@ -319,6 +319,7 @@ mod tests {
     }
 
     impl crate::keys::AuditStore for SlowUsageStore {}
+    impl crate::keys::OutboxStore for SlowUsageStore {}
 
     #[async_trait]
     impl KeyStore for SlowUsageStore {

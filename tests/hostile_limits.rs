@@ -101,8 +101,8 @@ fn yaml_with_route_limits() -> String {
     let mut edited = text.clone();
     for (from, to) in [
         (
-            r#"path: "/v1/article",                   permission: "article:write" }"#,
-            r#"path: "/v1/article",                   permission: "article:write", max_body: 1KiB }"#,
+            r#"permission: "article:write", event: article.created }"#,
+            r#"permission: "article:write", event: article.created, max_body: 1KiB }"#,
         ),
         (
             r#"path: "/v1/category/{id}",             permission: "category:write" }"#,

@@ -11,8 +11,10 @@ mod openapi;
 mod query;
 mod tokens;
 mod usage;
+mod webhooks;
 
 use crate::body::{self, Body, BoxError};
+use crate::events::{Deliverer, WebhookSettings};
 use crate::keys::admin_token::Role;
 use crate::keys::service::{KeyService, KeyServiceError};
 use crate::limits::Limiter;
@@ -35,6 +37,8 @@ pub struct Admin {
     key_metrics: Option<Arc<KeyMetrics>>,
     /// Where each key's quota stands (`quota_state`); `None`: not shown.
     limiter: Option<Arc<Limiter>>,
+    /// The webhook deliverer: its settings check URLs, and it makes retries asked for by hand.
+    webhooks: Arc<Deliverer>,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -125,6 +129,7 @@ impl Admin {
     pub fn new(keys: Arc<KeyService>, token: &str) -> Admin {
         Admin {
             openapi: openapi::document(keys.resources()),
+            webhooks: Deliverer::new(keys.store().clone(), WebhookSettings::default()),
             keys,
             token_hash: blake3::hash(token.as_bytes()),
             prometheus: None,
@@ -147,6 +152,12 @@ impl Admin {
     ) -> Admin {
         self.prometheus = Some(prometheus);
         self.key_metrics = key_metrics;
+        self
+    }
+
+    /// Uses `deliverer` (and its settings) for webhooks.
+    pub fn with_webhooks(mut self, deliverer: Arc<Deliverer>) -> Admin {
+        self.webhooks = deliverer;
         self
     }
 
@@ -207,6 +218,16 @@ impl Admin {
             (Endpoint::AdminTokens, Method::GET) => self.list_tokens().await,
             (Endpoint::AdminTokens, _) => self.create_token(&body, &ctx).await,
             (Endpoint::AdminToken, _) => self.delete_token(id, &ctx).await,
+            (Endpoint::Webhooks, Method::GET) => self.list_webhooks().await,
+            (Endpoint::Webhooks, _) => self.create_webhook(&body, &ctx).await,
+            (Endpoint::Webhook, Method::GET) => self.show_webhook(id).await,
+            (Endpoint::Webhook, Method::PATCH) => self.edit_webhook(id, &body, &ctx).await,
+            (Endpoint::Webhook, _) => self.delete_webhook(id, &ctx).await,
+            (Endpoint::Deliveries, _) => self.list_deliveries(id).await,
+            (Endpoint::RetryDelivery, _) => {
+                let delivery = segments.get(4).copied().unwrap_or_default();
+                self.retry_delivery(id, delivery).await
+            }
             (_, _) => self.audit_verify().await,
         }
     }
@@ -272,6 +293,14 @@ enum Endpoint {
     KeyUsage,
     /// `/v1/usage`
     Usage,
+    /// `/v1/webhooks`
+    Webhooks,
+    /// `/v1/webhooks/{id}`
+    Webhook,
+    /// `/v1/webhooks/{id}/deliveries`
+    Deliveries,
+    /// `/v1/webhooks/{id}/deliveries/{delivery_id}/retry`
+    RetryDelivery,
 }
 
 impl Endpoint {
@@ -291,6 +320,10 @@ impl Endpoint {
             ["v1", "audit", "verify"] => Endpoint::AuditVerify,
             ["v1", "keys", _, "usage"] => Endpoint::KeyUsage,
             ["v1", "usage"] => Endpoint::Usage,
+            ["v1", "webhooks"] => Endpoint::Webhooks,
+            ["v1", "webhooks", _] => Endpoint::Webhook,
+            ["v1", "webhooks", _, "deliveries"] => Endpoint::Deliveries,
+            ["v1", "webhooks", _, "deliveries", _, "retry"] => Endpoint::RetryDelivery,
             _ => return None,
         })
     }
@@ -303,11 +336,13 @@ impl Endpoint {
             | Endpoint::OpenApi
             | Endpoint::KeyUsage
             | Endpoint::Usage => &[Method::GET],
-            Endpoint::Keys | Endpoint::AdminTokens => &[Method::GET, Method::POST],
-            Endpoint::Key => &[Method::GET, Method::PATCH, Method::DELETE],
-            Endpoint::Rotate | Endpoint::EndRotation => &[Method::POST],
+            Endpoint::Keys | Endpoint::AdminTokens | Endpoint::Webhooks => {
+                &[Method::GET, Method::POST]
+            }
+            Endpoint::Key | Endpoint::Webhook => &[Method::GET, Method::PATCH, Method::DELETE],
+            Endpoint::Rotate | Endpoint::EndRotation | Endpoint::RetryDelivery => &[Method::POST],
             Endpoint::AdminToken => &[Method::DELETE],
-            Endpoint::Audit | Endpoint::AuditVerify => &[Method::GET],
+            Endpoint::Audit | Endpoint::AuditVerify | Endpoint::Deliveries => &[Method::GET],
         }
     }
 
@@ -316,6 +351,13 @@ impl Endpoint {
     fn role(self, method: &Method) -> Role {
         match (self, method) {
             (Endpoint::AdminTokens | Endpoint::AdminToken, _) => Role::Admin,
+            (
+                Endpoint::Webhooks
+                | Endpoint::Webhook
+                | Endpoint::Deliveries
+                | Endpoint::RetryDelivery,
+                _,
+            ) => Role::Admin,
             (Endpoint::Key, &Method::DELETE) => Role::Admin,
             (_, &Method::GET) => Role::Viewer,
             _ => Role::Operator,

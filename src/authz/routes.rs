@@ -19,6 +19,16 @@ pub struct RouteDefinition {
     pub head: Option<bool>,
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
     pub query: Option<QueryDefinition>,
+    /// The event a 2xx answer to this route emits (`article.updated`), if any.
+    pub event: Option<RouteEvent>,
+}
+
+/// `event:` one name for every method, or one per method.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RouteEvent {
+    All(String),
+    ByMethod(std::collections::BTreeMap<String, String>),
 }
 
 /// A route's query parameter names: `allow` or `deny` (exactly one, checked when compiled).
@@ -51,6 +61,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// The query parameters the route lets through, if it restricts them.
     pub query: Option<QueryRule>,
+    /// The event a 2xx answer to each method emits (`routes[].event`).
+    pub events: Vec<(Method, String)>,
     /// HEAD is in `methods` because GET is, not because the route lists it.
     implied_head: bool,
     segments: Vec<Segment>,
@@ -78,7 +90,45 @@ impl Segment {
     }
 }
 
+/// Each method's event: names are dotted lowercase words (`article.updated`), and a method
+/// named must be one of the route's.
+fn route_events(
+    event: Option<&RouteEvent>,
+    methods: &[Method],
+) -> Result<Vec<(Method, String)>, String> {
+    let word = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let named: Vec<(Method, String)> = match event {
+        None => return Ok(Vec::new()),
+        Some(RouteEvent::All(name)) => methods.iter().map(|m| (m.clone(), name.clone())).collect(),
+        Some(RouteEvent::ByMethod(map)) => {
+            let mut named = Vec::new();
+            for (method, name) in map {
+                let method = methods
+                    .iter()
+                    .find(|m| m.as_str().eq_ignore_ascii_case(method))
+                    .ok_or_else(|| format!("{method} is not one of the route's methods"))?;
+                named.push((method.clone(), name.clone()));
+            }
+            named
+        }
+    };
+    match named.iter().find(|(_, name)| !name.split('.').all(word)) {
+        Some((_, bad)) => Err(format!(
+            "{bad:?} is not an event name (dotted lowercase words, e.g. article.updated)"
+        )),
+        None => Ok(named),
+    }
+}
+
 impl Route {
+    /// The event a 2xx answer to `method` emits, if any.
+    pub fn event(&self, method: &Method) -> Option<&str> {
+        self.events
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, name)| name.as_str())
+    }
+
     /// Segment-by-segment match; the segment counts must be equal, unless the template ends
     /// in `{rest*}`, which takes every remaining segment.
     fn matches(&self, canonical_path: &str) -> bool {
@@ -236,6 +286,7 @@ impl RouteTable {
                 .map(QueryRule::compile)
                 .transpose()
                 .map_err(error("query"))?;
+            let events = route_events(spec.event.as_ref(), &methods).map_err(error("event"))?;
             let route = Route {
                 index,
                 methods,
@@ -244,6 +295,7 @@ impl RouteTable {
                 permission,
                 max_body: spec.max_body,
                 query,
+                events,
                 implied_head,
                 segments,
             };
@@ -568,6 +620,7 @@ mod tests {
             max_body: None,
             head: None,
             query: None,
+            event: None,
         }
     }
 

@@ -40,7 +40,7 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
-    fn client(&self) -> Result<AdminClient, CliError> {
+    pub(super) fn client(&self) -> Result<AdminClient, CliError> {
         let target = target::resolve(
             self.admin_url.clone(),
             self.admin_token.clone(),
@@ -212,15 +212,15 @@ fn role_text(role: RoleArg) -> &'static str {
     }
 }
 
-fn expect_body(answer: Option<Value>) -> Result<Value, CliError> {
+pub(super) fn expect_body(answer: Option<Value>) -> Result<Value, CliError> {
     answer.ok_or_else(|| CliError::UnexpectedResponse("empty body".to_string()))
 }
 
-fn pretty(value: &Value) -> String {
+pub(super) fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()) + "\n"
 }
 
-fn text(value: &Value) -> String {
+pub(super) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => "-".to_string(),
@@ -277,7 +277,7 @@ fn audit_table(entries: &[Value]) -> String {
 }
 
 /// Rows under a header, columns padded to their widest cell, no trailing spaces.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
     let all: Vec<&Vec<String>> = std::iter::once(&header).chain(&rows).collect();
     let mut widths = vec![0; headers.len()];

@@ -22,6 +22,7 @@ mod request;
 mod table;
 mod target;
 mod usage;
+mod webhooks;
 
 use std::io::{ErrorKind, IsTerminal, Write};
 
@@ -30,6 +31,7 @@ use chrono::Utc;
 pub use admin::{AdminTokensArgs, AuditArgs, run_audit, run_tokens};
 pub use args::{ExpiryArgs, KeysArgs, KeysCommand, ListArgs, ScopeArg, SortArg, StateArg};
 pub use error::CliError;
+pub use webhooks::{WebhooksArgs, run_webhooks};
 
 use client::AdminClient;
 use request::{Request, View};

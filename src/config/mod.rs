@@ -80,6 +80,8 @@ pub struct Config {
     pub cors: Option<crate::cors::Cors>,
     /// How long audit entries are kept (`audit.retention`, default 365d).
     pub audit_retention: Duration,
+    /// `webhooks:` event deliveries.
+    pub webhooks: crate::events::WebhookSettings,
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.

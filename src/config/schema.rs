@@ -49,6 +49,8 @@ pub(super) struct RawConfig {
     pub(super) cors: Option<RawCors>,
     #[serde(default)]
     pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) webhooks: RawWebhooks,
 }
 
 /// One route as written in the YAML config.
@@ -67,6 +69,9 @@ pub struct RouteSpec {
     /// Which query parameters the route lets through (403 `query_not_allowed` for others).
     #[serde(default)]
     pub query: Option<QuerySpec>,
+    /// The event a 2xx answer emits to webhooks, e.g. `article.updated`.
+    #[serde(default)]
+    pub event: Option<crate::authz::routes::RouteEvent>,
 }
 
 /// `query: { allow: [...] }` or `query: { deny: [...] }` on a route.
@@ -91,6 +96,7 @@ impl From<RouteSpec> for RouteDefinition {
                 allow: query.allow,
                 deny: query.deny,
             }),
+            event: spec.event,
         }
     }
 }
@@ -367,6 +373,37 @@ impl Default for RawAudit {
     fn default() -> Self {
         RawAudit {
             retention: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
+
+/// `webhooks:` how events are delivered (see `crate::events::WebhookSettings`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWebhooks {
+    pub(super) allow_private_networks: bool,
+    #[serde(with = "humantime_serde")]
+    pub(super) timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) retry_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) retry_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) poll_interval: Duration,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        let d = crate::events::WebhookSettings::default();
+        RawWebhooks {
+            allow_private_networks: d.allow_private_networks,
+            timeout: d.timeout,
+            retry_for: d.retry_for,
+            retry_initial: d.retry_initial,
+            retry_max: d.retry_max,
+            poll_interval: d.poll_interval,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::schema::{
     RawAdmin, RawAudit, RawConfig, RawCors, RawHotTier, RawKeyDefaults, RawKeys, RawLimits, RawLog,
-    RawMetrics, RawTls, RawUpstream, RawUsage, RouteSpec,
+    RawMetrics, RawTls, RawUpstream, RawUsage, RawWebhooks, RouteSpec,
 };
 use super::units::ByteSize;
 use super::{AdminConfig, Config, ConfigError, LogFormat, MetricsConfig, field_error};
@@ -94,6 +94,7 @@ impl RawConfig {
         let limits = self.limits.validate()?;
         let metrics = self.metrics.validate()?;
         let audit_retention = self.audit.validate()?;
+        let webhooks = self.webhooks.validate()?;
         let (log_format, log_level) = self.log.validate()?;
         let trusted_proxies = CidrList::parse(&self.trusted_proxies)
             .map_err(|(i, reason)| field_error(format!("trusted_proxies[{i}]"), reason))?;
@@ -120,6 +121,7 @@ impl RawConfig {
             metrics,
             cors,
             audit_retention,
+            webhooks,
         })
     }
 
@@ -243,6 +245,31 @@ impl RawAudit {
             return Err(field_error("audit.retention", "must be above zero"));
         }
         Ok(self.retention)
+    }
+}
+
+impl RawWebhooks {
+    /// Every duration above zero: a zero timeout or wait would spin.
+    fn validate(self) -> Result<crate::events::WebhookSettings, ConfigError> {
+        for (field, value) in [
+            ("webhooks.timeout", self.timeout),
+            ("webhooks.retry_for", self.retry_for),
+            ("webhooks.retry_initial", self.retry_initial),
+            ("webhooks.retry_max", self.retry_max),
+            ("webhooks.poll_interval", self.poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(field_error(field, "must be above zero"));
+            }
+        }
+        Ok(crate::events::WebhookSettings {
+            allow_private_networks: self.allow_private_networks,
+            timeout: self.timeout,
+            retry_for: self.retry_for,
+            retry_initial: self.retry_initial,
+            retry_max: self.retry_max,
+            poll_interval: self.poll_interval,
+        })
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub cors: Option<Cors>,
     /// Per-key rate and quota decisions; a key without limits never reaches it.
     pub limiter: Arc<Limiter>,
+    /// Content events (`routes[].event`); None: no route emits any.
+    pub content_events: Option<Arc<crate::events::content::ContentEvents>>,
 }
 
 /// What the access log says about a request beyond its status, filled in as the request goes.
@@ -307,9 +309,29 @@ impl Gateway {
             request_id,
             key_id: &key.id,
         };
+        let method = request.method().clone();
         let upstream_started = Instant::now();
         let response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
+        if let (Ok(answer), Some(event), Some(events)) =
+            (&response, route.event(&method), &self.content_events)
+            && answer.status().is_success()
+        {
+            let write = crate::events::content::Write {
+                event,
+                template: &route.template,
+                method: method.as_str(),
+                path,
+                key_id: &key.id,
+                status: answer.status().as_u16(),
+                request_id: request_id.to_str().unwrap_or_default(),
+            };
+            // The KB has made the change: the client gets its answer even if the event could
+            // not be written, and the loss is logged loudly.
+            if let Err(error) = events.emit(&write).await {
+                tracing::error!(%error, event, "a content event could not be written to the outbox");
+            }
+        }
         // A request that failed because its own body did is the client's fault, not the KB's.
         response.map_err(|error| {
             body_fault

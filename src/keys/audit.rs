@@ -71,10 +71,16 @@ pub enum Action {
     AdminTokenCreated,
     #[serde(rename = "admin_token.deleted")]
     AdminTokenDeleted,
+    #[serde(rename = "webhook.created")]
+    WebhookCreated,
+    #[serde(rename = "webhook.updated")]
+    WebhookUpdated,
+    #[serde(rename = "webhook.deleted")]
+    WebhookDeleted,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 11] = [
         Action::KeyCreated,
         Action::KeyUpdated,
         Action::KeyEnabled,
@@ -83,6 +89,9 @@ impl Action {
         Action::KeyDeleted,
         Action::AdminTokenCreated,
         Action::AdminTokenDeleted,
+        Action::WebhookCreated,
+        Action::WebhookUpdated,
+        Action::WebhookDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +104,9 @@ impl Action {
             Action::KeyDeleted => "key.deleted",
             Action::AdminTokenCreated => "admin_token.created",
             Action::AdminTokenDeleted => "admin_token.deleted",
+            Action::WebhookCreated => "webhook.created",
+            Action::WebhookUpdated => "webhook.updated",
+            Action::WebhookDeleted => "webhook.deleted",
         }
     }
 

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod audit;
+mod outbox;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
@@ -59,6 +60,7 @@ impl EmbeddedStore {
         audit::create_tables(&txn)?;
         index::open_tables(&txn, KEYS)?;
         txn.open_table(QUOTAS).map_err(unavailable)?;
+        outbox::create_tables(&txn)?;
         txn.commit().map_err(unavailable)?;
         let usage_writer = LowPriorityThread::spawn("kbgate-usage").map_err(unavailable)?;
         Ok(EmbeddedStore {

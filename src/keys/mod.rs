@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod limits;
 pub mod listing;
 mod low_priority;
+pub mod outbox;
 pub mod record;
 pub mod redis;
 pub mod secret;
@@ -21,6 +22,7 @@ pub mod watch;
 
 pub use audit_store::{AuditStore, prunable, run_pruning};
 pub use keyring::{KeyGrant, Keyring, VerifyError};
+pub use outbox::OutboxStore;
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};
 pub use secret::KeyHash;
 pub use sources::KeySources;

@@ -4,7 +4,7 @@ use crate::keys::history::{HourCounts, UsageOverview};
 use crate::keys::limits::QuotaCount;
 use crate::keys::listing::AgeMark;
 use crate::keys::redis::RedisConfig;
-use crate::keys::{AuditStore, KeyHash, KeyRecord, UsageDelta};
+use crate::keys::{AuditStore, KeyHash, KeyRecord, OutboxStore, UsageDelta};
 use crate::metrics::StoreErrorKind;
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -69,7 +69,7 @@ impl StoreError {
 
 /// The audited writes, admin tokens and audit chain are in [`AuditStore`].
 #[async_trait]
-pub trait KeyStore: AuditStore + Send + Sync + 'static {
+pub trait KeyStore: AuditStore + OutboxStore + Send + Sync + 'static {
     /// Stores a new key and indexes its secret hashes.
     async fn create(&self, record: &KeyRecord) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;

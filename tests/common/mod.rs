@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod process;
 pub mod raw;
 pub mod raw_upstream;
+pub mod receiver;
 pub mod redis;
 pub mod seed;
 pub mod store;

@@ -76,6 +76,9 @@ impl KeyStore for HookedStore {
     }
 }
 
+/// No outbox: the hooked tests are about keys.
+impl kbgate::keys::OutboxStore for HookedStore {}
+
 /// Audited writes show the hook their change (`Create`, `Update`, `Delete`), then `Append`.
 #[async_trait]
 impl AuditStore for HookedStore {

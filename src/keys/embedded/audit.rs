@@ -7,6 +7,7 @@
 use super::{EmbeddedStore, remove_record, stored, unavailable, write_record};
 use crate::keys::admin_token::AdminTokenRecord;
 use crate::keys::audit::{Chain, ChainHead, Entry, NewEntry};
+use crate::keys::outbox::Event;
 use crate::keys::{AuditStore, KeyHash, KeyRecord, StoreError, prunable};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -61,12 +62,15 @@ fn append(txn: &WriteTransaction, entry: &NewEntry) -> Result<(), StoreError> {
     meta_table
         .insert("head", sealed.head().to_text().as_str())
         .map_err(unavailable)?;
+    if let Some(event) = Event::from_audit(&sealed) {
+        super::outbox::append_in(txn, &event)?;
+    }
     Ok(())
 }
 
 /// Runs `change` and appends `entry` in one write transaction, committed only when `change`
 /// says it changed something (`Some`).
-async fn audited<T, F>(
+pub(super) async fn audited<T, F>(
     store: &EmbeddedStore,
     entry: &NewEntry,
     change: F,

@@ -14,6 +14,7 @@
 use super::{CAS_ATTEMPTS, RedisStore, decode, encode};
 use crate::keys::admin_token::AdminTokenRecord;
 use crate::keys::audit::{Chain, ChainHead, Entry, NewEntry};
+use crate::keys::outbox::Event;
 use crate::keys::{AuditStore, KeyHash, KeyRecord, StoreError, prunable};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,15 +22,19 @@ use redis::{AsyncCommands, Script};
 
 /// Runs a change script only if the chain's head is as expected (else answers the current head,
 /// a string), then appends the entry when the change answered 1. The change's own KEYS and
-/// ARGV follow the wrapper's.
+/// ARGV follow the wrapper's. A key change's event (ARGV `event`, empty for none) is added to
+/// the outbox at the next place in the same script.
 /// The log's type is checked first: a failing ZADD after the change would split the two.
 const WRAP: &str = r"
 local head_key = table.remove(KEYS, 1)
 local log_key = table.remove(KEYS, 1)
+local outbox_key = table.remove(KEYS, 1)
+local outbox_seq_key = table.remove(KEYS, 1)
 local expected = table.remove(ARGV, 1)
 local seq = table.remove(ARGV, 1)
 local entry = table.remove(ARGV, 1)
 local new_head = table.remove(ARGV, 1)
+local event = table.remove(ARGV, 1)
 local current = redis.call('GET', head_key) or ''
 if current ~= expected then return current end
 local kind = redis.call('TYPE', log_key)['ok']
@@ -40,6 +45,7 @@ end)()
 if result == 1 then
   redis.call('ZADD', log_key, seq, entry)
   redis.call('SET', head_key, new_head)
+  if event ~= '' then redis.call('ZADD', outbox_key, redis.call('INCR', outbox_seq_key), event) end
 end
 return result";
 
@@ -75,6 +81,7 @@ const HEAD_ATTEMPTS: usize = 50;
 const CHAIN_BATCH: usize = 1000;
 
 pub(super) struct Scripts {
+    pub(super) outbox: super::outbox::Scripts,
     /// The chain's head as this gateway last saw it (`""`: none yet), sealed after first.
     head: std::sync::Mutex<String>,
     create: Script,
@@ -89,6 +96,7 @@ impl Scripts {
     pub(super) fn new() -> Scripts {
         let wrap = |change: &str| Script::new(&WRAP.replace("CHANGE", change));
         Scripts {
+            outbox: super::outbox::Scripts::new(&wrap),
             head: std::sync::Mutex::new(String::new()),
             create: wrap(super::CREATE),
             update: wrap(super::UPDATE),
@@ -133,14 +141,14 @@ impl RedisStore {
         format!("{}admins", self.prefix)
     }
 
-    async fn get_string(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) async fn get_string(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.call(|mut c| async move { c.get(key).await }).await
     }
 
     /// Runs the wrapped `script` with the change's `keys` and `args`, sealing `entry` after the
     /// head last seen; again after the head the script answers when another gateway appended
     /// first. Returns the change's answer.
-    async fn run_audited(
+    pub(super) async fn run_audited(
         &self,
         script: &Script,
         entry: &NewEntry,
@@ -161,6 +169,8 @@ impl RedisStore {
             let sealed = entry.seal(&head);
             let mut invocation = script.key(self.head_key());
             invocation.key(self.audit_key());
+            invocation.key(self.outbox_key());
+            invocation.key(self.outbox_seq_key());
             for key in keys {
                 invocation.key(key);
             }
@@ -168,7 +178,12 @@ impl RedisStore {
                 .arg(&text)
                 .arg(sealed.seq())
                 .arg(sealed.to_json())
-                .arg(sealed.head().to_text());
+                .arg(sealed.head().to_text())
+                .arg(
+                    Event::from_audit(&sealed)
+                        .map(|e| e.to_json())
+                        .unwrap_or_default(),
+                );
             for arg in args {
                 invocation.arg(arg);
             }

@@ -12,6 +12,7 @@ mod connection;
 mod history;
 pub mod invalidation;
 pub mod limits;
+mod outbox;
 
 use crate::keys::history::{HourCounts, UsageOverview};
 use crate::keys::listing::AgeMark;

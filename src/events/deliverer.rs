@@ -1,0 +1,161 @@
+//! The deliverer: every gateway runs one. It walks each webhook's events in outbox order from
+//! the webhook's cursor, delivers the ones it wants, and moves the cursor only past events
+//! that are delivered, failed for good, or not wanted: a crash or a second gateway may
+//! deliver an event twice (receivers de-duplicate by `webhook-id`), never lose one. An event
+//! that fails blocks the ones after it for that webhook until it succeeds or `retry_for` runs
+//! out, so each webhook gets its events in order.
+
+use crate::events::WebhookSettings;
+use crate::events::deliver;
+use crate::keys::outbox::{Delivery, DeliveryState, Queued, WebhookRecord};
+use crate::keys::{KeyStore, StoreError};
+use chrono::Utc;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Events read from the outbox at a time.
+const BATCH: usize = 100;
+
+pub struct Deliverer {
+    store: Arc<dyn KeyStore>,
+    settings: WebhookSettings,
+    wake: Notify,
+}
+
+impl Deliverer {
+    pub fn new(store: Arc<dyn KeyStore>, settings: WebhookSettings) -> Arc<Deliverer> {
+        Arc::new(Deliverer {
+            store,
+            settings,
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &WebhookSettings {
+        &self.settings
+    }
+
+    /// Asks for a pass now (an event was just written here).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Passes over every webhook, when woken and every `poll_interval`, until shut down.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.pass().await {
+                tracing::warn!(%error, "webhook deliveries paused; retried later");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One pass: each webhook's due events, the webhooks side by side.
+    pub async fn pass(&self) -> Result<(), StoreError> {
+        let hooks = self.store.webhooks().await?;
+        let passes = hooks.iter().map(|hook| self.work(hook));
+        for result in futures_util::future::join_all(passes).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Delivers `hook`'s due events in order, stopping at one that must wait for a retry.
+    async fn work(&self, hook: &WebhookRecord) -> Result<(), StoreError> {
+        let saved = self.store.webhook_cursor(&hook.id).await?;
+        let mut cursor = saved.unwrap_or(hook.start_seq);
+        'outbox: loop {
+            let batch = self.store.events_after(cursor, BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for queued in batch {
+                if hook.wants(&queued.event.kind) && !self.deliver_due(hook, &queued).await? {
+                    break 'outbox;
+                }
+                cursor = queued.seq;
+            }
+        }
+        if saved != Some(cursor) {
+            self.store.set_webhook_cursor(&hook.id, cursor).await?;
+        }
+        Ok(())
+    }
+
+    /// Attempts `queued` if it is due; true when the webhook is done with it.
+    async fn deliver_due(&self, hook: &WebhookRecord, queued: &Queued) -> Result<bool, StoreError> {
+        let stored = self.store.delivery(&hook.id, queued.seq).await?;
+        let mut delivery = stored.unwrap_or_else(|| Delivery::new(&hook.id, queued));
+        if delivery.state != DeliveryState::Pending {
+            return Ok(true);
+        }
+        if delivery
+            .next_attempt_at
+            .is_some_and(|next| next > Utc::now())
+        {
+            return Ok(false);
+        }
+        let attempt = deliver::attempt(hook, &queued.event, &self.settings).await;
+        let delivered = attempt.error.is_none();
+        delivery.attempts.push(attempt);
+        let first = delivery.attempts[0].time;
+        let retry_for =
+            chrono::Duration::from_std(self.settings.retry_for).unwrap_or(chrono::TimeDelta::MAX);
+        delivery.next_attempt_at = None;
+        if delivered {
+            delivery.state = DeliveryState::Succeeded;
+        } else if Utc::now() - first >= retry_for {
+            delivery.state = DeliveryState::Failed;
+        } else {
+            let failures = u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX);
+            let wait = chrono::Duration::from_std(self.settings.backoff(failures))
+                .unwrap_or(chrono::TimeDelta::MAX);
+            delivery.next_attempt_at = Some(Utc::now() + wait);
+        }
+        record_metric(&hook.id, &delivery);
+        self.store.put_delivery(&delivery).await?;
+        Ok(delivery.state != DeliveryState::Pending)
+    }
+
+    /// A retry asked for by hand: one attempt now, whatever the delivery's state; a failed
+    /// delivery that succeeds now is marked succeeded. None: no such delivery.
+    pub async fn retry(
+        &self,
+        hook: &WebhookRecord,
+        seq: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let Some(mut delivery) = self.store.delivery(&hook.id, seq).await? else {
+            return Ok(None);
+        };
+        let attempt = deliver::attempt(hook, &delivery.event, &self.settings).await;
+        if attempt.error.is_none() {
+            delivery.state = DeliveryState::Succeeded;
+            delivery.next_attempt_at = None;
+        }
+        delivery.attempts.push(attempt);
+        record_metric(&hook.id, &delivery);
+        self.store.put_delivery(&delivery).await?;
+        Ok(Some(delivery))
+    }
+}
+
+/// `kbgate_webhook_deliveries_total{webhook, outcome}`: each attempt, by how it ended
+/// (`succeeded`, `retrying`, `failed`).
+fn record_metric(webhook: &str, delivery: &Delivery) {
+    let outcome = match delivery.state {
+        DeliveryState::Succeeded => "succeeded",
+        DeliveryState::Pending => "retrying",
+        DeliveryState::Failed => "failed",
+    };
+    metrics::counter!(
+        "kbgate_webhook_deliveries_total",
+        "webhook" => webhook.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}

@@ -1,0 +1,17 @@
+//! Events and webhooks: the deliverer that takes events from the store's durable outbox
+//! ([`crate::keys::outbox`]) to each webhook, signed per the Standard Webhooks specification,
+//! in order per webhook, retried with backoff until `webhooks.retry_for`.
+//!
+//! - `settings` the typed `webhooks:` settings · `sign` secrets and signatures ·
+//!   `target` which URLs may be called (server-side request forgery) · `deliver` one attempt ·
+//!   `content` events of KB writes · `deliverer` the loop over webhooks and the outbox · `metrics` its Prometheus series
+
+pub mod content;
+pub mod deliver;
+pub mod deliverer;
+pub mod settings;
+pub mod sign;
+pub mod target;
+
+pub use deliverer::Deliverer;
+pub use settings::WebhookSettings;
