@@ -1,4 +1,4 @@
-//! The `webhooks:` settings, typed. Their file format is `crate::config`'s.
+//! The `webhooks:` settings, typed. Their file format is the config module's.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The durable outbox: events (Standard Webhooks' `{type, timestamp, data}` with a stable id)
 //! written in the same store write as what caused them, the webhooks they go to, each
 //! webhook's place in the outbox and its deliveries. The stores keep them
-//! ([`OutboxStore`]); delivering is `crate::events`' job.
+//! ([`OutboxStore`]); delivering is the events module's job.
 
 use crate::keys::StoreError;
 use crate::keys::audit::{Entry, NewEntry};
