@@ -7,6 +7,9 @@
 //! Seeding takes about a minute per store; `KEY_PAGES_COUNT` changes the count.
 //! Run: `cargo bench --bench key_pages`.
 
+#[path = "common/redis.rs"]
+mod redis_server;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::{StreamExt, TryStreamExt};
 use kbgate::authz::Scope;
@@ -15,7 +18,6 @@ use kbgate::keys::listing::{self, Cursor, Filter, ListQuery, Sort};
 use kbgate::keys::redis::{RedisConfig, RedisStore};
 use kbgate::keys::{KeyRecord, KeyStore, secret};
 use std::hint::black_box;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -159,45 +161,6 @@ fn bench_store(
     }
 }
 
-/// A redis-server for the bench, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<(Server, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Server(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 fn key_pages(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +168,7 @@ fn key_pages(c: &mut Criterion) {
     runtime.block_on(seed(&Seed::Embedded(&embedded), count()));
     bench_store(c, &runtime, "embedded", embedded);
 
-    match start_redis() {
+    match redis_server::start_redis() {
         Some((_server, port)) => {
             let config = RedisConfig {
                 urls: vec![format!("redis://127.0.0.1:{port}/0")],

@@ -4,6 +4,9 @@
 //! a miss costs one Redis round trip (a script: hash -> id -> record).
 //! Run: `cargo bench --bench miss_path`.
 
+#[path = "common/redis.rs"]
+mod redis_server;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use kbgate::authz::Scope;
 use kbgate::keys::StoreConfig;
@@ -11,7 +14,6 @@ use kbgate::keys::keyring::CacheLimits;
 use kbgate::keys::redis::RedisConfig;
 use kbgate::keys::{KeyRecord, KeyStore, Keyring, secret};
 use std::hint::black_box;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,45 +48,6 @@ fn bench_store(
     });
 }
 
-/// A redis-server for the bench, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<(Server, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((Server(child), port));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 fn miss_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +59,7 @@ fn miss_path(c: &mut Criterion) {
         kbgate::app::open_store(&embedded).unwrap(),
     );
 
-    match start_redis() {
+    match redis_server::start_redis() {
         Some((_server, port)) => {
             let redis = StoreConfig::Redis(RedisConfig {
                 urls: vec![format!("redis://127.0.0.1:{port}/0")],
