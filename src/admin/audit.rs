@@ -1,6 +1,7 @@
 //! `/v1/audit`: the audit trail, newest first, filtered and paged (or every match as NDJSON
 //! for a SIEM), and `/v1/audit/verify`, which walks the hash chain.
 
+use super::query::Params;
 use super::{Admin, ApiError, json};
 use crate::body::{self, Body};
 use crate::keys::audit::{self, Action, Entry};
@@ -29,65 +30,43 @@ pub(super) struct Query {
     until: Option<DateTime<Utc>>,
 }
 
-/// A bad query parameter: 422 `invalid_request` naming it, as the key list's parameters answer.
-fn bad(name: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid(format!("{name}: {reason}"))
-}
-
 /// A time as RFC 3339, or a duration in the config's syntax (`30d`, `12h`) meaning that long ago.
-pub(super) fn time_param(
-    name: &str,
-    value: &str,
-    now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
+fn time_or_ago(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(value) {
         return Ok(at.with_timezone(&Utc));
     }
-    let ago = humantime::parse_duration(value).map_err(|_| {
-        bad(
-            name,
-            "must be an RFC 3339 time or a duration such as 30d, 12h, 15m",
-        )
-    })?;
+    let ago = humantime::parse_duration(value)
+        .map_err(|_| "must be an RFC 3339 time or a duration such as 30d, 12h, 15m".to_string())?;
     chrono::Duration::from_std(ago)
         .ok()
         .and_then(|ago| now.checked_sub_signed(ago))
-        .ok_or_else(|| bad(name, "is too far back"))
+        .ok_or_else(|| "is too far back".to_string())
 }
 
 impl Query {
+    /// Through the admin API's one parameter parser ([`Params`]): an unknown, repeated or bad
+    /// parameter is 422 `invalid_request` naming it, as on the key list.
     pub(super) fn parse(query: Option<&str>) -> Result<Query, ApiError> {
+        let params = Params::parse(
+            query,
+            &[
+                "limit", "cursor", "key_id", "actor", "action", "since", "until",
+            ],
+        )?;
         let now = Utc::now();
-        let mut parsed = Query::default();
-        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let value = value.as_ref();
-            match name.as_ref() {
-                "limit" => {
-                    let limit = value
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or_else(|| bad("limit", format!("must be 1 to {MAX_LIMIT}")))?;
-                    parsed.limit = Some(limit);
-                }
-                "cursor" => {
-                    let seq = audit::seq_of(value)
-                        .ok_or_else(|| bad("cursor", "is not a cursor this API gave"))?;
-                    parsed.before = Some(seq);
-                }
-                "key_id" => parsed.key_id = Some(value.to_string()),
-                "actor" => parsed.actor = Some(value.to_string()),
-                "action" => {
-                    let action = Action::parse(value)
-                        .ok_or_else(|| bad("action", "is not an audit action"))?;
-                    parsed.action = Some(action);
-                }
-                "since" => parsed.since = Some(time_param("since", value, now)?),
-                "until" => parsed.until = Some(time_param("until", value, now)?),
-                other => return Err(bad(other, "is not a parameter of this endpoint")),
-            }
-        }
-        Ok(parsed)
+        Ok(Query {
+            limit: params.number("limit", 1..=MAX_LIMIT)?,
+            before: params.get("cursor", |value| {
+                audit::seq_of(value).ok_or_else(|| "is not a cursor this API gave".to_string())
+            })?,
+            key_id: params.text("key_id").map(str::to_string),
+            actor: params.text("actor").map(str::to_string),
+            action: params.get("action", |value| {
+                Action::parse(value).ok_or_else(|| "is not an audit action".to_string())
+            })?,
+            since: params.get("since", |value| time_or_ago(value, now))?,
+            until: params.get("until", |value| time_or_ago(value, now))?,
+        })
     }
 
     fn matches(&self, entry: &Entry) -> bool {
