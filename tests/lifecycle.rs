@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::redis::RedisServer;
-use common::{ADMIN_TOKEN, RunningKb, TestGateway, eventually};
+use common::{ADMIN_TOKEN, TestGateway, eventually, stores};
 use serde_json::{Value, json};
 
 async fn create_with_defaults(gateway: &TestGateway) {
@@ -227,41 +226,7 @@ async fn rotation_with_grace(gateway: &TestGateway) {
     );
 }
 
-/// One `#[tokio::test]` per suite function and store.
-macro_rules! for_each_store {
-    ($store:ident => $start:expr; $($suite:ident),* $(,)?) => {
-        mod $store {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $suite() {
-                    let upstream = RunningKb::start().await;
-                    let Some((gateway, _redis)) = ($start)(&upstream).await else { return };
-                    super::$suite(&gateway).await;
-                    gateway.shutdown().await;
-                }
-            )*
-        }
-    };
-}
-
-async fn embedded(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
-    Some((TestGateway::start(upstream).await, None))
-}
-
-/// The same suite on a real redis-server (skipped, and said so, where it is not installed).
-async fn redis(upstream: &RunningKb) -> Option<(TestGateway, Option<RedisServer>)> {
-    let server = RedisServer::start()?;
-    let store = server.store("lifecycle:");
-    let gateway = TestGateway::builder()
-        .upstream(upstream)
-        .config(|config| config.store = store)
-        .start()
-        .await;
-    Some((gateway, Some(server)))
-}
-
-for_each_store!(embedded => embedded;
+for_each_store!(embedded => |kb| stores::embedded(kb, |_| {});
     create_with_defaults,
     list_oldest_first,
     admin_input_is_checked,
@@ -269,7 +234,7 @@ for_each_store!(embedded => embedded;
     rotation_with_grace,
 );
 
-for_each_store!(redis => redis;
+for_each_store!(redis => |kb| stores::redis(kb, "lifecycle:", |_| {});
     create_with_defaults,
     list_oldest_first,
     admin_input_is_checked,
