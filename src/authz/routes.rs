@@ -6,6 +6,8 @@ use crate::path::canonicalize_path;
 use http::Method;
 use std::fmt;
 
+mod print;
+
 /// One route before it is checked: what a `routes:` entry of the config says, with its body
 /// limit in bytes. Strings stay strings so that every error names what was written.
 #[derive(Clone, Debug)]
@@ -317,89 +319,6 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
-
-    /// One warning for each route that can never match: for each of its methods, an earlier
-    /// route with that method matches every path it does (first match wins).
-    pub fn shadowed(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        for (index, route) in self.routes.iter().enumerate() {
-            let earlier = &self.routes[..index];
-            let mut by: Vec<usize> = Vec::new();
-            let all_covered = route.methods.iter().all(|method| {
-                let found = earlier
-                    .iter()
-                    .position(|e| e.methods.contains(method) && e.covers(route));
-                if let Some(i) = found
-                    && !by.contains(&i)
-                {
-                    by.push(i);
-                }
-                found.is_some()
-            });
-            if all_covered {
-                let by: Vec<String> = by
-                    .iter()
-                    .map(|&i| format!("routes[{i}] ({})", self.routes[i].label()))
-                    .collect();
-                let verb = if by.len() == 1 { "matches" } else { "match" };
-                warnings.push(format!(
-                    "routes[{index}] ({}) can never match: {} {verb} every request it would",
-                    route.label(),
-                    by.join(" and ")
-                ));
-            }
-        }
-        warnings
-    }
-
-    /// The table `check-config` prints: methods, path, permission, the body limit of each
-    /// route (`default_max_body`, `limits.max_body`, unless it sets its own) and its query rule.
-    pub fn describe(&self, default_max_body: u64) -> String {
-        let rows: Vec<[String; 5]> = self
-            .routes
-            .iter()
-            .map(|route| {
-                let methods: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
-                [
-                    methods.join(","),
-                    route.template.clone(),
-                    route.permission.to_string(),
-                    format_size(route.max_body.unwrap_or(default_max_body)),
-                    route.query.as_ref().map_or("-".into(), ToString::to_string),
-                ]
-            })
-            .collect();
-        let header = ["METHODS", "PATH", "PERMISSION", "MAX_BODY", "QUERY"].map(str::to_owned);
-        let width = |column: usize| {
-            rows.iter()
-                .chain([&header])
-                .map(|row| row[column].len())
-                .max()
-                .unwrap_or(0)
-        };
-        let widths = [width(0), width(1), width(2), width(3)];
-        let mut out = String::new();
-        for row in [&header].into_iter().chain(&rows) {
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            for (column, width) in widths.iter().enumerate() {
-                out.push_str(&format!("{:<width$}  ", row[column]));
-            }
-            out.push_str(&row[4]);
-        }
-        out
-    }
-}
-
-/// A size in the largest binary unit that divides it: `100MiB`, `1536KiB`, `1000B`.
-fn format_size(bytes: u64) -> String {
-    for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= scale && bytes.is_multiple_of(scale) {
-            return format!("{}{unit}", bytes / scale);
-        }
-    }
-    format!("{bytes}B")
 }
 
 /// Is HEAD routed because GET is? Unless `head: false`; `head` only applies beside GET.
@@ -570,45 +489,9 @@ fn find_duplicate(earlier: &[Route], route: &Route) -> Result<(), String> {
     Ok(())
 }
 
-impl fmt::Display for RouteTable {
-    /// An aligned table: a `METHODS  PATH  PERMISSION` header, then one line per route.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rows: Vec<[String; 3]> = self
-            .routes
-            .iter()
-            .map(|route| {
-                let methods: Vec<&str> = route.methods.iter().map(Method::as_str).collect();
-                [
-                    methods.join(","),
-                    route.template.clone(),
-                    route.permission.to_string(),
-                ]
-            })
-            .collect();
-        let header = ["METHODS", "PATH", "PERMISSION"].map(str::to_owned);
-        let width = |column: usize| {
-            rows.iter()
-                .chain([&header])
-                .map(|row| row[column].len())
-                .max()
-                .unwrap_or(0)
-        };
-        let (methods_width, path_width) = (width(0), width(1));
-        for (i, [methods, path, permission]) in [&header].into_iter().chain(&rows).enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(
-                f,
-                "{methods:<methods_width$}  {path:<path_width$}  {permission}"
-            )?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::print::format_size;
     use super::*;
     use crate::authz::tests::{known, perm};
 
