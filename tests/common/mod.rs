@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bin;
+pub mod browser;
 pub mod kb;
 pub mod limits;
 pub mod metrics;
