@@ -4,7 +4,8 @@
 //! search:read (403 on an article); the XSS name; rotate and use the new secret; disable,
 //! enable, delete; a cross-site post and a post without the CSRF token refused; sign out and
 //! the old cookie refused; a viewer sees no write controls and a forged post of theirs is
-//! refused. Screenshots go to target/console-screenshots/.
+//! refused. Screenshots go to target/console-screenshots/ (the README's key list to docs/ with
+//! KBGATE_UPDATE_DOCS_SCREENSHOT=1).
 
 mod common;
 
@@ -94,6 +95,31 @@ async fn secret_on_page(browser: &Browser) -> String {
         .await
         .unwrap()
         .unwrap()
+}
+
+/// A few keys as a KB owner would have them, and the key list's screenshot; with
+/// KBGATE_UPDATE_DOCS_SCREENSHOT=1 also the README's (docs/console-keys.png).
+async fn key_list_picture(browser: &Browser, gateway: &TestGateway, screenshots: bool) {
+    let keys = [
+        json!({"name": "Chatbot Integration", "permissions": ["search:read", "article:read"]}),
+        json!({"name": "Content Sync", "scope": "read_write"}),
+        json!({"name": "Support Tool"}),
+    ];
+    for (i, key) in keys.into_iter().enumerate() {
+        let (_, secret) = gateway.create_key(key).await;
+        for _ in 0..(3 - i) * 2 {
+            assert_eq!(gateway.get("/v1/search?query=x", &secret).await.0, 200);
+        }
+    }
+    browser.goto(&gateway.admin_url("/console/")).await;
+    browser.wait("table.keys").await;
+    if screenshots {
+        let png = browser.screenshot("keys").await;
+        if std::env::var("KBGATE_UPDATE_DOCS_SCREENSHOT").as_deref() == Ok("1") {
+            let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console-keys.png");
+            std::fs::write(docs, png).unwrap();
+        }
+    }
 }
 
 async fn walk(gateway: &TestGateway, screenshots: bool) {
@@ -212,19 +238,6 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
     more(&browser, gateway, &id, "Enable").await;
     browser.wait_text(&status, "active").await;
     assert_eq!(gateway.get("/v1/search?query=x", &rotated).await.0, 200);
-    let _ = gateway
-        .create_key(json!({"name": "Support tool", "scope": "read_write"}))
-        .await;
-    browser.goto(&gateway.admin_url("/console/")).await;
-    browser.wait("table.keys").await;
-    if screenshots {
-        let png = browser.screenshot("keys").await;
-        std::fs::write(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console-keys.png"),
-            png,
-        )
-        .unwrap();
-    }
 
     // Key detail, audit and admin tokens.
     browser
@@ -311,6 +324,7 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
             .is_err()
     );
     assert_eq!(gateway.get("/v1/search?query=x", &rotated).await.0, 401);
+    key_list_picture(&browser, gateway, screenshots).await;
 
     // Sign out: the old cookie opens nothing.
     browser.click("form.signout button").await;

@@ -2,7 +2,8 @@
 //! `/v1/keys`, health at `/healthz` and `/readyz`, Prometheus text at `/metrics`, and its OpenAPI
 //! document at `/openapi.json`. Health and metrics need no token: the listener is private.
 //! Every other endpoint needs a token whose role allows it ([`access`]); admin tokens at
-//! `/v1/admin-tokens`, the audit trail at `/v1/audit`.
+//! `/v1/admin-tokens`, the audit trail at `/v1/audit`. The web console ([`console`]) is served
+//! at `/console/` (`/` leads there) over the same key service and role table.
 
 mod access;
 mod audit;
