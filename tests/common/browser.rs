@@ -107,10 +107,10 @@ impl Browser {
     pub async fn wait_text(&self, css: &str, text: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
-                if element.text().await.is_ok_and(|t| t == text) {
-                    return;
-                }
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && element.text().await.is_ok_and(|t| t == text)
+            {
+                return;
             }
             if tokio::time::Instant::now() > deadline {
                 let url = self.client.current_url().await.unwrap();
