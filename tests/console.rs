@@ -134,17 +134,7 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
             }
         }
     };
-    let (_, viewer_token) = {
-        let (status, body) = gateway
-            .admin(
-                "POST",
-                "/v1/admin-tokens",
-                Some(json!({"name": "auditor", "role": "viewer"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        ((), body["secret"].as_str().unwrap().to_string())
-    };
+    let (_, viewer_token) = gateway.create_admin_token("auditor", "viewer").await;
 
     browser.goto(&gateway.admin_url("/console/login")).await;
     browser.wait("input#token").await;

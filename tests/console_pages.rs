@@ -185,26 +185,15 @@ async fn pages_and_sessions(gateway: &TestGateway) {
     assert_eq!(trail["entries"][0]["actor"]["id"], "config");
 
     // A stored token's session ends when the token is revoked, at the next request.
-    let (status, token) = gateway
-        .admin(
-            "POST",
-            "/v1/admin-tokens",
-            Some(json!({"name": "ops", "role": "operator"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let ops = sign_in(gateway, token["secret"].as_str().unwrap()).await;
+    let (token_id, token) = gateway.create_admin_token("ops", "operator").await;
+    let ops = sign_in(gateway, &token).await;
     let (status, _, html) = page(gateway, "/console/", &ops).await;
     assert_eq!(status, 200);
     assert!(!html.contains("/console/tokens") && html.contains("Create key"));
     let (status, _, _) = page(gateway, "/console/tokens", &ops).await;
     assert_eq!(status, 403);
     let revoked = gateway
-        .admin(
-            "DELETE",
-            &format!("/v1/admin-tokens/{}", token["id"].as_str().unwrap()),
-            None,
-        )
+        .admin("DELETE", &format!("/v1/admin-tokens/{token_id}"), None)
         .await;
     assert_eq!(revoked.0, 204);
     let (status, headers, _) = page(gateway, "/console/", &ops).await;

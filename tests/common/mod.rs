@@ -365,6 +365,17 @@ impl TestGateway {
         )
     }
 
+    /// Creates an admin token through the admin API; returns (id, secret).
+    pub async fn create_admin_token(&self, name: &str, role: &str) -> (String, String) {
+        let body = serde_json::json!({"name": name, "role": role});
+        let (status, token) = self.admin("POST", "/v1/admin-tokens", Some(body)).await;
+        assert_eq!(status, 201, "admin token create failed: {token}");
+        (
+            token["id"].as_str().unwrap().to_string(),
+            token["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// GET `path` with `key` as a bearer token; returns (status, error code or "").
     pub async fn get(&self, path: &str, key: &str) -> (u16, String) {
         status_and_code(self.keyed_get(self.url(path), key).await).await

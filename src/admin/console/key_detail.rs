@@ -13,7 +13,7 @@ use crate::keys::KeyRecord;
 use crate::keys::audit::Action;
 use crate::keys::history::{HourCounts, hour_of};
 use chrono::{DateTime, Utc};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use maud::{Markup, html};
 
 /// "unused for N days: consider deleting it" from this many days.
@@ -109,7 +109,7 @@ impl Admin {
                 p { a href={ "/console/audit?key=" (record.id) } { "All of this key's audit entries" } }
             }
         };
-        Ok(respond_key(signed, &record, content))
+        Ok(signed.page(&record.name, content))
     }
 }
 
@@ -127,13 +127,6 @@ fn settings(record: &KeyRecord, now: DateTime<Utc>) -> Markup {
             dt { "Requests" } dd { (record.usage.request_count) }
         }
     }
-}
-
-fn respond_key(signed: &Signed, record: &KeyRecord, content: Markup) -> Response<Body> {
-    super::layout::respond(
-        StatusCode::OK,
-        super::layout::page(&record.name, Some(&signed.viewer), content),
-    )
 }
 
 #[cfg(test)]

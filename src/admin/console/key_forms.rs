@@ -4,7 +4,7 @@
 
 use super::form::Form;
 use super::key_bits::scope_label;
-use super::layout::{Viewer, csrf_field, page, redirect, respond};
+use super::layout::{Viewer, actions, csrf_field, page, redirect, respond};
 use super::{Endpoint, Signed};
 use crate::admin::{Admin, ApiError};
 use crate::authz::Scope;
@@ -48,7 +48,7 @@ pub(super) fn secret_page(
         p { "Keep it server-side: in your server's environment or secret store. Never put it in frontend code, a mobile app or a repository, where anyone can read it." }
         p { a href={ "/console/keys/" (record.id) } { "I have stored it: go to the key" } }
     };
-    respond(StatusCode::OK, page(title, Some(&signed.viewer), content))
+    signed.page(title, content)
 }
 
 /// The Edit form, with `error` from a refused save above it.
@@ -93,10 +93,7 @@ fn edit_form(
             }
             label for="expires" { "Expires (UTC; empty: never)" }
             input #expires type="datetime-local" name="expires" value=[expires];
-            div.actions {
-                button.primary type="submit" { "Save" }
-                a href={ "/console/keys/" (record.id) } { "Cancel" }
-            }
+            (actions(html! { button.primary type="submit" { "Save" } }, &format!("/console/keys/{}", record.id)))
         }
     }
 }
@@ -132,10 +129,7 @@ impl Admin {
         signed.require(Endpoint::Key, Method::PATCH)?;
         let record = self.keys.get(id).await?;
         let form = edit_form(&signed.viewer, &record, &self.console.permissions, None);
-        Ok(respond(
-            StatusCode::OK,
-            page("Edit key", Some(&signed.viewer), form),
-        ))
+        Ok(signed.page("Edit key", form))
     }
 
     pub(super) async fn edit_key(
@@ -190,16 +184,10 @@ impl Admin {
                         option value=(seconds) selected[seconds == DEFAULT_GRACE] { (label) }
                     }
                 }
-                div.actions {
-                    button.primary type="submit" { "Rotate" }
-                    a href={ "/console/keys/" (record.id) } { "Cancel" }
-                }
+                (actions(html! { button.primary type="submit" { "Rotate" } }, &format!("/console/keys/{}", record.id)))
             }
         };
-        Ok(respond(
-            StatusCode::OK,
-            page("Rotate key", Some(&signed.viewer), content),
-        ))
+        Ok(signed.page("Rotate key", content))
     }
 
     pub(super) async fn rotate_key(
@@ -237,16 +225,10 @@ impl Admin {
             p { "Delete " strong { (record.name) } "? Anything using it is refused from the next request. This cannot be undone." }
             form.card method="post" action={ "/console/keys/" (record.id) "/delete" } {
                 (csrf_field(&signed.viewer.csrf))
-                div.actions {
-                    button.danger type="submit" { "Delete key" }
-                    a href={ "/console/keys/" (record.id) } { "Cancel" }
-                }
+                (actions(html! { button.danger type="submit" { "Delete key" } }, &format!("/console/keys/{}", record.id)))
             }
         };
-        Ok(respond(
-            StatusCode::OK,
-            page("Delete key", Some(&signed.viewer), content),
-        ))
+        Ok(signed.page("Delete key", content))
     }
 
     pub(super) async fn delete_key(

@@ -6,7 +6,7 @@ use super::chart::sparkline;
 use super::form::{Form, encode};
 use super::key_bits::{more_menu, permissions_text, scope_label, status, when};
 use super::key_forms::secret_page;
-use super::layout::{csrf_field, page, respond};
+use super::layout::csrf_field;
 use super::{Endpoint, Signed, may};
 use crate::admin::keys::list_query;
 use crate::admin::{Admin, ApiError};
@@ -15,7 +15,7 @@ use crate::keys::KeyRecord;
 use crate::keys::history::hour_of;
 use crate::keys::service::NewKey;
 use chrono::Utc;
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use maud::{Markup, html};
 
 /// Keys per page: enough to scan, few enough to read each one's week of usage.
@@ -106,10 +106,7 @@ impl Admin {
                 nav.paging aria-label="Pages" { a href=(next) rel="next" { "Next page" } }
             }
         };
-        Ok(respond(
-            StatusCode::OK,
-            page("API keys", Some(&signed.viewer), content),
-        ))
+        Ok(signed.page("API keys", content))
     }
 
     /// One row of the list, with the key's requests per day over the last week.

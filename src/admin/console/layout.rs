@@ -22,6 +22,11 @@ pub(super) fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
+/// A form's buttons: `submit`, and Cancel back to `cancel`.
+pub(super) fn actions(submit: Markup, cancel: &str) -> Markup {
+    html! { div.actions { (submit) a href=(cancel) { "Cancel" } } }
+}
+
 /// A whole page: `title`, the navigation when someone is signed in, and `content`.
 pub(super) fn page(title: &str, viewer: Option<&Viewer>, content: Markup) -> Markup {
     html! {

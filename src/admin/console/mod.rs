@@ -79,6 +79,14 @@ struct Signed {
 }
 
 impl Signed {
+    /// A 200 page titled `title` showing `content`, with this viewer's navigation.
+    fn page(&self, title: &str, content: maud::Markup) -> Response<Body> {
+        layout::respond(
+            StatusCode::OK,
+            layout::page(title, Some(&self.viewer), content),
+        )
+    }
+
     /// 403 `insufficient_role`, as the API answers, unless the actor may.
     fn require(&self, endpoint: Endpoint, method: Method) -> Result<(), ApiError> {
         access::require(&self.viewer.actor, endpoint.role(&method))

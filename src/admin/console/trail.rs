@@ -3,13 +3,12 @@
 
 use super::form::{Form, encode};
 use super::key_bits::when;
-use super::layout::{page, respond};
 use super::{Endpoint, Signed};
 use crate::admin::audit::Query;
 use crate::admin::{Admin, ApiError};
 use crate::body::Body;
 use crate::keys::audit::{Action, Entry};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use maud::{Markup, html};
 
 const PAGE_SIZE: usize = 50;
@@ -101,10 +100,7 @@ impl Admin {
                 nav.paging aria-label="Pages" { a href=(next) rel="next" { "Older entries" } }
             }
         };
-        Ok(respond(
-            StatusCode::OK,
-            page("Audit", Some(&signed.viewer), content),
-        ))
+        Ok(signed.page("Audit", content))
     }
 
     pub(super) async fn tokens_view(&self, signed: &Signed) -> Result<Response<Body>, ApiError> {
@@ -135,9 +131,6 @@ impl Admin {
                 }
             }
         };
-        Ok(respond(
-            StatusCode::OK,
-            page("Admin tokens", Some(&signed.viewer), content),
-        ))
+        Ok(signed.page("Admin tokens", content))
     }
 }
