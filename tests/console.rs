@@ -146,6 +146,16 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
     browser.wait_title("Your new key").await;
     let secret = secret_on_page(&browser).await;
     assert!(secret.starts_with("kb_"), "{secret}");
+    // The copy button's script runs (under the CSP: no inline script) and says what it did.
+    browser.click("button[data-copy=secret]").await;
+    browser
+        .client
+        .wait()
+        .for_element(Locator::XPath(
+            "//span[@class='copied' and normalize-space()!='']",
+        ))
+        .await
+        .unwrap();
     shot("secret").await;
     assert_eq!(gateway.get("/v1/article", &secret).await.0, 200);
     browser.click("a[href^='/console/keys/']").await;
@@ -174,6 +184,11 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
     let write_box = browser
         .wait("input[name=permission][value='article:write']")
         .await;
+    assert!(!write_box.is_enabled().await.unwrap());
+    // Read and Write offers the write permissions; back to Read-only takes them away.
+    browser.click("input[name=scope][value=read_write]").await;
+    assert!(write_box.is_enabled().await.unwrap());
+    browser.click("input[name=scope][value=read]").await;
     assert!(!write_box.is_enabled().await.unwrap());
     let name_field = browser.wait("input#name").await;
     name_field.clear().await.unwrap();
