@@ -100,13 +100,16 @@ impl Admin {
         if path == "/" || path == "/console" {
             return redirect("/console/");
         }
-        let rest = path.trim_start_matches("/console/").to_string();
+        let rest = path
+            .strip_prefix("/console/")
+            .unwrap_or_default()
+            .to_string();
         let segments: Vec<&str> = rest.split('/').collect();
         let method = request.method().clone();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["static", "console.css"]) => return asset(CSS, "text/css"),
             (&Method::GET, ["static", "console.js"]) => return asset(JS, "text/javascript"),
-            (&Method::GET, ["login"]) => return self.sign_in_page(&request),
+            (&Method::GET, ["login"]) => return sign_in::page(StatusCode::OK, None),
             (&Method::POST, ["login"]) => return self.sign_in(request, conn).await,
             _ => {}
         }
@@ -134,20 +137,7 @@ impl Admin {
         let query = request.uri().query().map(str::to_string);
         let result = match method {
             Method::GET => self.console_get(&signed, &segments, query.as_deref()).await,
-            _ => match super::read_body(request).await {
-                Ok(body) => {
-                    let form = Form::parse(&body);
-                    match csrf::token_matches(&signed.viewer.csrf, form.get("csrf")) {
-                        true => self.console_post(&signed, &segments, &form).await,
-                        false => Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            "csrf",
-                            "The form's CSRF token is missing or wrong: reload the page and try again.",
-                        )),
-                    }
-                }
-                Err(error) => Err(error),
-            },
+            _ => self.console_post(&signed, &segments, request).await,
         };
         result
             .unwrap_or_else(|error| error_page(error.status, &error.message, Some(&signed.viewer)))
@@ -172,12 +162,21 @@ impl Admin {
         }
     }
 
+    /// A form post: its CSRF token must be the session's before anything else is read.
     async fn console_post(
         &self,
         signed: &Signed,
         segments: &[&str],
-        form: &Form,
+        request: Request<Body>,
     ) -> Result<Response<Body>, ApiError> {
+        let form = &Form::parse(&super::read_body(request).await?);
+        if !csrf::token_matches(&signed.viewer.csrf, form.get("csrf")) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "The form's CSRF token is missing or wrong: reload the page and try again.",
+            ));
+        }
         match segments {
             ["logout"] => Ok(self.sign_out(signed)),
             ["keys"] => self.create_key(signed).await,

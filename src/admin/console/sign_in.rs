@@ -2,7 +2,7 @@
 //! the session keeps only its hash, and the cookie only a random id.
 
 use super::form::Form;
-use super::layout::{page, redirect, respond};
+use super::layout::{self, redirect, respond};
 use super::{COOKIE, Signed, csrf};
 use crate::admin::Admin;
 use crate::body::Body;
@@ -39,7 +39,8 @@ pub(super) fn forget(mut response: Response<Body>, conn: &ConnInfo) -> Response<
     response
 }
 
-fn form_page(status: StatusCode, message: Option<&str>) -> Response<Body> {
+/// The sign-in form, with `message` (why the last try was refused) above it.
+pub(super) fn page(status: StatusCode, message: Option<&str>) -> Response<Body> {
     let content = html! {
         @if let Some(message) = message { p.error role="alert" { (message) } }
         form.card method="post" action="/console/login" {
@@ -49,29 +50,25 @@ fn form_page(status: StatusCode, message: Option<&str>) -> Response<Body> {
             button type="submit" { "Sign in" }
         }
     };
-    respond(status, page("Sign in", None, content))
+    respond(status, layout::page("Sign in", None, content))
 }
 
 impl Admin {
-    pub(super) fn sign_in_page(&self, _request: &Request<Body>) -> Response<Body> {
-        form_page(StatusCode::OK, None)
-    }
-
     pub(super) async fn sign_in(&self, request: Request<Body>, conn: &ConnInfo) -> Response<Body> {
         if !csrf::same_origin(request.headers()) {
-            return form_page(
+            return page(
                 StatusCode::FORBIDDEN,
                 Some("A cross-site sign-in is refused."),
             );
         }
         let body = match super::super::read_body(request).await {
             Ok(body) => body,
-            Err(error) => return form_page(error.status, Some(&error.message)),
+            Err(error) => return page(error.status, Some(&error.message)),
         };
         let form = Form::parse(&body);
         let token = form.get("token").unwrap_or_default().trim();
         let refused = || {
-            form_page(
+            page(
                 StatusCode::UNAUTHORIZED,
                 Some("That admin token is not valid."),
             )
@@ -82,7 +79,7 @@ impl Admin {
         let actor = match self.actor_of(&credential).await {
             Ok(actor) => actor,
             Err(error) if error.status == StatusCode::UNAUTHORIZED => return refused(),
-            Err(error) => return form_page(error.status, Some(&error.message)),
+            Err(error) => return page(error.status, Some(&error.message)),
         };
         let session = self.console.sessions.create(credential, Instant::now());
         tracing::info!(target: "kbgate::admin", actor = %actor.id, "console sign in");
