@@ -151,6 +151,7 @@ async fn walk(gateway: &TestGateway, screenshots: bool) {
     browser
         .client
         .wait()
+        .at_most(std::time::Duration::from_secs(90))
         .for_element(Locator::XPath(
             "//span[@class='copied' and normalize-space()!='']",
         ))

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -35,7 +36,9 @@ impl Browser {
         }
         let turn = ONE_AT_A_TIME.lock().await;
         let port = super::free_port();
+        // Its own process group, so that the browsers it starts end with it (see Drop).
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -138,9 +141,18 @@ impl Browser {
         png
     }
 
-    pub async fn close(mut self) {
+    /// Ends the WebDriver session (chromium quits); Drop ends chromedriver.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
+    }
+}
+
+/// Also after a failed step: chromedriver and the browsers it started (its process group).
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = self.driver.id() as libc::pid_t;
+        // SAFETY: kill(2) on the process group this test spawned; no memory is involved.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.driver.wait();
     }
 }
