@@ -183,6 +183,7 @@ async fn pages_and_sessions(gateway: &TestGateway) {
         .admin("GET", "/v1/audit?action=key.enabled", None)
         .await;
     assert_eq!(trail["entries"][0]["actor"]["id"], "config");
+    edit_keeps_an_expiry_left_as_shown(gateway, &cookie, &csrf).await;
 
     // A stored token's session ends when the token is revoked, at the next request.
     let (token_id, token) = gateway.create_admin_token("ops", "operator").await;
@@ -201,6 +202,41 @@ async fn pages_and_sessions(gateway: &TestGateway) {
         (status, &headers[LOCATION]),
         (303, &"/console/login".parse().unwrap())
     );
+}
+
+/// Edit sends the expiry only when it was changed: left as shown (to the minute) it stays as
+/// it is, to the second; emptied, the key no longer expires.
+async fn edit_keeps_an_expiry_left_as_shown(gateway: &TestGateway, cookie: &str, csrf: &str) {
+    let expires_at = "2031-05-06T07:08:09.123Z";
+    let (id, _) = gateway
+        .create_key(json!({"name": "expiring", "expires_at": expires_at}))
+        .await;
+    let (_, _, html) = page(gateway, &format!("/console/keys/{id}/edit"), cookie).await;
+    assert!(html.contains("value=\"2031-05-06T07:08\""), "{html}");
+    let edit = format!("/console/keys/{id}/edit");
+    let fields = [
+        ("csrf", csrf),
+        ("name", "renamed"),
+        ("scope", "read"),
+        ("expires", "2031-05-06T07:08"),
+    ];
+    assert_eq!(post(gateway, &edit, cookie, &fields).await, 303);
+    let (_, key) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(
+        (key["name"].as_str(), key["expires_at"].as_str()),
+        (Some("renamed"), Some(expires_at))
+    );
+    let fields = [("csrf", csrf), ("name", "renamed"), ("expires", "")];
+    assert_eq!(post(gateway, &edit, cookie, &fields).await, 303);
+    let (_, key) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(key["expires_at"], serde_json::Value::Null);
+    // A write permission on a Read-only key is refused, and the form says why.
+    let fields = [
+        ("csrf", csrf),
+        ("scope", "read"),
+        ("permission", "article:write"),
+    ];
+    assert_eq!(post(gateway, &edit, cookie, &fields).await, 422);
 }
 
 for_each_store!(embedded => |kb| stores::embedded(kb, |_| {}); pages_and_sessions);

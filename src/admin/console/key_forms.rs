@@ -60,9 +60,7 @@ fn edit_form(
 ) -> Markup {
     let read_only = record.scope == Scope::Read;
     let chosen: Vec<String> = record.permissions.iter().map(ToString::to_string).collect();
-    let expires = record
-        .expires_at
-        .map(|at| at.format(LOCAL_TIME).to_string());
+    let expires = record.expires_at.map(local_time);
     html! {
         @if let Some(error) = error { p.error role="alert" { (error) } }
         form.card method="post" action={ "/console/keys/" (record.id) "/edit" } {
@@ -96,6 +94,11 @@ fn edit_form(
             (actions(html! { button.primary type="submit" { "Save" } }, &format!("/console/keys/{}", record.id)))
         }
     }
+}
+
+/// A time as the `datetime-local` input shows it (UTC).
+fn local_time(at: DateTime<Utc>) -> String {
+    at.format(LOCAL_TIME).to_string()
 }
 
 /// A `datetime-local` value, read as UTC; empty is no expiry.
@@ -139,11 +142,15 @@ impl Admin {
         form: &Form,
     ) -> Result<Response<Body>, ApiError> {
         signed.require(Endpoint::Key, Method::PATCH)?;
+        // An expiry left as shown stays as it is (to the second, and even when already past).
+        let shown = self.keys.get(id).await?.expires_at.map(local_time);
+        let expires = form.get("expires").unwrap_or_default();
+        let changed = expires != shown.as_deref().unwrap_or_default();
         let edit = KeyEdit {
             name: form.get("name").map(str::to_string),
             scope: scope(form.get("scope"))?,
             permissions: Some(form.all("permission")),
-            expires_at: Some(expiry(form.get("expires").unwrap_or_default())?),
+            expires_at: changed.then(|| expiry(expires)).transpose()?,
             ..KeyEdit::default()
         };
         match self.keys.edit(id, edit, &signed.ctx).await {
