@@ -119,6 +119,9 @@ pub async fn start_with_store(
         )));
     }
     let gateway = Arc::new(gateway);
+    let route_permissions: Vec<String> = (config.routes.routes().iter())
+        .map(|route| route.permission.to_string())
+        .collect();
     let keys = Arc::new(KeyService::new(
         store.clone(),
         keyring.clone(),
@@ -130,7 +133,8 @@ pub async fn start_with_store(
         Admin::new(keys, &config.admin.token)
             .with_metrics(prometheus.clone(), key_metrics.clone())
             .with_limiter(limiter.clone())
-            .with_webhooks(deliverer.clone()),
+            .with_webhooks(deliverer.clone())
+            .with_route_permissions(route_permissions),
     );
 
     let servers = vec![

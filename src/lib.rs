@@ -41,7 +41,7 @@
 //!   when it is written · `limits` per-key rate, quota and address decisions and their headers
 //! - floor 4: `gateway` `handle` over `admit` (checks, path, key, verify, route, grant) then
 //!   `forward`; `checks`, `key_source`, `body_guard` · `admin` the admin API (with `/metrics`;
-//!   `access` tokens and roles, `tokens`, `audit`)
+//!   `access` tokens and roles, `tokens`, `audit`; `console` the web page at `/console/`)
 //!   · `config` the file format: serde shapes, `${ENV}`, units, `validate` -> the parts' settings
 //! - floor 5: `app` builds the gateway and the admin API as values and runs them
 //! - floor 6: `cli` `kbgate keys …`, `admin-tokens …`, `audit …` · `migrate` copies keys,

@@ -71,6 +71,30 @@ fn the_demo_curl_lines_work_as_printed() {
         "{table}"
     );
 
+    // The console's address and sign-in token, as printed: signing in leads to the key list.
+    let console = lines.iter().position(|l| l.contains("/console/")).unwrap();
+    let url = lines[console].rsplit(' ').next().unwrap().to_string();
+    let token = lines[console + 1].rsplit(' ').next().unwrap();
+    let sign_in = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args([
+            "--data-urlencode",
+            &format!("token={token}"),
+            &format!("{url}login"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&sign_in.stdout),
+        format!("303 {url}")
+    );
+
     Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -5,19 +5,26 @@
 //! store read.
 
 use super::{Admin, ApiError};
-use crate::body::Body;
 use crate::keys::admin_token::{self, Role};
 use crate::keys::audit::{Actor, Context};
 use crate::keys::{KeyHash, StoreError};
 use crate::server::ConnInfo;
 use chrono::Utc;
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 
 /// The longest `User-Agent` kept in an audit entry.
 const MAX_USER_AGENT: usize = 256;
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// No token, or one that is not (or no longer) valid.
+fn missing() -> ApiError {
+    unauthorized(
+        "unauthorized",
+        "The admin API needs 'Authorization: Bearer <admin token>'.",
+    )
 }
 
 /// 403 `insufficient_role` unless `actor` has at least `needed`.
@@ -45,23 +52,29 @@ impl Admin {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        let missing = || {
-            unauthorized(
-                "unauthorized",
-                "The admin API needs 'Authorization: Bearer <admin token>'.",
-            )
-        };
         let token = presented.ok_or_else(missing)?;
-        if blake3::hash(token.as_bytes()) == self.token_hash {
+        let hash = self.credential(token).ok_or_else(missing)?;
+        self.actor_of(&hash).await
+    }
+
+    /// The hash a presented admin token is known by: the config's token, or a well-formed
+    /// stored token (`kbadm_…`); None for anything else, refused before any store read.
+    pub(super) fn credential(&self, token: &str) -> Option<KeyHash> {
+        let hash = KeyHash::of(token);
+        (hash.0 == *self.token_hash.as_bytes() || admin_token::is_well_formed(token))
+            .then_some(hash)
+    }
+
+    /// The actor behind a credential's hash (see [`Admin::credential`]): the console keeps the hash,
+    /// never the token, and asks here on each request, as the API does with the token.
+    pub(super) async fn actor_of(&self, hash: &KeyHash) -> Result<Actor, ApiError> {
+        if hash.0 == *self.token_hash.as_bytes() {
             return Ok(Actor::config());
-        }
-        if !admin_token::is_well_formed(token) {
-            return Err(missing());
         }
         let stored = self
             .keys
             .store()
-            .admin_token_by_hash(&KeyHash::of(token))
+            .admin_token_by_hash(hash)
             .await
             .map_err(ApiError::store)?
             .ok_or_else(missing)?;
@@ -80,8 +93,8 @@ impl Admin {
 }
 
 /// Who made a change and from where, for its audit entry.
-pub(super) fn context(actor: Actor, request: &Request<Body>, conn: &ConnInfo) -> Context {
-    let user_agent = request.headers().get(header::USER_AGENT).map(|v| {
+pub(super) fn context(actor: Actor, headers: &HeaderMap, conn: &ConnInfo) -> Context {
+    let user_agent = headers.get(header::USER_AGENT).map(|v| {
         String::from_utf8_lossy(v.as_bytes())
             .chars()
             .take(MAX_USER_AGENT)

@@ -106,6 +106,19 @@ async fn scan_batch(
 impl Admin {
     /// One page: `limit` entries and the cursor of the next page (null: no more).
     pub(super) async fn audit_list(&self, query: Query) -> Result<Response<Body>, ApiError> {
+        let (entries, next_cursor) = self.audit_page(query).await?;
+        Ok(json(
+            StatusCode::OK,
+            &json!({ "entries": entries, "next_cursor": next_cursor }),
+        ))
+    }
+
+    /// The entries of one page and the cursor of the next (None: no more); the API and the
+    /// console both read the trail here.
+    pub(super) async fn audit_page(
+        &self,
+        query: Query,
+    ) -> Result<(Vec<Entry>, Option<String>), ApiError> {
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
         let store = self.keys.store().as_ref();
         let mut entries: Vec<Entry> = Vec::new();
@@ -124,10 +137,7 @@ impl Admin {
             }
         };
         let next_cursor = more.then(|| entries.last().map(|e| e.id.clone())).flatten();
-        Ok(json(
-            StatusCode::OK,
-            &json!({ "entries": entries, "next_cursor": next_cursor }),
-        ))
+        Ok((entries, next_cursor))
     }
 
     /// Every matching entry, one JSON line each, sent as it is read.

@@ -115,7 +115,7 @@ pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Re
 }
 
 /// `GET /v1/keys`'s parameters.
-fn list_query(query: Option<&str>, resources: &[String]) -> Result<ListQuery, ApiError> {
+pub(super) fn list_query(query: Option<&str>, resources: &[String]) -> Result<ListQuery, ApiError> {
     let params = Params::parse(
         query,
         &[

@@ -2,10 +2,12 @@
 //! `/v1/keys`, health at `/healthz` and `/readyz`, Prometheus text at `/metrics`, and its OpenAPI
 //! document at `/openapi.json`. Health and metrics need no token: the listener is private.
 //! Every other endpoint needs a token whose role allows it ([`access`]); admin tokens at
-//! `/v1/admin-tokens`, the audit trail at `/v1/audit`.
+//! `/v1/admin-tokens`, the audit trail at `/v1/audit`. The web console ([`console`]) is served
+//! at `/console/` (`/` leads there) over the same key service and role table.
 
 mod access;
 mod audit;
+mod console;
 mod keys;
 mod openapi;
 mod query;
@@ -39,6 +41,8 @@ pub struct Admin {
     limiter: Option<Arc<Limiter>>,
     /// The webhook deliverer: its settings check URLs, and it makes retries asked for by hand.
     webhooks: Arc<Deliverer>,
+    /// The web console at `/console/`: its sessions and the permissions Edit offers.
+    console: console::Console,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -127,7 +131,12 @@ impl Handler for Admin {
 impl Admin {
     /// The admin API over `keys`; its OpenAPI document lists the permissions `keys` accepts.
     pub fn new(keys: Arc<KeyService>, token: &str) -> Admin {
+        let every_permission = keys
+            .resources()
+            .iter()
+            .flat_map(|r| [format!("{r}:read"), format!("{r}:write")]);
         Admin {
+            console: console::Console::new(every_permission),
             openapi: openapi::document(keys.resources()),
             webhooks: Deliverer::new(keys.store().clone(), WebhookSettings::default()),
             keys,
@@ -155,6 +164,16 @@ impl Admin {
         self
     }
 
+    /// The console's Edit offers `permissions` (those the route table uses) rather than every
+    /// permission of every resource.
+    pub fn with_route_permissions(
+        mut self,
+        permissions: impl IntoIterator<Item = String>,
+    ) -> Admin {
+        self.console = console::Console::new(permissions);
+        self
+    }
+
     /// Uses `deliverer` (and its settings) for webhooks.
     pub fn with_webhooks(mut self, deliverer: Arc<Deliverer>) -> Admin {
         self.webhooks = deliverer;
@@ -168,6 +187,9 @@ impl Admin {
     ) -> Result<Response<Body>, ApiError> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        if console::owns(&path) {
+            return Ok(self.console(request, conn).await);
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let endpoint = Endpoint::of(&segments).ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
@@ -186,7 +208,7 @@ impl Admin {
         };
         let actor = self.caller(request.headers()).await?;
         access::require(&actor, needed)?;
-        let ctx = access::context(actor, &request, conn);
+        let ctx = access::context(actor, request.headers(), conn);
         let id = segments.get(2).copied().unwrap_or_default();
         let query = request.uri().query().map(str::to_string);
         match endpoint {

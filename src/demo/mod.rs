@@ -125,6 +125,9 @@ curl -sS {w} 'http://{admin}/v1/keys?limit=100' -H 'Authorization: Bearer {admin
 # usage of the last 7 days: totals (forwarded, refused by code, the KB's answers by class) and the top keys -> 200
 curl -sS {w} 'http://{admin}/v1/usage' -H 'Authorization: Bearer {admin_token}'
 
+Manage keys in a browser (Settings > API): open http://{admin}/console/
+  and sign in with the admin token: {admin_token}
+
 Manage keys with the CLI in another shell:
   KBGATE_ADMIN_URL=http://{admin} KBGATE_ADMIN_TOKEN={admin_token} cargo run --release -- keys list
 

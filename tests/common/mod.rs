@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bin;
+pub mod browser;
 pub mod kb;
 pub mod limits;
 pub mod metrics;
@@ -361,6 +362,17 @@ impl TestGateway {
         (
             key["id"].as_str().unwrap().to_string(),
             key["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Creates an admin token through the admin API; returns (id, secret).
+    pub async fn create_admin_token(&self, name: &str, role: &str) -> (String, String) {
+        let body = serde_json::json!({"name": name, "role": role});
+        let (status, token) = self.admin("POST", "/v1/admin-tokens", Some(body)).await;
+        assert_eq!(status, 201, "admin token create failed: {token}");
+        (
+            token["id"].as_str().unwrap().to_string(),
+            token["secret"].as_str().unwrap().to_string(),
         )
     }
 
