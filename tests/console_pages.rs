@@ -60,6 +60,17 @@ fn csrf_of(html: &str) -> String {
 }
 
 async fn post(gateway: &TestGateway, path: &str, cookie: &str, extra: &[(&str, &str)]) -> u16 {
+    post_page(gateway, path, cookie, extra).await.0
+}
+
+/// POSTs a console form: `extra` holds its fields, and headers named `h:<name>`; returns the
+/// status and the page.
+async fn post_page(
+    gateway: &TestGateway,
+    path: &str,
+    cookie: &str,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
     let mut request = client()
         .post(gateway.admin_url(path))
         .header("cookie", cookie);
@@ -67,13 +78,8 @@ async fn post(gateway: &TestGateway, path: &str, cookie: &str, extra: &[(&str, &
         request = request.header(&name[2..], *value);
     }
     let fields: Vec<_> = extra.iter().filter(|(n, _)| !n.starts_with("h:")).collect();
-    request
-        .form(&fields)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let response = request.form(&fields).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 async fn pages_and_sessions(gateway: &TestGateway) {
@@ -239,5 +245,84 @@ async fn edit_keeps_an_expiry_left_as_shown(gateway: &TestGateway, cookie: &str,
     assert_eq!(post(gateway, &edit, cookie, &fields).await, 422);
 }
 
-for_each_store!(embedded => |kb| stores::embedded(kb, |_| {}); pages_and_sessions);
-for_each_store!(redis => |kb| stores::redis(kb, "console-pages:", |_| {}); pages_and_sessions);
+/// An admin creates an admin token in the console (its secret shown once, working against the
+/// API), sees it listed, and revokes it; an operator gets neither the page nor the form.
+async fn admin_tokens(gateway: &TestGateway) {
+    let cookie = sign_in(gateway, ADMIN_TOKEN).await;
+    let (_, _, html) = page(gateway, "/console/tokens", &cookie).await;
+    let csrf = csrf_of(&html);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "Support <lead>"),
+        ("role", "operator"),
+        ("expires", ""),
+    ];
+    let (status, html) = post_page(gateway, "/console/tokens", &cookie, &fields).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("This is the only time the secret is shown"));
+    let at = html.find("value=\"kbadm_").expect("the secret on the page") + 7;
+    let secret = html[at..].split('"').next().unwrap().to_string();
+    let as_token = |secret: String| async move {
+        client()
+            .get(gateway.admin_url("/v1/keys"))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(as_token(secret.clone()).await, 200);
+    let (_, tokens) = gateway.admin("GET", "/v1/admin-tokens", None).await;
+    let token = &tokens["tokens"][0];
+    assert_eq!(
+        (token["name"].as_str(), token["role"].as_str()),
+        (Some("Support <lead>"), Some("operator"))
+    );
+    let id = token["id"].as_str().unwrap();
+    let (_, _, html) = page(gateway, "/console/tokens", &cookie).await;
+    assert!(html.contains("Support &lt;lead&gt;") && !html.contains(&secret));
+
+    // An operator may neither see the page nor post its form.
+    let ops = sign_in(gateway, &secret).await;
+    assert_eq!(page(gateway, "/console/tokens", &ops).await.0, 403);
+    let ops_csrf = csrf_of(&page(gateway, "/console/", &ops).await.2);
+    let fields = [
+        ("csrf", ops_csrf.as_str()),
+        ("name", "x"),
+        ("role", "viewer"),
+    ];
+    assert_eq!(post(gateway, "/console/tokens", &ops, &fields).await, 403);
+
+    // Revoke, after a confirmation page: the token is refused, and audited with the actor.
+    let revoke = format!("/console/tokens/{id}/delete");
+    let (status, _, html) = page(gateway, &revoke, &cookie).await;
+    assert!(status == 200 && html.contains("Revoke token"), "{html}");
+    assert_eq!(
+        post(gateway, &revoke, &cookie, &[("csrf", &csrf)]).await,
+        303
+    );
+    assert_eq!(as_token(secret).await, 401);
+    let (_, trail) = gateway.admin("GET", "/v1/audit", None).await;
+    let entries: Vec<(&str, &str)> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["actor"]["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("admin_token.deleted", "config"),
+            ("admin_token.created", "config")
+        ]
+    );
+}
+
+for_each_store!(embedded => |kb| stores::embedded(kb, |_| {}); pages_and_sessions, admin_tokens);
+for_each_store!(redis => |kb| stores::redis(kb, "console-pages:", |_| {}); pages_and_sessions, admin_tokens);

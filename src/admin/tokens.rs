@@ -48,29 +48,34 @@ impl Admin {
         ctx: &Context,
     ) -> Result<Response<Body>, ApiError> {
         let request: CreateToken = parse(body)?;
-        let name = valid_name(
-            request
-                .name
-                .ok_or_else(|| ApiError::invalid("name: missing"))?,
-        )
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
-        let role = request
-            .role
-            .ok_or_else(|| ApiError::invalid("role: missing"))?;
+        let (token, secret) = self
+            .issue_token(request.name, request.role, request.expires_at, ctx)
+            .await?;
+        let mut view = token_view(&token);
+        view["secret"] = Value::String(secret);
+        Ok(json(StatusCode::CREATED, &view))
+    }
+
+    /// Creates an admin token with its audit entry; returns it and its secret (shown once).
+    /// The API and the console both create tokens here.
+    pub(super) async fn issue_token(
+        &self,
+        name: Option<String>,
+        role: Option<Role>,
+        expires_at: Option<DateTime<Utc>>,
+        ctx: &Context,
+    ) -> Result<(AdminTokenRecord, String), ApiError> {
+        let name = valid_name(name.ok_or_else(|| ApiError::invalid("name: missing"))?)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let role = role.ok_or_else(|| ApiError::invalid("role: missing"))?;
         require(&ctx.actor, role)?;
         let now = Utc::now();
-        if request.expires_at.is_some_and(|at| at <= now) {
+        if expires_at.is_some_and(|at| at <= now) {
             return Err(ApiError::invalid("expires_at: must be in the future"));
         }
         let secret = admin_token::generate();
-        let token = AdminTokenRecord::new(
-            name,
-            role,
-            request.expires_at,
-            &secret,
-            ctx.actor.id.clone(),
-            now,
-        );
+        let token =
+            AdminTokenRecord::new(name, role, expires_at, &secret, ctx.actor.id.clone(), now);
         let changes = audit::diff(
             &Value::Null,
             &json!({"name": token.name, "role": token.role, "expires_at": timestamp(token.expires_at)}),
@@ -78,9 +83,7 @@ impl Admin {
         let entry = NewEntry::new(ctx, Action::AdminTokenCreated, target(&token), changes);
         self.keys.store().create_admin_token(&token, &entry).await?;
         tracing::info!(token_id = %token.id, role = %token.role, "admin token created");
-        let mut view = token_view(&token);
-        view["secret"] = Value::String(secret.secret);
-        Ok(json(StatusCode::CREATED, &view))
+        Ok((token, secret.secret))
     }
 
     pub(super) async fn list_tokens(&self) -> Result<Response<Body>, ApiError> {
@@ -94,6 +97,15 @@ impl Admin {
         id: &str,
         ctx: &Context,
     ) -> Result<Response<Body>, ApiError> {
+        self.revoke_token(id, ctx).await?;
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    /// Deletes an admin token with its audit entry: it is refused from its next request.
+    /// The API and the console both revoke tokens here.
+    pub(super) async fn revoke_token(&self, id: &str, ctx: &Context) -> Result<(), ApiError> {
         let not_found =
             || ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such admin token.");
         let store = self.keys.store();
@@ -109,8 +121,6 @@ impl Admin {
             .await?
             .ok_or_else(not_found)?;
         tracing::info!(token_id = %id, "admin token deleted");
-        let mut response = Response::new(crate::body::empty());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
+        Ok(())
     }
 }

@@ -27,12 +27,31 @@ const DEFAULT_GRACE: u64 = 86_400;
 /// The `datetime-local` input's format (seconds are optional in what browsers send).
 const LOCAL_TIME: &str = "%Y-%m-%dT%H:%M";
 
-/// The secret, shown this once, with a copy button and the advice to keep it server-side.
+/// A key's secret, shown this once, with a copy button and the advice to keep it server-side.
 pub(super) fn secret_page(
     signed: &Signed,
     record: &KeyRecord,
     secret: &str,
     title: &str,
+) -> Response<Body> {
+    let next = format!("/console/keys/{}", record.id);
+    shown_once(
+        signed,
+        &record.name,
+        secret,
+        title,
+        (&next, "go to the key"),
+    )
+}
+
+/// A secret (a key's or an admin token's) shown this once; `next` is where to go after
+/// storing it: (address, what it is).
+pub(super) fn shown_once(
+    signed: &Signed,
+    name: &str,
+    secret: &str,
+    title: &str,
+    next: (&str, &str),
 ) -> Response<Body> {
     let content = html! {
         p.warning role="alert" {
@@ -40,13 +59,13 @@ pub(super) fn secret_page(
             " kbgate keeps only its hash: leaving this page loses it, and a lost secret means rotating the key."
         }
         div.secret {
-            label for="secret" { "Secret of " (record.name) }
+            label for="secret" { "Secret of " (name) }
             input #secret type="text" readonly value=(secret) autocomplete="off" spellcheck="false";
             button type="button" data-copy="secret" { "Copy" }
             span.copied aria-live="polite" {}
         }
         p { "Keep it server-side: in your server's environment or secret store. Never put it in frontend code, a mobile app or a repository, where anyone can read it." }
-        p { a href={ "/console/keys/" (record.id) } { "I have stored it: go to the key" } }
+        p { a href=(next.0) { "I have stored it: " (next.1) } }
     };
     signed.page(title, content)
 }
@@ -102,7 +121,7 @@ fn local_time(at: DateTime<Utc>) -> String {
 }
 
 /// A `datetime-local` value, read as UTC; empty is no expiry.
-fn expiry(text: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(super) fn expiry(text: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     if text.trim().is_empty() {
         return Ok(None);
     }

@@ -9,7 +9,8 @@
 //!   `form` form bodies · `layout` the page frame, headers, escaping
 //! - `sign_in` sign in and out · `keys_list` the key list and create · `key_detail` one key,
 //!   its chart, hints and audit trail · `key_forms` edit, rotate, enable/disable, delete ·
-//!   `trail` the audit view and the admin tokens view · `chart` the SVG pictures
+//!   `trail` the audit view · `tokens` admin tokens: list, create, revoke · `chart` the SVG
+//!   pictures
 
 mod chart;
 mod csrf;
@@ -21,6 +22,7 @@ mod keys_list;
 mod layout;
 mod session;
 mod sign_in;
+mod tokens;
 mod trail;
 
 use super::{Admin, ApiError, Endpoint, access};
@@ -158,6 +160,7 @@ impl Admin {
             ["keys", id, "delete"] => self.delete_page(signed, id).await,
             ["audit"] => self.audit_view(signed, &query).await,
             ["tokens"] => self.tokens_view(signed).await,
+            ["tokens", id, "delete"] => self.revoke_page(signed, id).await,
             _ => Err(not_found()),
         }
     }
@@ -185,6 +188,8 @@ impl Admin {
             ["keys", id, "delete"] => self.delete_key(signed, id).await,
             ["keys", id, "enable"] => self.enable_key(signed, id, true, form).await,
             ["keys", id, "disable"] => self.enable_key(signed, id, false, form).await,
+            ["tokens"] => self.create_token_form(signed, form).await,
+            ["tokens", id, "delete"] => self.revoke_token_form(signed, id).await,
             _ => Err(not_found()),
         }
     }

@@ -1,5 +1,5 @@
 //! View 5: the audit trail, filtered by key, actor and action and paged through the API's own
-//! audit reader; and the admin tokens, for admins.
+//! audit reader.
 
 use super::form::{Form, encode};
 use super::key_bits::when;
@@ -101,36 +101,5 @@ impl Admin {
             }
         };
         Ok(signed.page("Audit", content))
-    }
-
-    pub(super) async fn tokens_view(&self, signed: &Signed) -> Result<Response<Body>, ApiError> {
-        signed.require(Endpoint::AdminTokens, Method::GET)?;
-        let tokens = self.keys.store().admin_tokens().await?;
-        let content = html! {
-            p.lead { "Admin tokens sign in here and call the admin API. Create and revoke them with " code { "kbgate admin-tokens" } " or " code { "/v1/admin-tokens" } "." }
-            @if tokens.is_empty() {
-                p.empty { "No admin tokens besides the config's." }
-            } @else {
-                table.tokens {
-                    thead { tr {
-                        th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Start" }
-                        th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Created by" }
-                    } }
-                    tbody {
-                        @for token in &tokens {
-                            tr {
-                                td data-label="Name" { (token.name) }
-                                td data-label="Role" { (token.role) }
-                                td data-label="Start" { code { (token.start) "…" } }
-                                td data-label="Created" { (when(Some(token.created_at))) }
-                                td data-label="Expires" { (when(token.expires_at)) }
-                                td data-label="Created by" { (token.created_by) }
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        Ok(signed.page("Admin tokens", content))
     }
 }
