@@ -14,6 +14,7 @@ mod history;
 pub mod invalidation;
 pub mod limits;
 mod outbox;
+mod quota_reads;
 #[macro_use]
 mod usage_order;
 
