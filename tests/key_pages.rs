@@ -191,6 +191,18 @@ fn filter_set() -> Vec<KeyRecord> {
     ]
 }
 
+/// [`filter_set`] by requests, most first (ties: newest first).
+const BY_REQUESTS_DESC: [&str; 8] = [
+    "chatty export",
+    "writer",
+    "expiring soon",
+    "Old sync",
+    "narrow",
+    "expiring later",
+    "expired",
+    "Chat Bot",
+];
+
 async fn each_filter_finds_its_keys(store: Store) {
     let Some((gateway, _redis)) = start_seeded(store, &filter_set()).await else {
         return;
@@ -263,19 +275,7 @@ async fn each_filter_finds_its_keys(store: Store) {
                 "Chat Bot",
             ],
         ),
-        (
-            "sort=requests&order=desc",
-            &[
-                "chatty export",
-                "writer",
-                "expiring soon",
-                "Old sync",
-                "narrow",
-                "expiring later",
-                "expired",
-                "Chat Bot",
-            ],
-        ),
+        ("sort=requests&order=desc", &BY_REQUESTS_DESC),
         (
             "sort=last_used",
             &[
@@ -533,6 +533,22 @@ async fn listed_keys_are_the_keys_shown(store: Store) {
         assert_eq!(used["unused"], 0);
         assert!(used["plain"].is_null());
     }
+    gateway.shutdown().await;
+}
+
+/// A Redis written before the usage orders (here: without them): the first sorted list
+/// indexes every key.
+#[tokio::test]
+async fn a_redis_from_before_the_usage_orders_is_indexed() {
+    let Some((gateway, Some(redis))) = start_seeded(Store::Redis, &filter_set()).await else {
+        return;
+    };
+    let deleted = redis.cli(&["DEL", "seeded:by_requests", "seeded:by_last_used"]);
+    assert_eq!(deleted.as_deref(), Some("2"), "the import kept both orders");
+    assert_eq!(
+        walk(&gateway, "sort=requests&order=desc&limit=3").await,
+        BY_REQUESTS_DESC
+    );
     gateway.shutdown().await;
 }
 
