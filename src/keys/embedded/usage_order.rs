@@ -19,6 +19,15 @@ const ORDERS: [(UsageSort, Order); 2] = [
     (UsageSort::LastUsed, BY_LAST_USED),
 ];
 
+/// An entry of an order as redb reads it.
+type Entry<'a> = Result<
+    (
+        redb::AccessGuard<'a, (i64, i64, &'static str)>,
+        redb::AccessGuard<'a, ()>,
+    ),
+    redb::StorageError,
+>;
+
 fn table(by: UsageSort) -> Order {
     match by {
         UsageSort::Requests => BY_REQUESTS,
@@ -114,10 +123,10 @@ pub(super) fn marks(
         (Some(mark), true) => order.range((Bound::Unbounded, Bound::Excluded(mark))),
     }
     .map_err(unavailable)?;
-    let to_mark = |entry: Result<(redb::AccessGuard<(i64, i64, &str)>, _), redb::StorageError>| {
+    let to_mark = |entry: Entry| {
         let (key, _) = entry.map_err(unavailable)?;
         let (value, created_micros, id) = key.value();
-        Ok::<_, StoreError>(UsageMark {
+        Ok(UsageMark {
             value,
             age: AgeMark {
                 created_micros,
