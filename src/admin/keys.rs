@@ -230,10 +230,23 @@ impl Admin {
     pub(super) async fn list(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
         let query = list_query(query, self.keys.resources())?;
         let page = self.keys.list_page(&query).await?;
-        let mut keys: Vec<Value> = Vec::with_capacity(page.keys.len());
-        for record in &page.keys {
-            keys.push(self.view(record).await?);
-        }
+        let quotas = match &self.limiter {
+            Some(limiter) => {
+                let keys: Vec<_> = page
+                    .keys
+                    .iter()
+                    .map(|r| (r.id.as_str(), r.quota.as_ref()))
+                    .collect();
+                limiter.quota_states(&keys).await.map_err(ApiError::store)?
+            }
+            None => vec![None; page.keys.len()],
+        };
+        let keys: Vec<Value> = page
+            .keys
+            .iter()
+            .zip(quotas)
+            .map(|(record, quota)| key_view(record, quota))
+            .collect();
         let next_cursor = page.next_cursor.map(|c| c.encode());
         Ok(json(
             StatusCode::OK,

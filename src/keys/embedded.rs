@@ -8,7 +8,7 @@
 use crate::keys::embedded_index as index;
 use crate::keys::history::{HourCounts, UsageOverview};
 use crate::keys::limits::QuotaCount;
-use crate::keys::listing::AgeMark;
+use crate::keys::listing::{AgeMark, UsageMark, UsageSort};
 use crate::keys::low_priority::LowPriorityThread;
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, Usage, UsageDelta};
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 mod audit;
 mod outbox;
+mod usage_order;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("hashes");
@@ -57,6 +58,7 @@ impl EmbeddedStore {
         txn.open_table(KEYS).map_err(unavailable)?;
         txn.open_table(HASHES).map_err(unavailable)?;
         txn.open_table(USAGE).map_err(unavailable)?;
+        usage_order::open_tables(&txn)?;
         audit::create_tables(&txn)?;
         index::open_tables(&txn, KEYS)?;
         txn.open_table(QUOTAS).map_err(unavailable)?;
@@ -164,21 +166,28 @@ fn write_usage(db: &Database, deltas: &[UsageDelta]) -> Result<(), StoreError> {
         let keys = txn.open_table(KEYS).map_err(unavailable)?;
         let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
         for delta in deltas {
-            if keys
-                .get(delta.key_id.as_str())
-                .map_err(unavailable)?
-                .is_none()
-            {
+            let Some(json) = keys.get(delta.key_id.as_str()).map_err(unavailable)? else {
                 continue;
-            }
-            let (count, last_ms) = usage
+            };
+            let created = usage_order::created_micros(json.value())?;
+            let before = usage
                 .get(delta.key_id.as_str())
                 .map_err(unavailable)?
-                .map_or((0, i64::MIN), |v| v.value());
-            let last_ms = last_ms.max(delta.last_used_at.timestamp_millis());
+                .map(|v| v.value());
+            let (count, last_ms) = before.unwrap_or((0, i64::MIN));
+            let after = (
+                count + delta.requests,
+                last_ms.max(delta.last_used_at.timestamp_millis()),
+            );
             usage
-                .insert(delta.key_id.as_str(), (count + delta.requests, last_ms))
+                .insert(delta.key_id.as_str(), after)
                 .map_err(unavailable)?;
+            usage_order::reorder(
+                &txn,
+                &delta.key_id,
+                Some((created, &usage_of(before))),
+                Some((created, &usage_of(Some(after)))),
+            )?;
             index::add_history(&txn, delta)?;
         }
     }
@@ -243,6 +252,7 @@ fn write_record(
     }
     keys.insert(record.id.as_str(), encode(record).as_slice())
         .map_err(unavailable)?;
+    usage_order::written(txn, record, previous)?;
     index::index(txn, Some(record), previous)
 }
 
@@ -261,7 +271,9 @@ fn remove_record(txn: &redb::WriteTransaction, id: &str) -> Result<Option<KeyRec
         hashes.remove(hash.0.as_slice()).map_err(unavailable)?;
     }
     let mut usage = txn.open_table(USAGE).map_err(unavailable)?;
-    usage.remove(id).map_err(unavailable)?;
+    let used = usage_of(usage.remove(id).map_err(unavailable)?.map(|v| v.value()));
+    let created = record.created_at.timestamp_micros();
+    usage_order::reorder(txn, id, Some((created, &used)), None)?;
     let mut quotas = txn.open_table(QUOTAS).map_err(unavailable)?;
     quotas.remove(id).map_err(unavailable)?;
     index::index(txn, None, Some(&record))?;
@@ -356,6 +368,29 @@ impl KeyStore for EmbeddedStore {
                 records.extend(read_record(&txn, &id)?);
             }
             Ok(records)
+        })
+        .await
+    }
+
+    /// From the usage orders, kept by the usage flush: a page costs its own keys.
+    async fn page_by_usage(
+        &self,
+        by: UsageSort,
+        after: Option<&UsageMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<(UsageMark, KeyRecord)>, StoreError> {
+        let after = after.cloned();
+        self.run(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let marks = usage_order::marks(&txn, by, after.as_ref(), descending, max)?;
+            let mut rows = Vec::with_capacity(marks.len());
+            for mark in marks {
+                if let Some(record) = read_record(&txn, &mark.age.id)? {
+                    rows.push((mark, record));
+                }
+            }
+            Ok(rows)
         })
         .await
     }
@@ -466,9 +501,17 @@ impl KeyStore for EmbeddedStore {
                     .usage
                     .last_used_at
                     .map_or(i64::MIN, |t| t.timestamp_millis());
-                usage
+                let before = usage
                     .insert(record.id.as_str(), (record.usage.request_count, last_ms))
-                    .map_err(unavailable)?;
+                    .map_err(unavailable)?
+                    .map(|v| v.value());
+                let created = record.created_at.timestamp_micros();
+                usage_order::reorder(
+                    &txn,
+                    &record.id,
+                    Some((created, &usage_of(before))),
+                    Some((created, &record.usage)),
+                )?;
             }
             txn.commit().map_err(unavailable)
         })

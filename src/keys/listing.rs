@@ -1,10 +1,12 @@
-//! Paged, filtered key lists. A page is read from the store's creation-order index from an
-//! opaque cursor on, so a walk is stable while keys are created and deleted: a key's place
-//! (created_at, id) never changes, no key is seen twice, and none that existed throughout is
-//! skipped. Sorting by usage reads every key instead (see [`MAX_SCAN`] and [`page`]).
+//! Paged, filtered key lists. A page is read from one of the store's ordered indexes from an
+//! opaque cursor on: creation order (created_at, id), or a usage order (requests or last use,
+//! then creation order), kept by the batched usage flush. A walk in creation order is stable
+//! while keys are created and deleted: a key's place never changes, no key is seen twice, and
+//! none that existed throughout is skipped. In a usage order a key's place moves when its usage
+//! does (see [`page`]).
 
 use crate::authz::{self, Permission};
-use crate::keys::{KeyRecord, KeyStore, StoreError};
+use crate::keys::{KeyRecord, KeyStore, StoreError, Usage};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 /// seconds. Measured with 1M keys (benches/key_pages.rs, a busy 2-core VM): 10,000 records
 /// took 95 ms from redb and 86 ms from Redis; 4,000 keep a page under 50 ms.
 pub const MAX_SCAN: usize = 4_000;
-/// Keys read per store call while filtering or sorting by usage.
+/// Keys read per store call while filtering.
 const SCAN_BATCH: usize = 1_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
@@ -76,15 +78,49 @@ impl Sort {
         }
     }
 
-    /// The usage value a key is sorted by (never-used keys first in ascending order).
-    fn value(self, record: &KeyRecord) -> i64 {
+    /// The usage order this sort reads, if it is one.
+    pub fn usage(self) -> Option<UsageSort> {
         match self {
-            Sort::Created => 0,
-            Sort::LastUsed => record
-                .usage
+            Sort::Created => None,
+            Sort::LastUsed => Some(UsageSort::LastUsed),
+            Sort::Requests => Some(UsageSort::Requests),
+        }
+    }
+}
+
+/// The orders the stores keep by usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageSort {
+    LastUsed,
+    Requests,
+}
+
+impl UsageSort {
+    /// The value a key is ordered by: Unix ms of its last use (a never-used key `i64::MIN`,
+    /// first in ascending order), or its request count.
+    pub fn value(self, usage: &Usage) -> i64 {
+        match self {
+            UsageSort::LastUsed => usage
                 .last_used_at
                 .map_or(i64::MIN, |t| t.timestamp_millis()),
-            Sort::Requests => i64::try_from(record.usage.request_count).unwrap_or(i64::MAX),
+            UsageSort::Requests => i64::try_from(usage.request_count).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A key's place in a usage order: the value, then its place in creation order (keys with
+/// the same value keep creation order). What the usage indexes hold and the cursors carry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UsageMark {
+    pub value: i64,
+    pub age: AgeMark,
+}
+
+impl UsageMark {
+    pub fn of(by: UsageSort, record: &KeyRecord) -> UsageMark {
+        UsageMark {
+            value: by.value(&record.usage),
+            age: AgeMark::of(record),
         }
     }
 }
@@ -160,12 +196,17 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    fn after(record: &KeyRecord, sort: Sort, descending: bool) -> Cursor {
+    /// The cursor at `place` in this sort's order.
+    fn at(place: Place, sort: Sort, descending: bool) -> Cursor {
+        let (value, mark) = match place {
+            Place::Age(mark) => (0, mark),
+            Place::Usage(mark) => (mark.value, mark.age),
+        };
         Cursor {
             sort,
             descending,
-            value: sort.value(record),
-            mark: AgeMark::of(record),
+            value,
+            mark,
         }
     }
 
@@ -245,29 +286,22 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
-/// Reads one page. `exact` adds usage not yet flushed to each record before it is filtered.
-///
-/// Sorted by creation (the default): reads the index from the cursor on and stops when the
-/// page is full or [`MAX_SCAN`] keys (rounded up to a batch) were read (then the page may be short, even empty, and
-/// its cursor goes on from the last key read). Sorted by last use or requests: reads every
-/// key (O(keys), memory O(limit); with 1M keys 15 s from redb, 9 s from Redis) and keeps the
-/// next `limit` after the cursor's (value,
-/// created, id). That walk is stable for keys whose usage does not change during it; a key
-/// used meanwhile moves, and may be seen twice or not at all, as in any list ordered by a
-/// value that changes.
-pub async fn page(
-    store: &dyn KeyStore,
-    query: &ListQuery,
-    now: DateTime<Utc>,
-    exact: &(dyn Fn(&mut KeyRecord) + Sync),
-) -> Result<Page, StoreError> {
-    match query.sort {
-        Sort::Created => by_age(store, query, now, exact).await,
-        _ => by_usage(store, query, now, exact).await,
-    }
+/// A key's place in the order a page is read in.
+enum Place {
+    Age(AgeMark),
+    Usage(UsageMark),
 }
 
-async fn by_age(
+/// Reads one page. `exact` adds usage not yet flushed to each record before it is filtered.
+///
+/// Reads the sort's index from the cursor on and stops when the page is full or [`MAX_SCAN`]
+/// keys (rounded up to a batch) were read (then the page may be short, even empty, and its
+/// cursor goes on from the last key read): a page costs its own keys, however many the store
+/// holds. A usage order is the store's as last flushed (up to `usage.flush_interval` behind
+/// the counts shown, which are exact). It is stable for keys whose usage does not change
+/// during the walk; a key used meanwhile moves, and may be seen twice or not at all, as in any
+/// list ordered by a value that changes.
+pub async fn page(
     store: &dyn KeyStore,
     query: &ListQuery,
     now: DateTime<Utc>,
@@ -279,30 +313,29 @@ async fn by_age(
     } else {
         SCAN_BATCH.max(query.limit + 1)
     };
-    let mut mark = query.cursor.as_ref().map(|c| c.mark.clone());
+    let cursor = |place| Cursor::at(place, query.sort, query.descending);
+    let mut after = query.cursor.clone();
     let mut keys = Vec::new();
+    let mut last_kept = None;
     let mut scanned = 0;
     loop {
-        let records = store
-            .page_by_age(mark.as_ref(), query.descending, batch)
-            .await?;
-        let last_batch = records.len() < batch;
-        for mut record in records {
+        let rows = read(store, query, after.as_ref(), batch).await?;
+        let last_batch = rows.len() < batch;
+        for (place, mut record) in rows {
             if keys.len() == query.limit {
                 // Another key follows the full page.
-                let next = keys
-                    .last()
-                    .map(|r| Cursor::after(r, Sort::Created, query.descending));
                 return Ok(Page {
                     keys,
-                    next_cursor: next,
+                    next_cursor: last_kept,
                 });
             }
             scanned += 1;
-            mark = Some(AgeMark::of(&record));
+            let place = cursor(place);
+            after = Some(place.clone());
             exact(&mut record);
             if query.filter.matches(&record, now) {
                 keys.push(record);
+                last_kept = Some(place);
             }
         }
         if last_batch {
@@ -312,81 +345,45 @@ async fn by_age(
             });
         }
         if scanned >= MAX_SCAN {
-            let next = mark.map(|mark| Cursor {
-                sort: Sort::Created,
-                descending: query.descending,
-                value: 0,
-                mark,
-            });
             return Ok(Page {
                 keys,
-                next_cursor: next,
+                next_cursor: after,
             });
         }
     }
 }
 
-async fn by_usage(
+/// Up to `max` keys after `after` in the query's order, each with its place.
+async fn read(
     store: &dyn KeyStore,
     query: &ListQuery,
-    now: DateTime<Utc>,
-    exact: &(dyn Fn(&mut KeyRecord) + Sync),
-) -> Result<Page, StoreError> {
-    let sort = query.sort;
-    let place = |r: &KeyRecord| (sort.value(r), AgeMark::of(r));
-    let order = |a: &KeyRecord, b: &KeyRecord| {
-        let ordering = place(a).cmp(&place(b));
-        if query.descending {
-            ordering.reverse()
-        } else {
-            ordering
+    after: Option<&Cursor>,
+    max: usize,
+) -> Result<Vec<(Place, KeyRecord)>, StoreError> {
+    match query.sort.usage() {
+        None => {
+            let records = store
+                .page_by_age(after.map(|c| &c.mark), query.descending, max)
+                .await?;
+            Ok(records
+                .into_iter()
+                .map(|r| (Place::Age(AgeMark::of(&r)), r))
+                .collect())
         }
-    };
-    let after_cursor = |r: &KeyRecord| {
-        query.cursor.as_ref().is_none_or(|c| {
-            let mark = (c.value, c.mark.clone());
-            if query.descending {
-                place(r) < mark
-            } else {
-                place(r) > mark
-            }
-        })
-    };
-    // The best `limit + 1` so far; sorted and cut whenever it doubles.
-    let keep = query.limit + 1;
-    let mut best: Vec<KeyRecord> = Vec::new();
-    let mut mark = None;
-    loop {
-        let records = store.page_by_age(mark.as_ref(), false, SCAN_BATCH).await?;
-        let last_batch = records.len() < SCAN_BATCH;
-        mark = records.last().map(AgeMark::of);
-        for mut record in records {
-            exact(&mut record);
-            if after_cursor(&record) && query.filter.matches(&record, now) {
-                best.push(record);
-            }
-        }
-        if best.len() >= 2 * keep {
-            best.sort_by(order);
-            best.truncate(keep);
-        }
-        if last_batch {
-            break;
+        Some(by) => {
+            let mark = after.map(|c| UsageMark {
+                value: c.value,
+                age: c.mark.clone(),
+            });
+            let rows = store
+                .page_by_usage(by, mark.as_ref(), query.descending, max)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(mark, r)| (Place::Usage(mark), r))
+                .collect())
         }
     }
-    best.sort_by(order);
-    let more = best.len() > query.limit;
-    best.truncate(query.limit);
-    let next_cursor = more
-        .then(|| {
-            best.last()
-                .map(|r| Cursor::after(r, sort, query.descending))
-        })
-        .flatten();
-    Ok(Page {
-        keys: best,
-        next_cursor,
-    })
 }
 
 #[cfg(test)]
@@ -409,7 +406,8 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_belong_to_their_sort() {
         let record = key("a");
-        let cursor = Cursor::after(&record, Sort::Requests, true);
+        let place = Place::Usage(UsageMark::of(UsageSort::Requests, &record));
+        let cursor = Cursor::at(place, Sort::Requests, true);
         let text = cursor.encode();
         assert_eq!(Cursor::decode(&text, Sort::Requests, true).unwrap(), cursor);
         assert!(Cursor::decode(&text, Sort::Requests, false).is_err());

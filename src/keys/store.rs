@@ -2,7 +2,7 @@
 
 use crate::keys::history::{HourCounts, UsageOverview};
 use crate::keys::limits::QuotaCount;
-use crate::keys::listing::AgeMark;
+use crate::keys::listing::{AgeMark, UsageMark, UsageSort};
 use crate::keys::redis::RedisConfig;
 use crate::keys::{AuditStore, KeyHash, KeyRecord, OutboxStore, UsageDelta};
 use crate::metrics::StoreErrorKind;
@@ -101,6 +101,39 @@ pub trait KeyStore: AuditStore + OutboxStore + Send + Sync + 'static {
         records.retain(|r| after.is_none_or(|mark| mark.is_before(r, descending)));
         records.truncate(max);
         Ok(records)
+    }
+    /// Up to `max` keys (with usage) in the usage order `by`, (value, created_at, id), strictly
+    /// after `after` (or before it, `descending`), each with its mark: stores keep this order
+    /// in the usage flush's own write, so a page costs its own keys. Fewer than `max` only at
+    /// the end. This default sorts the whole listing, for small fakes.
+    async fn page_by_usage(
+        &self,
+        by: UsageSort,
+        after: Option<&UsageMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<(UsageMark, KeyRecord)>, StoreError> {
+        let mut rows: Vec<(UsageMark, KeyRecord)> = self
+            .list()
+            .await?
+            .into_iter()
+            .map(|r| (UsageMark::of(by, &r), r))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if descending {
+            rows.reverse();
+        }
+        rows.retain(|(mark, _)| {
+            after.is_none_or(|after| {
+                if descending {
+                    mark < after
+                } else {
+                    mark > after
+                }
+            })
+        });
+        rows.truncate(max);
+        Ok(rows)
     }
     /// A key's usage history for the hours `from..to` (hour numbers since the epoch), only the
     /// hours that saw requests, oldest first.

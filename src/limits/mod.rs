@@ -7,6 +7,7 @@
 pub mod gcra;
 pub mod headers;
 mod memory;
+mod quota_states;
 pub mod settings;
 
 pub use headers::{LimitReport, Standing};

@@ -245,7 +245,12 @@ impl RedisStore {
 #[async_trait]
 impl AuditStore for RedisStore {
     async fn create_audited(&self, record: &KeyRecord, entry: &NewEntry) -> Result<(), StoreError> {
-        let mut keys = vec![self.record_key(&record.id), self.ids_key()];
+        let mut keys = vec![
+            self.record_key(&record.id),
+            self.ids_key(),
+            self.by_requests_key(),
+            self.by_last_used_key(),
+        ];
         keys.extend(self.hash_keys(record.hashes()));
         let args = vec![
             encode(record),
@@ -302,7 +307,13 @@ impl AuditStore for RedisStore {
         let deleted = self
             .change_audited(&self.record_key(id), &self.audit.delete, entry, |json| {
                 let record = decode(json)?;
-                let mut keys = vec![self.record_key(id), self.usage_key(id), self.ids_key()];
+                let mut keys = vec![
+                    self.record_key(id),
+                    self.usage_key(id),
+                    self.ids_key(),
+                    self.by_requests_key(),
+                    self.by_last_used_key(),
+                ];
                 keys.extend(self.hash_keys(record.hashes()));
                 let args = vec![
                     json.to_string(),

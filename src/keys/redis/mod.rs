@@ -5,7 +5,8 @@
 //! Layout under the configured prefix `P` (a `{hash tag}` in it keeps a cluster's keys together):
 //! `P key:<id>` record JSON · `P hash:<blake3 hex>` -> id · `P usage:<id>` hash {requests,
 //! last_used_ms} · `P ids` sorted set of ids by creation time (paged from a mark, see
-//! `history`) · channel `P changes`; usage history under `P hist…` (see `history`).
+//! `history`) · channel `P changes`; usage history under `P hist…` (see `history`); usage
+//! orders `P by_requests`, `P by_last_used` (see `usage_order`).
 
 mod audit;
 mod connection;
@@ -13,9 +14,12 @@ mod history;
 pub mod invalidation;
 pub mod limits;
 mod outbox;
+mod quota_reads;
+#[macro_use]
+mod usage_order;
 
 use crate::keys::history::{HourCounts, UsageOverview};
-use crate::keys::listing::AgeMark;
+use crate::keys::listing::{AgeMark, UsageMark, UsageSort};
 use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreError, StoreEvent, Usage, UsageDelta};
 use async_trait::async_trait;
 use connection::{Connection, Connector};
@@ -48,15 +52,20 @@ impl std::fmt::Debug for RedisConfig {
 
 /// Creates a key unless its id exists; indexes its hashes; publishes them. Creating the very
 /// same record twice succeeds, so a call retried after a lost reply is not a conflict.
-/// KEYS: record, ids, hash keys…; ARGV: json, id, created ms, channel, message.
-const CREATE: &str = r"
+/// KEYS: record, ids, by_requests, by_last_used, hash keys…; ARGV: json, id, created ms,
+/// channel, message.
+const CREATE: &str = concat!(
+    usage_order_lua!(),
+    r"
 local current = redis.call('GET', KEYS[1])
 if current then return current == ARGV[1] and 1 or 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[2]) end
+usage_reorder({KEYS[3], KEYS[4]}, ARGV[2], tonumber(ARGV[3]), nil, {})
+for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[2]) end
 redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1";
+return 1"
+);
 
 /// Replaces a record if it is still what the caller read (-1: gone, 0: changed meanwhile).
 /// KEYS: record, old hash keys (ARGV[4] of them), new hash keys…;
@@ -73,16 +82,23 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1";
 
 /// Deletes a record, its usage and hashes if it is still what the caller read.
-/// KEYS: record, usage, ids, hash keys…; ARGV: expected json, id, channel, message.
-const DELETE: &str = r"
+/// KEYS: record, usage, ids, by_requests, by_last_used, hash keys…; ARGV: expected json, id,
+/// channel, message.
+const DELETE: &str = concat!(
+    usage_order_lua!(),
+    r"
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 if current ~= ARGV[1] then return 0 end
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+local created = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[2]) or '0')
+local usage = redis.call('HMGET', KEYS[2], 'requests', 'last_used_ms')
+usage_reorder({KEYS[4], KEYS[5]}, ARGV[2], created, usage, nil)
+for i = 6, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1";
+return 1"
+);
 
 /// Finds the record holding a secret hash in one round trip. The record key is derived from the
 /// id, so it is not declared; it shares the prefix (and in a cluster, the hash tag and slot).
@@ -92,14 +108,22 @@ local id = redis.call('GET', KEYS[1])
 if not id then return false end
 return redis.call('GET', ARGV[1] .. id)";
 
-/// Adds requests to a live key's usage; keeps the latest last-used time; then its history
-/// (`history::ADD_HISTORY`, in the same script so that both or neither are counted).
-/// KEYS: record, usage; ARGV: requests, last used ms, then the history's.
-const ADD_USAGE: &str = r"
+/// Adds requests to a live key's usage; keeps the latest last-used time; moves the key in the
+/// usage orders; then its history (`history::ADD_HISTORY`, in the same script so that all or
+/// none are counted). KEYS: record, usage, ids, by_requests, by_last_used; ARGV: requests,
+/// last used ms, then the history's (ARGV[4]: the id).
+const ADD_USAGE: &str = concat!(
+    usage_order_lua!(),
+    r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local before = redis.call('HMGET', KEYS[2], 'requests', 'last_used_ms')
 redis.call('HINCRBY', KEYS[2], 'requests', ARGV[1])
 local last = tonumber(redis.call('HGET', KEYS[2], 'last_used_ms') or '-1')
-if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_used_ms', ARGV[2]) end";
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[2], 'last_used_ms', ARGV[2]) end
+local created = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[4]) or '0')
+local after = redis.call('HMGET', KEYS[2], 'requests', 'last_used_ms')
+usage_reorder({KEYS[4], KEYS[5]}, ARGV[4], created, before, after)"
+);
 
 /// How often a compare-and-set change is retried when another instance changed the key meanwhile.
 const CAS_ATTEMPTS: usize = 5;
@@ -121,6 +145,8 @@ pub struct RedisStore {
     /// The audited changes and the audit chain's scripts.
     audit: audit::Scripts,
     page: Script,
+    /// The usage orders are known to hold every key (see `usage_order`).
+    usage_orders_built: std::sync::atomic::AtomicBool,
 }
 
 impl RedisStore {
@@ -150,6 +176,7 @@ impl RedisStore {
             audit: audit::Scripts::new(),
             add_usage: Script::new(&format!("{ADD_USAGE}{}\nreturn 1", history::ADD_HISTORY)),
             page: Script::new(history::PAGE),
+            usage_orders_built: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -365,7 +392,10 @@ fn encode(record: &KeyRecord) -> String {
 impl KeyStore for RedisStore {
     async fn create(&self, record: &KeyRecord) -> Result<(), StoreError> {
         let mut invocation = self.create.key(self.record_key(&record.id));
-        invocation.key(self.ids_key());
+        invocation
+            .key(self.ids_key())
+            .key(self.by_requests_key())
+            .key(self.by_last_used_key());
         for hash in record.hashes() {
             invocation.key(self.hash_key(&hash.to_hex()));
         }
@@ -443,6 +473,16 @@ impl KeyStore for RedisStore {
         self.page_by_age_impl(after, descending, max).await
     }
 
+    async fn page_by_usage(
+        &self,
+        by: UsageSort,
+        after: Option<&UsageMark>,
+        descending: bool,
+        max: usize,
+    ) -> Result<Vec<(UsageMark, KeyRecord)>, StoreError> {
+        self.page_by_usage_impl(by, after, descending, max).await
+    }
+
     async fn usage_history(
         &self,
         key_id: &str,
@@ -467,7 +507,11 @@ impl KeyStore for RedisStore {
     async fn delete(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         self.compare_and_set(id, |json, record| {
             let mut invocation = self.delete.key(self.record_key(id));
-            invocation.key(self.usage_key(id)).key(self.ids_key());
+            invocation
+                .key(self.usage_key(id))
+                .key(self.ids_key())
+                .key(self.by_requests_key())
+                .key(self.by_last_used_key());
             for hash in record.hashes() {
                 invocation.key(self.hash_key(&hash.to_hex()));
             }
@@ -486,6 +530,9 @@ impl KeyStore for RedisStore {
             let mut invocation = self.add_usage.key(self.record_key(&delta.key_id));
             invocation
                 .key(self.usage_key(&delta.key_id))
+                .key(self.ids_key())
+                .key(self.by_requests_key())
+                .key(self.by_last_used_key())
                 .arg(delta.requests)
                 .arg(delta.last_used_at.timestamp_millis());
             self.history_args(&mut invocation, delta);
@@ -498,19 +545,7 @@ impl KeyStore for RedisStore {
         if !self.replace(record).await? {
             self.create(record).await?;
         }
-        let usage_key = &self.usage_key(&record.id);
-        let requests = record.usage.request_count;
-        let last = record.usage.last_used_at.map(|t| t.timestamp_millis());
-        self.call(|mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic().del(usage_key).ignore();
-            pipe.hset(usage_key, "requests", requests).ignore();
-            if let Some(last) = last {
-                pipe.hset(usage_key, "last_used_ms", last).ignore();
-            }
-            pipe.query_async::<()>(&mut c).await
-        })
-        .await
+        self.set_usage(record).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
