@@ -111,22 +111,36 @@ impl RedisStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut invocation = self.page.key(self.ids_key());
-        match after {
-            // The index scores keys by creation millisecond.
-            Some(mark) => invocation
-                .arg(mark.created_micros.div_euclid(1000))
-                .arg(&mark.id),
-            None => invocation.arg("").arg(""),
-        };
-        invocation
-            .arg(max)
-            .arg(if descending { "desc" } else { "asc" });
-        let invocation = &invocation;
-        let ids: Vec<String> = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        self.records(&ids).await
+        let mut records: Vec<KeyRecord> = Vec::with_capacity(max);
+        let mut after = after.cloned();
+        loop {
+            let wanted = max - records.len();
+            let mut invocation = self.page.key(self.ids_key());
+            match &after {
+                // The index scores keys by creation millisecond.
+                Some(mark) => invocation
+                    .arg(mark.created_micros.div_euclid(1000))
+                    .arg(&mark.id),
+                None => invocation.arg("").arg(""),
+            };
+            invocation
+                .arg(wanted)
+                .arg(if descending { "desc" } else { "asc" });
+            let invocation = &invocation;
+            let ids: Vec<String> = self
+                .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            let more = ids.len() == wanted;
+            records.extend(self.records(&ids).await?);
+            // A key deleted between the two reads left the index with its record, so a short
+            // read of records is not the end: read on after the last key kept.
+            if !more || records.len() == max {
+                return Ok(records);
+            }
+            if let Some(last) = records.last() {
+                after = Some(AgeMark::of(last));
+            }
+        }
     }
 
     /// Runs HGETALL on each key, [`HOURS_PER_CALL`] per pipeline.
