@@ -127,10 +127,11 @@ pub async fn start_with_store(
         config.resources,
     ));
     let admin = Arc::new(
-        Admin::new(keys, &config.admin.token)
+        Admin::new(keys.clone(), &config.admin.token)
             .with_metrics(prometheus.clone(), key_metrics.clone())
             .with_limiter(limiter.clone())
-            .with_webhooks(deliverer.clone()),
+            .with_webhooks(deliverer.clone())
+            .with_hygiene(config.hygiene.clone()),
     );
 
     let servers = vec![
@@ -166,6 +167,11 @@ pub async fn start_with_store(
     );
     tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
+    tasks.spawn(crate::events::hygiene::run(
+        keys,
+        config.hygiene.clone(),
+        shutdown.clone(),
+    ));
     tasks.close();
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
@@ -221,6 +227,7 @@ pub fn gateway(
         cors: config.cors.clone(),
         limiter: Arc::new(Limiter::memory(config.limit_settings)),
         content_events: None,
+        key_notices: crate::gateway::KeyNotices::new(config.hygiene.notice_lead()),
     })
 }
 

@@ -6,6 +6,7 @@
 
 mod access;
 mod audit;
+mod hygiene;
 mod keys;
 mod openapi;
 mod query;
@@ -39,6 +40,8 @@ pub struct Admin {
     limiter: Option<Arc<Limiter>>,
     /// The webhook deliverer: its settings check URLs, and it makes retries asked for by hand.
     webhooks: Arc<Deliverer>,
+    /// `keys.unused_policy` for the sweep on demand.
+    hygiene: crate::events::hygiene::HygieneSettings,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -135,7 +138,14 @@ impl Admin {
             prometheus: None,
             key_metrics: None,
             limiter: None,
+            hygiene: Default::default(),
         }
+    }
+
+    /// Sweeps for unused keys on demand under `settings`' policy.
+    pub fn with_hygiene(mut self, settings: crate::events::hygiene::HygieneSettings) -> Admin {
+        self.hygiene = settings;
+        self
     }
 
     /// Shows each key's `quota_state` as `limiter` counts it.
@@ -192,6 +202,7 @@ impl Admin {
         match endpoint {
             Endpoint::KeyUsage => return self.key_usage(id, query.as_deref()).await,
             Endpoint::Usage => return self.usage_overview(query.as_deref()).await,
+            Endpoint::UnusedSweep => return self.unused_sweep(query.as_deref(), &ctx).await,
             _ => {}
         }
         if let Endpoint::Audit = endpoint {
@@ -301,6 +312,8 @@ enum Endpoint {
     Deliveries,
     /// `/v1/webhooks/{id}/deliveries/{delivery_id}/retry`
     RetryDelivery,
+    /// `/v1/keys/unused-sweep`
+    UnusedSweep,
 }
 
 impl Endpoint {
@@ -311,6 +324,7 @@ impl Endpoint {
             ["metrics"] => Endpoint::Metrics,
             ["openapi.json"] => Endpoint::OpenApi,
             ["v1", "keys"] => Endpoint::Keys,
+            ["v1", "keys", "unused-sweep"] => Endpoint::UnusedSweep,
             ["v1", "keys", _] => Endpoint::Key,
             ["v1", "keys", _, "rotate"] => Endpoint::Rotate,
             ["v1", "keys", _, "rotation", "end"] => Endpoint::EndRotation,
@@ -340,7 +354,10 @@ impl Endpoint {
                 &[Method::GET, Method::POST]
             }
             Endpoint::Key | Endpoint::Webhook => &[Method::GET, Method::PATCH, Method::DELETE],
-            Endpoint::Rotate | Endpoint::EndRotation | Endpoint::RetryDelivery => &[Method::POST],
+            Endpoint::Rotate
+            | Endpoint::EndRotation
+            | Endpoint::RetryDelivery
+            | Endpoint::UnusedSweep => &[Method::POST],
             Endpoint::AdminToken => &[Method::DELETE],
             Endpoint::Audit | Endpoint::AuditVerify | Endpoint::Deliveries => &[Method::GET],
         }

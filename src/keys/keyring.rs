@@ -60,6 +60,16 @@ impl KeyGrant {
         }
     }
 
+    /// When the key expires, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// The end of the rotation grace when the secret presented is a rotated-out one.
+    pub fn secret_retires_at(&self) -> Option<DateTime<Utc>> {
+        self.secret_retires_at
+    }
+
     /// Is the key usable at `now`? Checked on every request, cached or not, so expiry and the
     /// end of a rotation grace take effect to the second without any invalidation.
     fn check(&self, now: DateTime<Utc>) -> Result<(), VerifyError> {

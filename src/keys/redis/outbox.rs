@@ -4,13 +4,14 @@
 //! Layout under the prefix `P`: `P outbox` sorted set (score: place, member: event JSON, unique
 //! by its id) · `P outbox:seq` the last place · `P webhook:<id>` record JSON · `P webhooks`
 //! sorted set of ids by creation · `P webhook_cursor:<id>` place · `P deliveries:<id>` hash
-//! (zero-padded place -> delivery JSON).
+//! (zero-padded place -> delivery JSON) · `P claim:<name>` a claim, expiring when it ends.
 
 use super::RedisStore;
 use crate::keys::StoreError;
 use crate::keys::audit::NewEntry;
 use crate::keys::outbox::{Delivery, Event, OutboxStore, Queued, WebhookRecord};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script};
 
 /// KEYS: outbox, seq; ARGV: event JSON. Answers the event's place.
@@ -32,8 +33,19 @@ redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1";
 
+/// KEYS: claim, outbox, seq; ARGV: milliseconds the claim lasts, event JSON ('' for none).
+/// Answers 1 when claimed, 0 when a claim of that name is still running.
+const CLAIM: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if ARGV[2] ~= '' then
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[2], seq, ARGV[2])
+end
+return 1";
+
 pub(super) struct Scripts {
     append: Script,
+    claim: Script,
     put_hook: Script,
     delete_hook: Script,
 }
@@ -43,6 +55,7 @@ impl Scripts {
     pub(super) fn new(wrap: &dyn Fn(&str) -> Script) -> Scripts {
         Scripts {
             append: Script::new(APPEND),
+            claim: Script::new(CLAIM),
             put_hook: wrap(PUT_HOOK),
             delete_hook: wrap(DELETE_HOOK),
         }
@@ -72,6 +85,9 @@ impl RedisStore {
     }
     fn cursor_key(&self, id: &str) -> String {
         format!("{}webhook_cursor:{id}", self.prefix)
+    }
+    fn claim_key(&self, name: &str) -> String {
+        format!("{}claim:{name}", self.prefix)
     }
     fn deliveries_key(&self, id: &str) -> String {
         format!("{}deliveries:{id}", self.prefix)
@@ -214,5 +230,21 @@ impl OutboxStore for RedisStore {
             .await?;
         json.map(|j| serde_json::from_str(&j).map_err(corrupt))
             .transpose()
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let lasts = (until - Utc::now()).num_milliseconds().max(1);
+        let mut invocation = self.outbox().claim.key(self.claim_key(name));
+        invocation
+            .key(self.outbox_key())
+            .key(self.outbox_seq_key())
+            .arg(lasts)
+            .arg(event.map(Event::to_json).unwrap_or_default());
+        Ok(self.run_script(&invocation).await? == 1)
     }
 }
