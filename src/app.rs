@@ -112,6 +112,10 @@ pub async fn start_with_store(
     let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
     gateway.limiter = limiter.clone();
+    gateway.limit_events = Some(crate::events::limit_events::LimitEvents::new(
+        store.clone(),
+        deliverer.clone(),
+    ));
     if config.routes.routes().iter().any(|r| !r.events.is_empty()) {
         gateway.content_events = Some(Arc::new(crate::events::content::ContentEvents::new(
             store.clone(),
@@ -228,6 +232,7 @@ pub fn gateway(
         limiter: Arc::new(Limiter::memory(config.limit_settings)),
         content_events: None,
         key_notices: crate::gateway::KeyNotices::new(config.hygiene.notice_lead()),
+        limit_events: None,
     })
 }
 

@@ -6,13 +6,15 @@
 //!   `target` which URLs may be called (server-side request forgery) · `deliver` one attempt ·
 //!   `content` events of KB writes · `deliverer` the loop over webhooks and the outbox ·
 //!   `hygiene` the key-hygiene settings and their sweeps: `expiry` (`key.expiring`,
-//!   `key.expired`) and `unused` (`keys.unused_policy`)
+//!   `key.expired`) and `unused` (`keys.unused_policy`) · `limit_events` `quota.threshold`
+//!   and `key.rate_limited`
 
 pub mod content;
 pub mod deliver;
 pub mod deliverer;
 pub mod expiry;
 pub mod hygiene;
+pub mod limit_events;
 pub mod settings;
 pub mod sign;
 pub mod target;

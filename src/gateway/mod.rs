@@ -51,6 +51,8 @@ pub struct Gateway {
     pub content_events: Option<Arc<crate::events::content::ContentEvents>>,
     /// `Kbgate-Key-Expires`, `Deprecation` and `Sunset` on proxied responses.
     pub key_notices: KeyNotices,
+    /// `quota.threshold` and `key.rate_limited`; None: not emitted.
+    pub limit_events: Option<Arc<crate::events::limit_events::LimitEvents>>,
 }
 
 /// What the access log says about a request beyond its status, filled in as the request goes.
@@ -117,6 +119,11 @@ impl Handler for Gateway {
         }
         if let Some(report) = &log.limits {
             report.write(self.limiter.settings().headers, response.headers_mut());
+        }
+        if let (Some(events), Some(report), Some(key_id)) =
+            (&self.limit_events, &log.limits, &log.key_id)
+        {
+            events.observe(key_id, report, outcome == Rejection::RateLimited.code());
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
