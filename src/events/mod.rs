@@ -7,7 +7,7 @@
 //!   `content` events of KB writes · `deliverer` the loop over webhooks and the outbox ·
 //!   `hygiene` the key-hygiene settings and their sweeps: `expiry` (`key.expiring`,
 //!   `key.expired`) and `unused` (`keys.unused_policy`) · `limit_events` `quota.threshold`
-//!   and `key.rate_limited`
+//!   and `key.rate_limited` · `outbox_metrics` the deliveries and backlog series
 
 pub mod content;
 pub mod deliver;
@@ -15,6 +15,7 @@ pub mod deliverer;
 pub mod expiry;
 pub mod hygiene;
 pub mod limit_events;
+mod outbox_metrics;
 pub mod settings;
 pub mod sign;
 pub mod target;
