@@ -246,6 +246,43 @@ async fn a_failed_delivery_is_retried_by_hand(gateway: &TestGateway) {
     assert_eq!(status, 404);
 }
 
+/// Events every webhook is done with go after `webhooks.outbox_retention`, with their
+/// deliveries; one a webhook still retries stays, however old.
+async fn delivered_events_are_pruned_after_their_retention(gateway: &TestGateway) {
+    let store = gateway.running.as_ref().unwrap().keyring.store().clone();
+    let up = Receiver::start().await;
+    let fine = add_webhook(gateway, &up.url(), json!(["key.created"])).await;
+    gateway.create_key(json!({"name": "a"})).await;
+    eventually("delivered, then pruned", || async {
+        up.delivered().len() == 1 && store.events_after(0, 10).await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(deliveries(gateway, &fine).await, Vec::<Value>::new());
+
+    let down = Receiver::start().await;
+    down.answer(503);
+    add_webhook(gateway, &down.url(), json!(["key.created"])).await;
+    let (id, _) = gateway.create_key(json!({"name": "b"})).await;
+    // Attempts 100, 200, 400 ms apart: the fourth comes after the retention and a prune.
+    eventually("four attempts at the receiver that is down", || async {
+        down.got().len() >= 4
+    })
+    .await;
+    let kept = store.events_after(0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].event.data["key"]["id"], id.as_str());
+}
+
+/// [`fast`], keeping delivered events 200 ms.
+fn short_retention(config: &mut Config) {
+    fast(config);
+    config.webhooks.outbox_retention = Duration::from_millis(200);
+}
+
+for_each_store!(pruning_embedded => |kb| stores::embedded(kb, short_retention);
+    delivered_events_are_pruned_after_their_retention);
+for_each_store!(pruning_redis => |kb| stores::redis(kb, "prune:", short_retention);
+    delivered_events_are_pruned_after_their_retention);
 for_each_store!(embedded => |kb| stores::embedded(kb, fast);
     key_events_are_delivered_signed_and_in_order,
     a_receiver_that_was_down_gets_everything_in_order,

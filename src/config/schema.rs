@@ -412,6 +412,8 @@ pub(super) struct RawWebhooks {
     pub(super) retry_max: Duration,
     #[serde(with = "humantime_serde")]
     pub(super) poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) outbox_retention: Duration,
 }
 
 impl Default for RawWebhooks {
@@ -424,6 +426,7 @@ impl Default for RawWebhooks {
             retry_initial: d.retry_initial,
             retry_max: d.retry_max,
             poll_interval: d.poll_interval,
+            outbox_retention: d.outbox_retention,
         }
     }
 }

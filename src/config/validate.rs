@@ -260,6 +260,7 @@ impl RawWebhooks {
             ("webhooks.retry_initial", self.retry_initial),
             ("webhooks.retry_max", self.retry_max),
             ("webhooks.poll_interval", self.poll_interval),
+            ("webhooks.outbox_retention", self.outbox_retention),
         ] {
             if value.is_zero() {
                 return Err(field_error(field, "must be above zero"));
@@ -272,6 +273,7 @@ impl RawWebhooks {
             retry_initial: self.retry_initial,
             retry_max: self.retry_max,
             poll_interval: self.poll_interval,
+            outbox_retention: self.outbox_retention,
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct Deliverer {
     store: Arc<dyn KeyStore>,
     settings: WebhookSettings,
     wake: Notify,
+    /// When the outbox was last pruned (see [`Deliverer::prune`]).
+    pruned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Deliverer {
@@ -30,6 +32,7 @@ impl Deliverer {
             store,
             settings,
             wake: Notify::new(),
+            pruned: std::sync::Mutex::new(None),
         })
     }
 
@@ -70,11 +73,13 @@ impl Deliverer {
 
     /// Sets the backlog gauges: the events after the slowest webhook's place.
     async fn measure_backlog(&self, slowest: Option<u64>) -> Result<(), StoreError> {
+        let head = self.store.outbox_head().await?;
+        self.prune(slowest.unwrap_or(head)).await?;
         let Some(slowest) = slowest else {
             outbox_metrics::backlog(0, 0.0);
             return Ok(());
         };
-        let depth = self.store.outbox_head().await?.saturating_sub(slowest);
+        let depth = head.saturating_sub(slowest);
         let oldest = match depth {
             0 => None,
             _ => self.store.events_after(slowest, 1).await?.into_iter().next(),
@@ -83,6 +88,29 @@ impl Deliverer {
             (Utc::now() - q.event.timestamp).num_milliseconds().max(0) as f64 / 1000.0
         });
         outbox_metrics::backlog(depth, age);
+        Ok(())
+    }
+
+    /// Removes the events every webhook is done with (those up to `done`) once they are
+    /// older than `webhooks.outbox_retention`, every tenth of it at most (at most hourly).
+    async fn prune(&self, done: u64) -> Result<(), StoreError> {
+        let retention = self.settings.outbox_retention;
+        let interval = crate::keys::prune_interval(retention);
+        let due = match self.pruned.lock() {
+            Ok(mut last) if last.is_none_or(|at| at.elapsed() >= interval) => {
+                *last = Some(std::time::Instant::now());
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return Ok(());
+        }
+        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let removed = self.store.prune_outbox(done, before).await?;
+        if removed > 0 {
+            tracing::debug!(events = removed, "delivered events past their retention pruned");
+        }
         Ok(())
     }
 

@@ -224,6 +224,11 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<bool, StoreError> {
         unsupported()
     }
+    /// Removes the events at places up to `upto` written before `before`, from the start of
+    /// the outbox up to the first younger one, with their deliveries. Returns how many.
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
     /// Forgets the claims that ended before `now` (a store whose claims expire by themselves
     /// has nothing to do). Returns how many were forgotten.
     async fn prune_claims(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {

@@ -267,4 +267,42 @@ impl OutboxStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let (removed, last) = {
+                let mut outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
+                let mut last = None;
+                let mut removed = 0;
+                for row in outbox.range(..=upto).map_err(unavailable)? {
+                    let (seq, json) = row.map_err(unavailable)?;
+                    if Event::from_json(json.value())?.timestamp >= before {
+                        break;
+                    }
+                    last = Some(seq.value());
+                    removed += 1;
+                }
+                let Some(last) = last else {
+                    return Ok(0);
+                };
+                outbox.retain_in(..=last, |_, _| false).map_err(unavailable)?;
+                (removed, last)
+            };
+            {
+                let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
+                let mut deliveries = txn.open_table(DELIVERIES).map_err(unavailable)?;
+                for row in hooks.iter().map_err(unavailable)? {
+                    let (id, _) = row.map_err(unavailable)?;
+                    let (from, to) = (delivery_key(id.value(), 0), delivery_key(id.value(), last));
+                    deliveries
+                        .retain_in(from.as_str()..=to.as_str(), |_, _| false)
+                        .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+    }
 }

@@ -66,6 +66,9 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// Events read at a time when pruning.
+const PRUNE_BATCH: usize = 500;
+
 fn padded(seq: u64) -> String {
     format!("{seq:020}")
 }
@@ -246,5 +249,46 @@ impl OutboxStore for RedisStore {
             .arg(lasts)
             .arg(event.map(Event::to_json).unwrap_or_default());
         Ok(self.run_script(&invocation).await? == 1)
+    }
+
+    /// Reads the prunable events a batch at a time, then removes them (and their deliveries)
+    /// by place: an event appended meanwhile has a later place, so it stays.
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut last = 0;
+        loop {
+            let batch = self.events_after(last, PRUNE_BATCH).await?;
+            let old: Vec<&Queued> = batch
+                .iter()
+                .take_while(|q| q.seq <= upto && q.event.timestamp < before)
+                .collect();
+            removed += old.len();
+            last = old.last().map_or(last, |q| q.seq);
+            if old.len() < PRUNE_BATCH {
+                break;
+            }
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        let key = self.outbox_key();
+        let (key, last_text) = (&key, &last.to_string());
+        self.call(|mut c| async move {
+            c.zrembyscore::<_, _, _, ()>(key, "-inf", last_text.as_str())
+                .await
+        })
+        .await?;
+        for hook in self.webhooks().await? {
+            let key = self.deliveries_key(&hook.id);
+            let key = &key;
+            let fields: Vec<String> = self.call(|mut c| async move { c.hkeys(key).await }).await?;
+            let done: Vec<&String> = fields.iter().filter(|f| **f <= padded(last)).collect();
+            if !done.is_empty() {
+                let done = &done;
+                self.call(|mut c| async move { c.hdel::<_, _, ()>(key, done).await })
+                    .await?;
+            }
+        }
+        Ok(removed)
     }
 }
