@@ -394,7 +394,9 @@ async fn accepted_writes_emit_content_events() {
         .await;
     let receiver = Receiver::start().await;
     add_webhook(&gateway, &receiver.url(), json!(["article.*"])).await;
-    let (key_id, writer) = gateway.create_key(json!({"scope": "read_write"})).await;
+    let (key_id, writer) = gateway
+        .create_key(json!({"scope": "read_write", "name": "Sync job"}))
+        .await;
     let (_, reader) = gateway.create_key(json!({"scope": "read"})).await;
 
     assert_eq!(
@@ -425,7 +427,7 @@ async fn accepted_writes_emit_content_events() {
     assert_eq!(data["params"], json!({"id": "42"}));
     assert_eq!(data["method"], "PATCH");
     assert_eq!(data["route"], "/v1/article/{id}");
-    assert_eq!(data["key"]["id"], key_id.as_str());
+    assert_eq!(data["key"], json!({"id": key_id, "name": "Sync job"}));
     assert_eq!(data["status"], 200);
     assert!(data["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     gateway.shutdown().await;

@@ -337,6 +337,7 @@ impl Gateway {
                 method: method.as_str(),
                 path,
                 key_id: &key.id,
+                key_name: key.name(),
                 status: answer.status().as_u16(),
                 request_id: request_id.to_str().unwrap_or_default(),
             };
