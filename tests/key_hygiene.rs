@@ -12,9 +12,9 @@ use common::{RunningKb, TestGateway, eventually};
 use kbgate::Config;
 use kbgate::events::hygiene::{UnusedAction, UnusedPolicy};
 use kbgate::keys::audit::{Action, Context, NewEntry, Target};
+use kbgate::keys::embedded::EmbeddedStore;
 use kbgate::keys::outbox::WebhookRecord;
 use kbgate::keys::{KeyStore, OutboxStore};
-use kbgate::keys::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -209,7 +209,10 @@ async fn seeded(
     used.usage.request_count = 3;
     used.usage.last_used_at = Some(Utc::now() - TimeDelta::days(1));
     let store = EmbeddedStore::open(&dir.path().join("kbgate.db")).unwrap();
-    store.create_many(&[idle.clone(), used.clone()]).await.unwrap();
+    store
+        .create_many(&[idle.clone(), used.clone()])
+        .await
+        .unwrap();
     store.import(&used).await.unwrap();
     let now = Utc::now();
     let hook = WebhookRecord {
@@ -281,7 +284,9 @@ async fn the_unused_policy_disables_a_never_used_old_key() {
         .collect();
     assert_eq!(listed, [idle.as_str()]);
     assert!(enabled(&gateway, &idle).await, "a dry run changes nothing");
-    let (_, audit) = gateway.admin("GET", "/v1/audit?action=key.disabled", None).await;
+    let (_, audit) = gateway
+        .admin("GET", "/v1/audit?action=key.disabled", None)
+        .await;
     assert_eq!(audit["entries"], json!([]), "{audit}");
 
     let (status, swept) = gateway.admin("POST", "/v1/keys/unused-sweep", None).await;
@@ -291,7 +296,9 @@ async fn the_unused_policy_disables_a_never_used_old_key() {
     assert!(!enabled(&gateway, &idle).await);
     assert!(enabled(&gateway, &used).await);
     assert!(enabled(&gateway, &fresh).await);
-    let (_, audit) = gateway.admin("GET", "/v1/audit?action=key.disabled", None).await;
+    let (_, audit) = gateway
+        .admin("GET", "/v1/audit?action=key.disabled", None)
+        .await;
     let entry = &audit["entries"][0];
     assert_eq!(entry["target"]["id"], idle.as_str(), "{audit}");
     assert_eq!(entry["actor"]["id"], "policy");
@@ -340,6 +347,11 @@ async fn the_sweep_needs_a_policy_and_a_good_parameter() {
         .admin("POST", "/v1/keys/unused-sweep?dry_run=maybe", None)
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("dry_run"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry_run")
+    );
     gateway.shutdown().await;
 }

@@ -38,7 +38,11 @@ async fn limit_events(a: &TestGateway, b: &TestGateway) {
     for i in 0..13 {
         let gateway = if i % 2 == 0 { a } else { b };
         let expected = if i < 10 { 200 } else { 429 };
-        assert_eq!(gateway.get("/v1/article", &quota_key).await.0, expected, "{i}");
+        assert_eq!(
+            gateway.get("/v1/article", &quota_key).await.0,
+            expected,
+            "{i}"
+        );
     }
     eventually("three thresholds delivered", || async {
         of_type(&receiver, "quota.threshold").len() >= 3
@@ -66,7 +70,11 @@ async fn limit_events(a: &TestGateway, b: &TestGateway) {
         .collect();
     shares.sort_unstable();
     assert_eq!(shares, [80, 90, 100], "{thresholds:?}");
-    assert!(thresholds.iter().all(|e| e["data"]["key"]["id"] == quota_id.as_str()));
+    assert!(
+        thresholds
+            .iter()
+            .all(|e| e["data"]["key"]["id"] == quota_id.as_str())
+    );
     assert_eq!(thresholds[2]["data"]["used"], 10);
     let limited = of_type(&receiver, "key.rate_limited");
     assert_eq!(limited.len(), 1, "{limited:?}");
@@ -76,7 +84,11 @@ async fn limit_events(a: &TestGateway, b: &TestGateway) {
 #[tokio::test]
 async fn limit_events_on_the_embedded_store() {
     let kb = RunningKb::start().await;
-    let gateway = TestGateway::builder().upstream(&kb).config(fast).start().await;
+    let gateway = TestGateway::builder()
+        .upstream(&kb)
+        .config(fast)
+        .start()
+        .await;
     limit_events(&gateway, &gateway).await;
     gateway.shutdown().await;
 }

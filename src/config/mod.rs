@@ -448,11 +448,20 @@ routes:
                 "{ unused_policy: { after: 1h, action: report } }",
                 "keys.unused_policy.after: must be at least 1d",
             ),
-            ("{ unused_policy: { after: 90d, action: delete } }", "keys.unused_policy.action"),
-            ("{ sweep_interval: 0s }", "keys.sweep_interval: must be above zero"),
+            (
+                "{ unused_policy: { after: 90d, action: delete } }",
+                "keys.unused_policy.action",
+            ),
+            (
+                "{ sweep_interval: 0s }",
+                "keys.sweep_interval: must be above zero",
+            ),
         ] {
             let message = keys(text).unwrap_err().to_string();
-            assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
         }
     }
 

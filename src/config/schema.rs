@@ -269,7 +269,11 @@ impl Default for RawKeys {
             sources: ["authorization", "x-api-key", "query:key"]
                 .map(String::from)
                 .to_vec(),
-            expiry_warnings: hygiene.expiry_warnings.into_iter().map(Into::into).collect(),
+            expiry_warnings: hygiene
+                .expiry_warnings
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             unused_policy: None,
             sweep_interval: hygiene.sweep_interval,
         }

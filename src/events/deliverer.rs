@@ -82,7 +82,12 @@ impl Deliverer {
         let depth = head.saturating_sub(slowest);
         let oldest = match depth {
             0 => None,
-            _ => self.store.events_after(slowest, 1).await?.into_iter().next(),
+            _ => self
+                .store
+                .events_after(slowest, 1)
+                .await?
+                .into_iter()
+                .next(),
         };
         let age = oldest.map_or(0.0, |q| {
             (Utc::now() - q.event.timestamp).num_milliseconds().max(0) as f64 / 1000.0
@@ -106,10 +111,14 @@ impl Deliverer {
         if !due {
             return Ok(());
         }
-        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
         let removed = self.store.prune_outbox(done, before).await?;
         if removed > 0 {
-            tracing::debug!(events = removed, "delivered events past their retention pruned");
+            tracing::debug!(
+                events = removed,
+                "delivered events past their retention pruned"
+            );
         }
         Ok(())
     }

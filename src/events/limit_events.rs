@@ -65,7 +65,10 @@ impl LimitEvents {
 
     /// Looks at one limited request's report (`rate_refused`: the rate turned it away).
     pub fn observe(&self, key_id: &Arc<str>, report: &LimitReport, rate_refused: bool) {
-        let reached = report.quota.as_ref().and_then(|q| reached(q).map(|t| (q, t)));
+        let reached = report
+            .quota
+            .as_ref()
+            .and_then(|q| reached(q).map(|t| (q, t)));
         if !rate_refused && reached.is_none() {
             return;
         }
@@ -88,7 +91,10 @@ impl LimitEvents {
                     ..*seen
                 };
             }
-            for t in THRESHOLDS.into_iter().filter(|t| *t > seen.threshold && *t <= threshold) {
+            for t in THRESHOLDS
+                .into_iter()
+                .filter(|t| *t > seen.threshold && *t <= threshold)
+            {
                 let event = Event::new(
                     "quota.threshold",
                     json!({

@@ -11,7 +11,10 @@ const OLDEST: &str = "kbgate_webhook_outbox_oldest_seconds";
 
 /// Describes the series (after the recorder is installed), so a scrape carries their help.
 pub fn describe() {
-    metrics::describe_counter!(DELIVERIES, "Webhook delivery attempts by webhook and outcome.");
+    metrics::describe_counter!(
+        DELIVERIES,
+        "Webhook delivery attempts by webhook and outcome."
+    );
     metrics::describe_gauge!(DEPTH, "Outbox events some webhook is not done with yet.");
     metrics::describe_gauge!(
         OLDEST,

@@ -8,11 +8,11 @@
 
 use crate::events::expiry::PAGE;
 use crate::events::hygiene::{UnusedAction, UnusedPolicy};
+use crate::keys::KeyRecord;
 use crate::keys::audit::Context;
 use crate::keys::listing::AgeMark;
 use crate::keys::outbox::Event;
 use crate::keys::service::{KeyService, KeyServiceError};
-use crate::keys::KeyRecord;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 

@@ -286,7 +286,9 @@ impl OutboxStore for EmbeddedStore {
                 let Some(last) = last else {
                     return Ok(0);
                 };
-                outbox.retain_in(..=last, |_, _| false).map_err(unavailable)?;
+                outbox
+                    .retain_in(..=last, |_, _| false)
+                    .map_err(unavailable)?;
                 (removed, last)
             };
             {
