@@ -163,20 +163,16 @@ async fn the_expiry_sweep_warns_once_per_lead_across_a_restart() {
 /// Two gateways sweeping one Redis: each event once.
 #[tokio::test]
 async fn two_gateways_on_redis_warn_once() {
-    let Some(server) = common::redis::RedisServer::start() else {
+    // The server and the KB are bound: dropped, they would stop.
+    let Some(common::stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _kb,
+    }) = common::stores::redis_pair_with("sweep:", fast).await
+    else {
         return;
     };
-    let kb = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&kb)
-            .config(|c| {
-                c.store = server.store("sweep:");
-                fast(c);
-            })
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     let receiver = Receiver::start().await;
     hook(&a, &receiver, json!(["key.*"])).await;
     let mut soon = Vec::new();

@@ -95,20 +95,16 @@ async fn limit_events_on_the_embedded_store() {
 
 #[tokio::test]
 async fn limit_events_once_between_two_gateways_on_redis() {
-    let Some(server) = common::redis::RedisServer::start() else {
+    // The server and the KB are bound: dropped, they would stop.
+    let Some(common::stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _kb,
+    }) = common::stores::redis_pair_with("limitevents:", fast).await
+    else {
         return;
     };
-    let kb = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&kb)
-            .config(|c| {
-                c.store = server.store("limitevents:");
-                fast(c);
-            })
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     limit_events(&a, &b).await;
     a.shutdown().await;
     b.shutdown().await;

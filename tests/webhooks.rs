@@ -337,20 +337,16 @@ async fn private_network_urls_are_refused_without_the_setting() {
 /// Two gateways on one Redis: events made through either reach the webhook, each at least once.
 #[tokio::test]
 async fn two_gateways_on_redis_deliver_every_event() {
-    let Some(server) = common::redis::RedisServer::start() else {
+    // The server and the KB are bound: dropped, they would stop.
+    let Some(common::stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _kb,
+    }) = common::stores::redis_pair_with("pair:", fast).await
+    else {
         return;
     };
-    let kb = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&kb)
-            .config(|c| {
-                c.store = server.store("pair:");
-                fast(c);
-            })
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     let receiver = Receiver::start().await;
     add_webhook(&a, &receiver.url(), json!(["key.created"])).await;
     let mut ids = Vec::new();
