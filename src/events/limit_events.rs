@@ -3,7 +3,8 @@
 //! once per key per minute). The gateway hands over each limited request's report; this
 //! process remembers what it already emitted, so a flood costs a map lookup, and the store's
 //! claims make each event happen once however many gateways see it. They are written after
-//! the response (no change of the store causes them), so a crash in between may lose one.
+//! the response (no change of the store causes them), so a crash in between may lose one, and
+//! only when a webhook wants them.
 
 use crate::FastMap;
 use crate::events::Deliverer;
@@ -48,6 +49,15 @@ impl LimitEvents {
         let (queue, mut events) = mpsc::channel::<Claimed>(QUEUE);
         tokio::spawn(async move {
             while let Some((claim, until, event)) = events.recv().await {
+                // Frequent and only of use to a webhook: not written when none wants it.
+                match store.webhooks().await {
+                    Ok(hooks) if hooks.iter().any(|h| h.wants(&event.kind)) => {}
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, event = event.kind, "a limit event was not written");
+                        continue;
+                    }
+                }
                 match store.claim(&claim, until, Some(&event)).await {
                     Ok(true) => deliverer.wake(),
                     Ok(false) => {}
