@@ -112,6 +112,10 @@ pub async fn start_with_store(
     let deliverer = crate::events::Deliverer::new(store.clone(), config.webhooks.clone());
     let mut gateway = gateway(&config, keyring.clone(), usage.clone(), key_metrics.clone())?;
     gateway.limiter = limiter.clone();
+    gateway.limit_events = Some(crate::events::limit_events::LimitEvents::new(
+        store.clone(),
+        deliverer.clone(),
+    ));
     if config.routes.routes().iter().any(|r| !r.events.is_empty()) {
         gateway.content_events = Some(Arc::new(crate::events::content::ContentEvents::new(
             store.clone(),
@@ -130,11 +134,12 @@ pub async fn start_with_store(
         config.resources,
     ));
     let admin = Arc::new(
-        Admin::new(keys, &config.admin.token)
+        Admin::new(keys.clone(), &config.admin.token)
             .with_metrics(prometheus.clone(), key_metrics.clone())
             .with_limiter(limiter.clone())
             .with_webhooks(deliverer.clone())
-            .with_route_permissions(route_permissions),
+            .with_route_permissions(route_permissions)
+            .with_hygiene(config.hygiene.clone()),
     );
 
     let servers = vec![
@@ -170,6 +175,11 @@ pub async fn start_with_store(
     );
     tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
+    tasks.spawn(crate::events::hygiene::run(
+        keys,
+        config.hygiene.clone(),
+        shutdown.clone(),
+    ));
     tasks.close();
 
     tracing::info!(%addr, %admin_addr, "kbgate listening");
@@ -225,6 +235,8 @@ pub fn gateway(
         cors: config.cors.clone(),
         limiter: Arc::new(Limiter::memory(config.limit_settings)),
         content_events: None,
+        key_notices: crate::gateway::KeyNotices::new(config.hygiene.notice_lead()),
+        limit_events: None,
     })
 }
 

@@ -162,12 +162,7 @@ async fn a_receiver_that_was_down_gets_everything_in_order(gateway: &TestGateway
         receiver.delivered().len() >= 3
     })
     .await;
-    let delivered: Vec<Value> = receiver
-        .delivered()
-        .iter()
-        .map(|g| g.json()["data"]["key"]["id"].clone())
-        .collect();
-    assert_eq!(delivered, ids, "in order");
+    assert_eq!(receiver.delivered_key_ids(), ids, "in order");
     let done = deliveries(gateway, &hook).await;
     assert!(done.iter().all(|d| d["state"] == "succeeded"), "{done:?}");
 }
@@ -246,6 +241,43 @@ async fn a_failed_delivery_is_retried_by_hand(gateway: &TestGateway) {
     assert_eq!(status, 404);
 }
 
+/// Events every webhook is done with go after `webhooks.outbox_retention`, with their
+/// deliveries; one a webhook still retries stays, however old.
+async fn delivered_events_are_pruned_after_their_retention(gateway: &TestGateway) {
+    let store = gateway.running.as_ref().unwrap().keyring.store().clone();
+    let up = Receiver::start().await;
+    let fine = add_webhook(gateway, &up.url(), json!(["key.created"])).await;
+    gateway.create_key(json!({"name": "a"})).await;
+    eventually("delivered, then pruned", || async {
+        up.delivered().len() == 1 && store.events_after(0, 10).await.unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(deliveries(gateway, &fine).await, Vec::<Value>::new());
+
+    let down = Receiver::start().await;
+    down.answer(503);
+    add_webhook(gateway, &down.url(), json!(["key.created"])).await;
+    let (id, _) = gateway.create_key(json!({"name": "b"})).await;
+    // Attempts 100, 200, 400 ms apart: the fourth comes after the retention and a prune.
+    eventually("four attempts at the receiver that is down", || async {
+        down.got().len() >= 4
+    })
+    .await;
+    let kept = store.events_after(0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].event.data["key"]["id"], id.as_str());
+}
+
+/// [`fast`], keeping delivered events 200 ms.
+fn short_retention(config: &mut Config) {
+    fast(config);
+    config.webhooks.outbox_retention = Duration::from_millis(200);
+}
+
+for_each_store!(pruning_embedded => |kb| stores::embedded(kb, short_retention);
+    delivered_events_are_pruned_after_their_retention);
+for_each_store!(pruning_redis => |kb| stores::redis(kb, "prune:", short_retention);
+    delivered_events_are_pruned_after_their_retention);
 for_each_store!(embedded => |kb| stores::embedded(kb, fast);
     key_events_are_delivered_signed_and_in_order,
     a_receiver_that_was_down_gets_everything_in_order,
@@ -300,20 +332,16 @@ async fn private_network_urls_are_refused_without_the_setting() {
 /// Two gateways on one Redis: events made through either reach the webhook, each at least once.
 #[tokio::test]
 async fn two_gateways_on_redis_deliver_every_event() {
-    let Some(server) = common::redis::RedisServer::start() else {
+    // The server and the KB are bound: dropped, they would stop.
+    let Some(common::stores::RedisPair {
+        a,
+        b,
+        server: _server,
+        upstream: _kb,
+    }) = common::stores::redis_pair_with("pair:", fast).await
+    else {
         return;
     };
-    let kb = RunningKb::start().await;
-    let start = || {
-        TestGateway::builder()
-            .upstream(&kb)
-            .config(|c| {
-                c.store = server.store("pair:");
-                fast(c);
-            })
-            .start()
-    };
-    let (a, b) = (start().await, start().await);
     let receiver = Receiver::start().await;
     add_webhook(&a, &receiver.url(), json!(["key.created"])).await;
     let mut ids = Vec::new();
@@ -357,7 +385,9 @@ async fn accepted_writes_emit_content_events() {
         .await;
     let receiver = Receiver::start().await;
     add_webhook(&gateway, &receiver.url(), json!(["article.*"])).await;
-    let (key_id, writer) = gateway.create_key(json!({"scope": "read_write"})).await;
+    let (key_id, writer) = gateway
+        .create_key(json!({"scope": "read_write", "name": "Sync job"}))
+        .await;
     let (_, reader) = gateway.create_key(json!({"scope": "read"})).await;
 
     assert_eq!(
@@ -388,7 +418,7 @@ async fn accepted_writes_emit_content_events() {
     assert_eq!(data["params"], json!({"id": "42"}));
     assert_eq!(data["method"], "PATCH");
     assert_eq!(data["route"], "/v1/article/{id}");
-    assert_eq!(data["key"]["id"], key_id.as_str());
+    assert_eq!(data["key"], json!({"id": key_id, "name": "Sync job"}));
     assert_eq!(data["status"], 200);
     assert!(data["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     gateway.shutdown().await;

@@ -8,6 +8,7 @@
 mod access;
 mod audit;
 mod console;
+mod hygiene;
 mod keys;
 mod openapi;
 mod query;
@@ -43,6 +44,8 @@ pub struct Admin {
     webhooks: Arc<Deliverer>,
     /// The web console at `/console/`: its sessions and the permissions Edit offers.
     console: console::Console,
+    /// `keys.unused_policy` for the sweep on demand.
+    hygiene: crate::events::hygiene::HygieneSettings,
 }
 
 /// An admin API error: status, stable code and a message meant for the operator.
@@ -144,7 +147,14 @@ impl Admin {
             prometheus: None,
             key_metrics: None,
             limiter: None,
+            hygiene: Default::default(),
         }
+    }
+
+    /// Sweeps for unused keys on demand under `settings`' policy.
+    pub fn with_hygiene(mut self, settings: crate::events::hygiene::HygieneSettings) -> Admin {
+        self.hygiene = settings;
+        self
     }
 
     /// Shows each key's `quota_state` as `limiter` counts it.
@@ -214,6 +224,7 @@ impl Admin {
         match endpoint {
             Endpoint::KeyUsage => return self.key_usage(id, query.as_deref()).await,
             Endpoint::Usage => return self.usage_overview(query.as_deref()).await,
+            Endpoint::UnusedSweep => return self.unused_sweep(query.as_deref(), &ctx).await,
             _ => {}
         }
         if let Endpoint::Audit = endpoint {
@@ -323,6 +334,8 @@ enum Endpoint {
     Deliveries,
     /// `/v1/webhooks/{id}/deliveries/{delivery_id}/retry`
     RetryDelivery,
+    /// `/v1/keys/unused-sweep`
+    UnusedSweep,
 }
 
 impl Endpoint {
@@ -333,6 +346,7 @@ impl Endpoint {
             ["metrics"] => Endpoint::Metrics,
             ["openapi.json"] => Endpoint::OpenApi,
             ["v1", "keys"] => Endpoint::Keys,
+            ["v1", "keys", "unused-sweep"] => Endpoint::UnusedSweep,
             ["v1", "keys", _] => Endpoint::Key,
             ["v1", "keys", _, "rotate"] => Endpoint::Rotate,
             ["v1", "keys", _, "rotation", "end"] => Endpoint::EndRotation,
@@ -362,7 +376,10 @@ impl Endpoint {
                 &[Method::GET, Method::POST]
             }
             Endpoint::Key | Endpoint::Webhook => &[Method::GET, Method::PATCH, Method::DELETE],
-            Endpoint::Rotate | Endpoint::EndRotation | Endpoint::RetryDelivery => &[Method::POST],
+            Endpoint::Rotate
+            | Endpoint::EndRotation
+            | Endpoint::RetryDelivery
+            | Endpoint::UnusedSweep => &[Method::POST],
             Endpoint::AdminToken => &[Method::DELETE],
             Endpoint::Audit | Endpoint::AuditVerify | Endpoint::Deliveries => &[Method::GET],
         }

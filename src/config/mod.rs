@@ -82,6 +82,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// `webhooks:` event deliveries.
     pub webhooks: crate::events::WebhookSettings,
+    /// `keys.expiry_warnings`, `keys.unused_policy`, `keys.sweep_interval`.
+    pub hygiene: crate::events::hygiene::HygieneSettings,
 }
 
 /// Per-key metrics: `kbgate_key_requests_total{key_id}` and `kbgate_key_info`.
@@ -410,6 +412,57 @@ routes:
             message.contains("keys.source: unknown field `source`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn key_hygiene_settings_default_and_are_checked() {
+        use crate::events::hygiene::{HygieneSettings, UnusedAction, UnusedPolicy};
+        let day = Duration::from_secs(86_400);
+        assert_eq!(parse(GOOD).unwrap().hygiene, HygieneSettings::default());
+        assert_eq!(
+            HygieneSettings::default().expiry_warnings,
+            [14 * day, 7 * day, day]
+        );
+        let keys = |text: &str| parse(&format!("{GOOD}keys: {text}\n")).map(|c| c.hygiene);
+        let set = keys(
+            "{ expiry_warnings: [1d, 30d], unused_policy: { after: 90d, action: disable }, \
+             sweep_interval: 1m }",
+        )
+        .unwrap();
+        assert_eq!(set.expiry_warnings, [30 * day, day], "longest first");
+        assert_eq!(set.notice_lead(), Some(30 * day));
+        assert_eq!(
+            set.unused,
+            Some(UnusedPolicy {
+                after: 90 * day,
+                action: UnusedAction::Disable
+            })
+        );
+        assert_eq!(set.sweep_interval, Duration::from_secs(60));
+        for (text, expected) in [
+            (
+                "{ expiry_warnings: [7d, 0s] }",
+                "keys.expiry_warnings[1]: must be above zero",
+            ),
+            (
+                "{ unused_policy: { after: 1h, action: report } }",
+                "keys.unused_policy.after: must be at least 1d",
+            ),
+            (
+                "{ unused_policy: { after: 90d, action: delete } }",
+                "keys.unused_policy.action",
+            ),
+            (
+                "{ sweep_interval: 0s }",
+                "keys.sweep_interval: must be above zero",
+            ),
+        ] {
+            let message = keys(text).unwrap_err().to_string();
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in {message:?}"
+            );
+        }
     }
 
     #[test]

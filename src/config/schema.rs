@@ -253,16 +253,40 @@ impl Default for RawHotTier {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawKeys {
     pub(super) sources: Vec<String>,
+    /// Lead times before expiry for `key.expiring` (and the `Kbgate-Key-Expires` header).
+    pub(super) expiry_warnings: Vec<humantime_serde::Serde<Duration>>,
+    /// Unused keys reported or disabled (absent: off).
+    pub(super) unused_policy: Option<RawUnusedPolicy>,
+    /// How often the expiry sweep runs.
+    #[serde(with = "humantime_serde")]
+    pub(super) sweep_interval: Duration,
 }
 
 impl Default for RawKeys {
     fn default() -> Self {
+        let hygiene = crate::events::hygiene::HygieneSettings::default();
         RawKeys {
             sources: ["authorization", "x-api-key", "query:key"]
                 .map(String::from)
                 .to_vec(),
+            expiry_warnings: hygiene
+                .expiry_warnings
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            unused_policy: None,
+            sweep_interval: hygiene.sweep_interval,
         }
     }
+}
+
+/// `keys.unused_policy: {after: 90d, action: report|disable}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUnusedPolicy {
+    #[serde(with = "humantime_serde")]
+    pub(super) after: Duration,
+    pub(super) action: crate::events::hygiene::UnusedAction,
 }
 
 #[derive(Deserialize)]
@@ -392,6 +416,8 @@ pub(super) struct RawWebhooks {
     pub(super) retry_max: Duration,
     #[serde(with = "humantime_serde")]
     pub(super) poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(super) outbox_retention: Duration,
 }
 
 impl Default for RawWebhooks {
@@ -404,6 +430,7 @@ impl Default for RawWebhooks {
             retry_initial: d.retry_initial,
             retry_max: d.retry_max,
             poll_interval: d.poll_interval,
+            outbox_retention: d.outbox_retention,
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{AdminConfig, Config, ConfigError, LogFormat, MetricsConfig, field_er
 use crate::authz::DEFAULT_RESOURCES;
 use crate::authz::routes::{RouteDefinition, RouteTable};
 use crate::cors::Cors;
+use crate::events::hygiene::{HygieneSettings, UnusedPolicy};
 use crate::keys::KeySources;
 use crate::keys::keyring::CacheLimits;
 use crate::keys::limits::KeyDefaults;
@@ -83,6 +84,7 @@ impl RawConfig {
         let cors = self.cors.map(|c| c.validate(&self.routes)).transpose()?;
         let store = self.store.validate()?;
         let hot_tier = self.hot_tier.validate()?;
+        let hygiene = self.keys.hygiene()?;
         let key_sources = self.keys.validate()?;
         let usage_history_retention = self.usage.history_retention()?;
         let usage_flush_interval = self.usage.validate()?;
@@ -122,6 +124,7 @@ impl RawConfig {
             cors,
             audit_retention,
             webhooks,
+            hygiene,
         })
     }
 
@@ -257,6 +260,7 @@ impl RawWebhooks {
             ("webhooks.retry_initial", self.retry_initial),
             ("webhooks.retry_max", self.retry_max),
             ("webhooks.poll_interval", self.poll_interval),
+            ("webhooks.outbox_retention", self.outbox_retention),
         ] {
             if value.is_zero() {
                 return Err(field_error(field, "must be above zero"));
@@ -269,6 +273,7 @@ impl RawWebhooks {
             retry_initial: self.retry_initial,
             retry_max: self.retry_max,
             poll_interval: self.poll_interval,
+            outbox_retention: self.outbox_retention,
         })
     }
 }
@@ -369,6 +374,43 @@ impl RawLog {
 }
 
 impl RawKeys {
+    /// `expiry_warnings` (each above zero, longest first, none twice), `unused_policy`
+    /// (`after` at least a day: a shorter one would disable keys between two uses) and
+    /// `sweep_interval` (above zero).
+    fn hygiene(&self) -> Result<HygieneSettings, ConfigError> {
+        let mut warnings: Vec<Duration> = self.expiry_warnings.iter().map(|d| **d).collect();
+        if let Some(i) = warnings.iter().position(Duration::is_zero) {
+            return Err(field_error(
+                format!("keys.expiry_warnings[{i}]"),
+                "must be above zero",
+            ));
+        }
+        warnings.sort_unstable_by(|a, b| b.cmp(a));
+        warnings.dedup();
+        if self.sweep_interval.is_zero() {
+            return Err(field_error("keys.sweep_interval", "must be above zero"));
+        }
+        let unused = match &self.unused_policy {
+            Some(policy) if policy.after < Duration::from_secs(86_400) => {
+                return Err(field_error(
+                    "keys.unused_policy.after",
+                    "must be at least 1d",
+                ));
+            }
+            Some(policy) => Some(UnusedPolicy {
+                after: policy.after,
+                action: policy.action,
+            }),
+            None => None,
+        };
+        Ok(HygieneSettings {
+            expiry_warnings: warnings,
+            unused,
+            sweep_interval: self.sweep_interval,
+            ..HygieneSettings::default()
+        })
+    }
+
     fn validate(self) -> Result<KeySources, ConfigError> {
         if self.sources.is_empty() {
             return Err(field_error(

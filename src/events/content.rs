@@ -1,7 +1,7 @@
 //! Content events: a write the KB accepted (2xx) on a route that names an event
 //! (`routes[].event`) is written to the outbox before the client's response is sent, so an
 //! accepted write is never without its event. Data: route, method, path, path parameters, key
-//! id, the KB's status and the request id.
+//! id and name, the KB's status and the request id.
 
 use crate::events::Deliverer;
 use crate::keys::outbox::Event;
@@ -21,6 +21,7 @@ pub struct Write<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub key_id: &'a str,
+    pub key_name: &'a str,
     pub status: u16,
     pub request_id: &'a str,
 }
@@ -37,7 +38,7 @@ impl ContentEvents {
             "method": write.method,
             "path": write.path,
             "params": params(write.template, write.path),
-            "key": {"id": write.key_id},
+            "key": {"id": write.key_id, "name": write.key_name},
             "status": write.status,
             "request_id": write.request_id,
         });

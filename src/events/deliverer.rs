@@ -6,7 +6,7 @@
 //! out, so each webhook gets its events in order.
 
 use crate::events::WebhookSettings;
-use crate::events::deliver;
+use crate::events::{deliver, outbox_metrics};
 use crate::keys::outbox::{Delivery, DeliveryState, Queued, WebhookRecord};
 use crate::keys::{KeyStore, StoreError};
 use chrono::Utc;
@@ -21,14 +21,18 @@ pub struct Deliverer {
     store: Arc<dyn KeyStore>,
     settings: WebhookSettings,
     wake: Notify,
+    /// When the outbox was last pruned (see [`Deliverer::prune`]).
+    pruned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Deliverer {
     pub fn new(store: Arc<dyn KeyStore>, settings: WebhookSettings) -> Arc<Deliverer> {
+        outbox_metrics::describe();
         Arc::new(Deliverer {
             store,
             settings,
             wake: Notify::new(),
+            pruned: std::sync::Mutex::new(None),
         })
     }
 
@@ -55,18 +59,73 @@ impl Deliverer {
         }
     }
 
-    /// One pass: each webhook's due events, the webhooks side by side.
+    /// One pass: each webhook's due events, the webhooks side by side; then the backlog.
     pub async fn pass(&self) -> Result<(), StoreError> {
         let hooks = self.store.webhooks().await?;
         let passes = hooks.iter().map(|hook| self.work(hook));
+        let mut slowest: Option<u64> = None;
         for result in futures_util::future::join_all(passes).await {
-            result?;
+            let cursor = result?;
+            slowest = Some(slowest.map_or(cursor, |s| s.min(cursor)));
+        }
+        self.measure_backlog(slowest).await
+    }
+
+    /// Sets the backlog gauges: the events after the slowest webhook's place.
+    async fn measure_backlog(&self, slowest: Option<u64>) -> Result<(), StoreError> {
+        let head = self.store.outbox_head().await?;
+        self.prune(slowest.unwrap_or(head)).await?;
+        let Some(slowest) = slowest else {
+            outbox_metrics::backlog(0, 0.0);
+            return Ok(());
+        };
+        let depth = head.saturating_sub(slowest);
+        let oldest = match depth {
+            0 => None,
+            _ => self
+                .store
+                .events_after(slowest, 1)
+                .await?
+                .into_iter()
+                .next(),
+        };
+        let age = oldest.map_or(0.0, |q| {
+            (Utc::now() - q.event.timestamp).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        outbox_metrics::backlog(depth, age);
+        Ok(())
+    }
+
+    /// Removes the events every webhook is done with (those up to `done`) once they are
+    /// older than `webhooks.outbox_retention`, every tenth of it at most (at most hourly).
+    async fn prune(&self, done: u64) -> Result<(), StoreError> {
+        let retention = self.settings.outbox_retention;
+        let interval = crate::keys::prune_interval(retention);
+        let due = match self.pruned.lock() {
+            Ok(mut last) if last.is_none_or(|at| at.elapsed() >= interval) => {
+                *last = Some(std::time::Instant::now());
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return Ok(());
+        }
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let removed = self.store.prune_outbox(done, before).await?;
+        if removed > 0 {
+            tracing::debug!(
+                events = removed,
+                "delivered events past their retention pruned"
+            );
         }
         Ok(())
     }
 
     /// Delivers `hook`'s due events in order, stopping at one that must wait for a retry.
-    async fn work(&self, hook: &WebhookRecord) -> Result<(), StoreError> {
+    /// Returns the place it is done up to.
+    async fn work(&self, hook: &WebhookRecord) -> Result<u64, StoreError> {
         let saved = self.store.webhook_cursor(&hook.id).await?;
         let mut cursor = saved.unwrap_or(hook.start_seq);
         'outbox: loop {
@@ -84,7 +143,7 @@ impl Deliverer {
         if saved != Some(cursor) {
             self.store.set_webhook_cursor(&hook.id, cursor).await?;
         }
-        Ok(())
+        Ok(cursor)
     }
 
     /// Attempts `queued` if it is due; true when the webhook is done with it.
@@ -117,7 +176,7 @@ impl Deliverer {
                 .unwrap_or(chrono::TimeDelta::MAX);
             delivery.next_attempt_at = Some(Utc::now() + wait);
         }
-        record_metric(&hook.id, &delivery);
+        outbox_metrics::attempt(&hook.id, &delivery);
         self.store.put_delivery(&delivery).await?;
         Ok(delivery.state != DeliveryState::Pending)
     }
@@ -138,24 +197,8 @@ impl Deliverer {
             delivery.next_attempt_at = None;
         }
         delivery.attempts.push(attempt);
-        record_metric(&hook.id, &delivery);
+        outbox_metrics::attempt(&hook.id, &delivery);
         self.store.put_delivery(&delivery).await?;
         Ok(Some(delivery))
     }
-}
-
-/// `kbgate_webhook_deliveries_total{webhook, outcome}`: each attempt, by how it ended
-/// (`succeeded`, `retrying`, `failed`).
-fn record_metric(webhook: &str, delivery: &Delivery) {
-    let outcome = match delivery.state {
-        DeliveryState::Succeeded => "succeeded",
-        DeliveryState::Pending => "retrying",
-        DeliveryState::Failed => "failed",
-    };
-    metrics::counter!(
-        "kbgate_webhook_deliveries_total",
-        "webhook" => webhook.to_string(),
-        "outcome" => outcome
-    )
-    .increment(1);
 }

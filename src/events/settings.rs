@@ -16,6 +16,9 @@ pub struct WebhookSettings {
     pub retry_max: Duration,
     /// How often the outbox is looked at for events other gateways wrote.
     pub poll_interval: Duration,
+    /// How long an event every webhook is done with stays in the outbox (with its deliveries,
+    /// shown by `GET /v1/webhooks/{id}/deliveries`).
+    pub outbox_retention: Duration,
 }
 
 /// How much of a receiver's answer is read: enough for an error message, not a flood.
@@ -30,6 +33,7 @@ impl Default for WebhookSettings {
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(3600),
             poll_interval: Duration::from_secs(1),
+            outbox_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod body_guard;
 mod checks;
+mod key_notices;
 mod key_source;
 
 use crate::access_log::{AccessLine, BytesIn};
@@ -26,6 +27,7 @@ use bytes::Bytes;
 use checks::check_request;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
+pub use key_notices::KeyNotices;
 use key_source::extract_key;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -47,6 +49,10 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     /// Content events (`routes[].event`); None: no route emits any.
     pub content_events: Option<Arc<crate::events::content::ContentEvents>>,
+    /// `Kbgate-Key-Expires`, `Deprecation` and `Sunset` on proxied responses.
+    pub key_notices: KeyNotices,
+    /// `quota.threshold` and `key.rate_limited`; None: not emitted.
+    pub limit_events: Option<Arc<crate::events::limit_events::LimitEvents>>,
 }
 
 /// What the access log says about a request beyond its status, filled in as the request goes.
@@ -113,6 +119,11 @@ impl Handler for Gateway {
         }
         if let Some(report) = &log.limits {
             report.write(self.limiter.settings().headers, response.headers_mut());
+        }
+        if let (Some(events), Some(report), Some(key_id)) =
+            (&self.limit_events, &log.limits, &log.key_id)
+        {
+            events.observe(key_id, report, outcome == Rejection::RateLimited.code());
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
@@ -311,8 +322,11 @@ impl Gateway {
         };
         let method = request.method().clone();
         let upstream_started = Instant::now();
-        let response = self.upstream.forward(request, info).await;
+        let mut response = self.upstream.forward(request, info).await;
         log.upstream = Some(upstream_started.elapsed());
+        if let Ok(answer) = &mut response {
+            self.key_notices.write(&key, answer.headers_mut());
+        }
         if let (Ok(answer), Some(event), Some(events)) =
             (&response, route.event(&method), &self.content_events)
             && answer.status().is_success()
@@ -323,6 +337,7 @@ impl Gateway {
                 method: method.as_str(),
                 path,
                 key_id: &key.id,
+                key_name: key.name(),
                 status: answer.status().as_u16(),
                 request_id: request_id.to_str().unwrap_or_default(),
             };

@@ -32,6 +32,15 @@ impl Actor {
             role: Role::Admin,
         }
     }
+
+    /// The key-hygiene policies (`keys.unused_policy`): changes no person asked for.
+    pub fn policy() -> Actor {
+        Actor {
+            id: "policy".into(),
+            name: "keys.unused_policy".into(),
+            role: Role::Operator,
+        }
+    }
 }
 
 /// Who made a change and from where: what every change carries into its audit entry.
@@ -47,6 +56,15 @@ impl Context {
     pub fn config() -> Context {
         Context {
             actor: Actor::config(),
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// A change the policies make on their own (the daily sweeps).
+    pub fn policy() -> Context {
+        Context {
+            actor: Actor::policy(),
             ip: None,
             user_agent: None,
         }

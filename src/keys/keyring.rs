@@ -41,6 +41,8 @@ pub struct KeyGrant {
     pub permissions: Box<[Permission]>,
     /// `None` for a key with no limit (its own or a default): the request path's one check.
     pub limits: Option<Box<KeyLimits>>,
+    /// For events about the key's requests (`routes[].event`).
+    name: Arc<str>,
     enabled: bool,
     expires_at: Option<DateTime<Utc>>,
     /// The end of the rotation grace when the presented secret is a rotated-out one.
@@ -54,10 +56,26 @@ impl KeyGrant {
             scope: record.scope,
             permissions: record.permissions.clone().into_boxed_slice(),
             limits: KeyLimits::resolve(record, defaults).map(Box::new),
+            name: record.name.as_str().into(),
             enabled: record.enabled,
             expires_at: record.expires_at,
             secret_retires_at: record.secret_for(hash).and_then(|s| s.retires_at),
         }
+    }
+
+    /// The key's name when it was read from the store.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When the key expires, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+
+    /// The end of the rotation grace when the secret presented is a rotated-out one.
+    pub fn secret_retires_at(&self) -> Option<DateTime<Utc>> {
+        self.secret_retires_at
     }
 
     /// Is the key usable at `now`? Checked on every request, cached or not, so expiry and the

@@ -20,7 +20,7 @@ mod sources;
 pub mod store;
 pub mod watch;
 
-pub use audit_store::{AuditStore, prunable, run_pruning};
+pub use audit_store::{AuditStore, prunable, prune_interval, run_pruning};
 pub use keyring::{KeyGrant, Keyring, VerifyError};
 pub use outbox::OutboxStore;
 pub use record::{KeyRecord, SecretEntry, Usage, UsageDelta};

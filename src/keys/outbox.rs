@@ -212,6 +212,28 @@ pub trait OutboxStore: Send + Sync {
     async fn delivery(&self, webhook_id: &str, seq: u64) -> Result<Option<Delivery>, StoreError> {
         unsupported()
     }
+    /// Claims `name` until `until` and appends `event` (if any), in one write, unless a claim
+    /// of that name is still running: true when this call claimed it. What makes an event
+    /// that no write caused (sweeps, limits) happen once across restarts and gateways:
+    /// however many race for a claim, one wins.
+    async fn claim(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        unsupported()
+    }
+    /// Removes the events at places up to `upto` written before `before`, from the start of
+    /// the outbox up to the first younger one, with their deliveries. Returns how many.
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    /// Forgets the claims that ended before `now` (a store whose claims expire by themselves
+    /// has nothing to do). Returns how many were forgotten.
+    async fn prune_claims(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(0)
+    }
 }
 
 /// The key of a delivery in a store: the webhook, then the place, zero-padded so keys sort.

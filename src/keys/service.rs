@@ -157,6 +157,21 @@ impl KeyService {
         Ok(listing::page(self.store.as_ref(), query, Utc::now(), &exact).await?)
     }
 
+    /// Up to `max` keys, oldest first, after `after`, with exact usage: how the key-hygiene
+    /// sweeps walk every key a page at a time.
+    pub async fn page_exact(
+        &self,
+        after: Option<&listing::AgeMark>,
+        max: usize,
+    ) -> Result<Vec<KeyRecord>, KeyServiceError> {
+        let _exact = self.usage.exact().await;
+        let mut records = self.store.page_by_age(after, false, max).await?;
+        for record in &mut records {
+            self.usage.add_pending(record);
+        }
+        Ok(records)
+    }
+
     /// A key's usage in the hours `from..to` (only hours with requests), exact as
     /// [`KeyService::get`] is.
     pub async fn usage_history(

@@ -114,6 +114,14 @@ impl Receiver {
             .collect()
     }
 
+    /// The `data.key.id` of each delivered event, in arrival order.
+    pub fn delivered_key_ids(&self) -> Vec<Value> {
+        self.delivered()
+            .iter()
+            .map(|g| g.json()["data"]["key"]["id"].clone())
+            .collect()
+    }
+
     pub fn delivered_types(&self) -> Vec<String> {
         self.delivered().iter().map(Got::kind).collect()
     }

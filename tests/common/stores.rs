@@ -69,12 +69,20 @@ pub struct RedisPair {
 
 /// A [`RedisPair`] on a fresh redis-server (None: skipped, as [`redis`]).
 pub async fn redis_pair(prefix: &str) -> Option<RedisPair> {
+    redis_pair_with(prefix, |_| {}).await
+}
+
+/// A [`RedisPair`] with `edit` applied to both gateways' configs.
+pub async fn redis_pair_with(prefix: &str, edit: fn(&mut Config)) -> Option<RedisPair> {
     let server = RedisServer::start()?;
     let upstream = RunningKb::start().await;
     let start = || {
         TestGateway::builder()
             .upstream(&upstream)
-            .config(|config| config.store = server.store(prefix))
+            .config(|config| {
+                config.store = server.store(prefix);
+                edit(config);
+            })
             .start()
     };
     let (a, b) = (start().await, start().await);

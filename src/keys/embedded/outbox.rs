@@ -3,7 +3,8 @@
 //! its event are committed together or not at all.
 //!
 //! Tables: `outbox` (place -> event JSON), `webhooks` (id -> record JSON), `webhook_cursors`
-//! (id -> place), `deliveries` ([`delivery_key`] -> delivery JSON).
+//! (id -> place), `deliveries` ([`delivery_key`] -> delivery JSON), `event_claims` (claim
+//! name -> the end of the claim, Unix milliseconds).
 
 use super::audit::audited;
 use super::{EmbeddedStore, unavailable};
@@ -11,18 +12,21 @@ use crate::keys::StoreError;
 use crate::keys::audit::NewEntry;
 use crate::keys::outbox::{Delivery, Event, OutboxStore, Queued, WebhookRecord, delivery_key};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 const OUTBOX: TableDefinition<u64, &str> = TableDefinition::new("outbox");
 const WEBHOOKS: TableDefinition<&str, &str> = TableDefinition::new("webhooks");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("webhook_cursors");
 const DELIVERIES: TableDefinition<&str, &str> = TableDefinition::new("deliveries");
+const CLAIMS: TableDefinition<&str, i64> = TableDefinition::new("event_claims");
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(OUTBOX).map_err(unavailable)?;
     txn.open_table(WEBHOOKS).map_err(unavailable)?;
     txn.open_table(CURSORS).map_err(unavailable)?;
     txn.open_table(DELIVERIES).map_err(unavailable)?;
+    txn.open_table(CLAIMS).map_err(unavailable)?;
     Ok(())
 }
 
@@ -212,6 +216,94 @@ impl OutboxStore for EmbeddedStore {
             let table = txn.open_table(DELIVERIES).map_err(unavailable)?;
             let json = table.get(key.as_str()).map_err(unavailable)?;
             json.map(|j| decode_delivery(j.value())).transpose()
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let (name, event) = (name.to_string(), event.cloned());
+        let now = Utc::now().timestamp_millis();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut claims = txn.open_table(CLAIMS).map_err(unavailable)?;
+                let running = claims.get(name.as_str()).map_err(unavailable)?;
+                if running.is_some_and(|end| end.value() > now) {
+                    return Ok(false);
+                }
+                claims
+                    .insert(name.as_str(), until.timestamp_millis())
+                    .map_err(unavailable)?;
+            }
+            if let Some(event) = &event {
+                append_in(&txn, event)?;
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn prune_claims(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let now = now.timestamp_millis();
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let mut removed = 0;
+            txn.open_table(CLAIMS)
+                .map_err(unavailable)?
+                .retain(|_, end| {
+                    let ended = end <= now;
+                    removed += usize::from(ended);
+                    !ended
+                })
+                .map_err(unavailable)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let (removed, last) = {
+                let mut outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
+                let mut last = None;
+                let mut removed = 0;
+                for row in outbox.range(..=upto).map_err(unavailable)? {
+                    let (seq, json) = row.map_err(unavailable)?;
+                    if Event::from_json(json.value())?.timestamp >= before {
+                        break;
+                    }
+                    last = Some(seq.value());
+                    removed += 1;
+                }
+                let Some(last) = last else {
+                    return Ok(0);
+                };
+                outbox
+                    .retain_in(..=last, |_, _| false)
+                    .map_err(unavailable)?;
+                (removed, last)
+            };
+            {
+                let hooks = txn.open_table(WEBHOOKS).map_err(unavailable)?;
+                let mut deliveries = txn.open_table(DELIVERIES).map_err(unavailable)?;
+                for row in hooks.iter().map_err(unavailable)? {
+                    let (id, _) = row.map_err(unavailable)?;
+                    let (from, to) = (delivery_key(id.value(), 0), delivery_key(id.value(), last));
+                    deliveries
+                        .retain_in(from.as_str()..=to.as_str(), |_, _| false)
+                        .map_err(unavailable)?;
+                }
+            }
+            txn.commit().map_err(unavailable)?;
+            Ok(removed)
         })
         .await
     }

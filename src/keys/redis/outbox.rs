@@ -4,13 +4,14 @@
 //! Layout under the prefix `P`: `P outbox` sorted set (score: place, member: event JSON, unique
 //! by its id) · `P outbox:seq` the last place · `P webhook:<id>` record JSON · `P webhooks`
 //! sorted set of ids by creation · `P webhook_cursor:<id>` place · `P deliveries:<id>` hash
-//! (zero-padded place -> delivery JSON).
+//! (zero-padded place -> delivery JSON) · `P claim:<name>` a claim, expiring when it ends.
 
 use super::RedisStore;
 use crate::keys::StoreError;
 use crate::keys::audit::NewEntry;
 use crate::keys::outbox::{Delivery, Event, OutboxStore, Queued, WebhookRecord};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script};
 
 /// KEYS: outbox, seq; ARGV: event JSON. Answers the event's place.
@@ -32,8 +33,19 @@ redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1";
 
+/// KEYS: claim, outbox, seq; ARGV: milliseconds the claim lasts, event JSON ('' for none).
+/// Answers 1 when claimed, 0 when a claim of that name is still running.
+const CLAIM: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if ARGV[2] ~= '' then
+  local seq = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[2], seq, ARGV[2])
+end
+return 1";
+
 pub(super) struct Scripts {
     append: Script,
+    claim: Script,
     put_hook: Script,
     delete_hook: Script,
 }
@@ -43,6 +55,7 @@ impl Scripts {
     pub(super) fn new(wrap: &dyn Fn(&str) -> Script) -> Scripts {
         Scripts {
             append: Script::new(APPEND),
+            claim: Script::new(CLAIM),
             put_hook: wrap(PUT_HOOK),
             delete_hook: wrap(DELETE_HOOK),
         }
@@ -52,6 +65,9 @@ impl Scripts {
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
+
+/// Events read at a time when pruning.
+const PRUNE_BATCH: usize = 500;
 
 fn padded(seq: u64) -> String {
     format!("{seq:020}")
@@ -72,6 +88,9 @@ impl RedisStore {
     }
     fn cursor_key(&self, id: &str) -> String {
         format!("{}webhook_cursor:{id}", self.prefix)
+    }
+    fn claim_key(&self, name: &str) -> String {
+        format!("{}claim:{name}", self.prefix)
     }
     fn deliveries_key(&self, id: &str) -> String {
         format!("{}deliveries:{id}", self.prefix)
@@ -214,5 +233,62 @@ impl OutboxStore for RedisStore {
             .await?;
         json.map(|j| serde_json::from_str(&j).map_err(corrupt))
             .transpose()
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError> {
+        let lasts = (until - Utc::now()).num_milliseconds().max(1);
+        let mut invocation = self.outbox().claim.key(self.claim_key(name));
+        invocation
+            .key(self.outbox_key())
+            .key(self.outbox_seq_key())
+            .arg(lasts)
+            .arg(event.map(Event::to_json).unwrap_or_default());
+        Ok(self.run_script(&invocation).await? == 1)
+    }
+
+    /// Reads the prunable events a batch at a time, then removes them (and their deliveries)
+    /// by place: an event appended meanwhile has a later place, so it stays.
+    async fn prune_outbox(&self, upto: u64, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut last = 0;
+        loop {
+            let batch = self.events_after(last, PRUNE_BATCH).await?;
+            let old: Vec<&Queued> = batch
+                .iter()
+                .take_while(|q| q.seq <= upto && q.event.timestamp < before)
+                .collect();
+            removed += old.len();
+            last = old.last().map_or(last, |q| q.seq);
+            if old.len() < PRUNE_BATCH {
+                break;
+            }
+        }
+        if removed == 0 {
+            return Ok(0);
+        }
+        let key = self.outbox_key();
+        let (key, last_text) = (&key, &last.to_string());
+        self.call(|mut c| async move {
+            c.zrembyscore::<_, _, _, ()>(key, "-inf", last_text.as_str())
+                .await
+        })
+        .await?;
+        for hook in self.webhooks().await? {
+            let key = self.deliveries_key(&hook.id);
+            let key = &key;
+            let fields: Vec<String> = self.call(|mut c| async move { c.hkeys(key).await }).await?;
+            let done: Vec<&String> = fields.iter().filter(|f| **f <= padded(last)).collect();
+            if !done.is_empty() {
+                let done = &done;
+                self.call(|mut c| async move { c.hdel::<_, _, ()>(key, done).await })
+                    .await?;
+            }
+        }
+        Ok(removed)
     }
 }
