@@ -163,16 +163,12 @@ pub async fn start_with_store(
         config.audit_retention,
         shutdown.clone(),
     ));
-    tasks.spawn(limiter.clone().run_saver(
-        store.clone(),
+    tasks.spawn(usage.clone().run_flusher(
+        store,
         config.usage_flush_interval,
         shutdown.clone(),
+        Some(limiter.clone()),
     ));
-    tasks.spawn(
-        usage
-            .clone()
-            .run_flusher(store, config.usage_flush_interval, shutdown.clone()),
-    );
     tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.spawn(crate::events::hygiene::run(

@@ -259,13 +259,14 @@ impl UsageRecorder {
         result
     }
 
-    /// Flushes every `interval` until `shutdown`; the final flush is the caller's, after the
-    /// listeners have drained.
+    /// Flushes every `interval` until `shutdown`, and `along` with each flush; the final flush
+    /// is the caller's, after the listeners have drained.
     pub async fn run_flusher(
         self: Arc<Self>,
         store: Arc<dyn KeyStore>,
         interval: Duration,
         shutdown: CancellationToken,
+        along: Option<Arc<dyn FlushedAlong>>,
     ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,11 +280,22 @@ impl UsageRecorder {
                     if let Err(error) = self.flush(store.as_ref()).await {
                         tracing::warn!(%error, "usage flush failed; will retry");
                     }
+                    if let Some(along) = &along {
+                        along.flush_along(store.as_ref()).await;
+                    }
                     self.prune(store.as_ref(), &mut last_pruned).await;
                 }
             }
         }
     }
+}
+
+/// Other counts kept in memory on the request path and written on the usage flush's tick (the
+/// embedded store's quota counts), so that one timer loop writes them all.
+#[async_trait::async_trait]
+pub trait FlushedAlong: Send + Sync {
+    /// Writes what is counted (logging its own failure, to be retried on the next tick).
+    async fn flush_along(&self, store: &dyn KeyStore);
 }
 
 /// The key service reads exact usage through this (keys sit below usage and cannot name it).

@@ -146,6 +146,48 @@ async fn headers_parse_as_structured_fields_and_retry_after_is_enough() {
     assert_eq!(send().await.status(), 200);
 }
 
+/// POSTs an article with `key`, which a read key may not do.
+async fn post_article(gateway: &TestGateway, key: &str) -> reqwest::Response {
+    let request = gateway.client.post(gateway.url("/v1/article"));
+    request.bearer_auth(key).body("{}").send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_response_refused_before_the_limits_shows_them_without_counting() {
+    let (kb, gateway) = TestGateway::builder().start_on_echo().await;
+    let (id, key) = gateway
+        .create_key(json!({
+            "scope": "read",
+            "rate_limit": {"requests": 5, "window_seconds": 60},
+            "quota": {"requests": 1000, "period": "day"},
+        }))
+        .await;
+    assert_eq!(gateway.get(ARTICLE, &key).await.0, 200);
+    let not_allowed = gateway.keyed_get(gateway.url("/v1/nowhere"), &key).await;
+    for refused in [
+        post_article(&gateway, &key).await,
+        post_article(&gateway, &key).await,
+        not_allowed,
+    ] {
+        let policy = parse_list(&refused.headers()["ratelimit-policy"]);
+        let names: Vec<_> = policy.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["rate", "quota"]);
+        let state = ratelimit(&refused);
+        assert_eq!((state.name.as_str(), state.param("r")), ("rate", 4));
+        assert!((1..=12).contains(&state.param("t")), "{state:?}");
+        assert!(
+            refused.headers().get("retry-after").is_none(),
+            "waiting would not help"
+        );
+        assert_eq!(status_and_code(refused).await.0, 403);
+    }
+    // Nothing was counted by the refusals.
+    let next = gateway.keyed_get(gateway.url(ARTICLE), &key).await;
+    assert_eq!(ratelimit(&next).param("r"), 3);
+    assert_eq!(quota_state(&gateway, &id).await["used"], 2);
+    assert_eq!(kb.count(), 2);
+}
+
 #[tokio::test]
 async fn an_exhausted_quota_says_when_its_period_ends() {
     let (_kb, gateway) = TestGateway::builder().start_on_echo().await;
@@ -190,6 +232,19 @@ async fn legacy_and_no_headers_as_configured() {
         ("5".into(), "4".into())
     );
     assert!(response.headers().get("ratelimit").is_none());
+    let refused = legacy
+        .client
+        .post(legacy.url(ARTICLE))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "a read key");
+    assert_eq!(
+        refused.headers()["x-ratelimit-remaining"],
+        "4",
+        "nothing counted"
+    );
 
     let (_kb, off) = TestGateway::builder()
         .config(|c| c.limit_settings.headers = HeaderStyle::Off)

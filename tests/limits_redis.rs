@@ -148,6 +148,39 @@ async fn one_script_per_decision_and_none_while_refused() {
 }
 
 #[tokio::test]
+async fn a_response_refused_before_the_limits_shows_them_in_one_round_trip_or_none() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let kb = RunningKb::start().await;
+    let gateway = exact_gateway(&kb, &server).await;
+    let (_, key) = gateway
+        .create_key(json!({"scope": "read", "rate_limit": {"requests": 2, "window_seconds": 60}}))
+        .await;
+    assert_eq!(gateway.get(ARTICLE, &key).await.0, 200, "cached");
+    let scripts = || server.calls("evalsha") + server.calls("eval");
+    let post = || async {
+        let request = gateway.client.post(gateway.url("/v1/article"));
+        request.bearer_auth(&key).body("{}").send().await.unwrap()
+    };
+    assert_eq!(post().await.status(), 403, "the peek's script loaded");
+    let before = scripts();
+    let refused = post().await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(ratelimit(&refused).param("r"), 1, "nothing taken, twice");
+    assert_eq!(scripts() - before, 1, "one round trip to peek");
+    assert_eq!(gateway.get(ARTICLE, &key).await.0, 200, "the one left");
+    assert_eq!(gateway.get(ARTICLE, &key).await.0, 429);
+    // Refused here until T: the limits are shown without asking Redis.
+    let before = scripts();
+    let refused = post().await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(ratelimit(&refused).param("r"), 0);
+    assert!(refused.headers().get("retry-after").is_none());
+    assert_eq!(scripts() - before, 0);
+}
+
+#[tokio::test]
 async fn redis_killed_allow_keeps_serving_deny_refuses_and_both_resume() {
     let Some(mut server) = RedisServer::start() else {
         return;

@@ -250,24 +250,17 @@ impl Gateway {
         let key = self.keyring.verify(&secret).await?;
         log.key_id = Some(key.id.clone());
         self.usage.record(&key.id);
-        if let Some(limits) = &key.limits {
-            self.check_address(limits, conn, request.headers())?;
-        }
-
-        let route = self
-            .routes
-            .lookup(request.method(), path)
-            .ok_or(Rejection::RouteNotAllowed)?;
-        log.route = Some(route.index);
-        if !authz::grants(key.scope, &key.permissions, &route.permission) {
-            return Err(Rejection::InsufficientPermissions);
-        }
-        // On the query as forwarded: the client key is not a parameter of the KB's.
-        if let Some(rule) = &route.query
-            && !rule.permits(forwarded_query.as_deref())
-        {
-            return Err(Rejection::QueryNotAllowed);
-        }
+        let query = forwarded_query.as_deref();
+        let route = match self.authorize(&key, request, conn, path, query, log) {
+            Ok(route) => route,
+            Err(rejection) => {
+                // A limited key's response shows its limits even when refused before them.
+                if let Some(limits) = &key.limits {
+                    log.limits = self.limiter.peek(&key.id, limits).await;
+                }
+                return Err(rejection);
+            }
+        };
         let quota = match &key.limits {
             Some(limits) => {
                 let report = log.limits.insert(LimitReport::default());
@@ -282,6 +275,37 @@ impl Gateway {
             query: forwarded_query.map(Cow::into_owned),
             quota,
         })
+    }
+
+    /// What the verified key may do here: its address allowlist, the route the request asks
+    /// for (written to `log`), that route's permission granted, and the route's query rule.
+    fn authorize(
+        &self,
+        key: &KeyGrant,
+        request: &Request<()>,
+        conn: &ConnInfo,
+        path: &str,
+        forwarded_query: Option<&str>,
+        log: &mut RequestLog,
+    ) -> Result<&Route, Rejection> {
+        if let Some(limits) = &key.limits {
+            self.check_address(limits, conn, request.headers())?;
+        }
+        let route = self
+            .routes
+            .lookup(request.method(), path)
+            .ok_or(Rejection::RouteNotAllowed)?;
+        log.route = Some(route.index);
+        if !authz::grants(key.scope, &key.permissions, &route.permission) {
+            return Err(Rejection::InsufficientPermissions);
+        }
+        // On the query as forwarded: the client key is not a parameter of the KB's.
+        if let Some(rule) = &route.query
+            && !rule.permits(forwarded_query)
+        {
+            return Err(Rejection::QueryNotAllowed);
+        }
+        Ok(route)
     }
 
     /// Sends an admitted request to the KB, its body under the guard of the route's limits.

@@ -47,6 +47,23 @@ pub fn refused(limit: &RateLimit, ahead: u64) -> RateVerdict {
     }
 }
 
+/// Where the limit stands now, the stored TAT `ahead` nanoseconds after now (0 when it is in the
+/// past), without a request being counted: the headers of a response refused before the
+/// decision. `allowed` says whether the next request would pass.
+pub fn peek(limit: &RateLimit, ahead: u64) -> RateVerdict {
+    let capacity = capacity(limit);
+    let next = ahead.saturating_add(limit.interval_nanos());
+    if next <= capacity {
+        RateVerdict {
+            allowed: true,
+            remaining: (capacity - ahead) / limit.interval_nanos(),
+            reset_nanos: ahead,
+        }
+    } else {
+        refused(limit, next)
+    }
+}
+
 /// How far ahead of now the TAT may run: `burst` intervals.
 fn capacity(limit: &RateLimit) -> u64 {
     limit.interval_nanos().saturating_mul(limit.burst())
@@ -82,5 +99,36 @@ mod tests {
         // After a long pause the burst is whole again.
         let (verdict, _) = decide(&limit, tat, now + 10_000 * MS);
         assert_eq!(verdict.remaining, 9);
+    }
+
+    #[test]
+    fn a_peek_says_what_the_next_request_would_find() {
+        let limit = RateLimit {
+            requests: 50,
+            window_seconds: 1,
+            burst: Some(10),
+        };
+        let fresh = peek(&limit, 0);
+        assert_eq!(
+            (fresh.allowed, fresh.remaining, fresh.reset_nanos),
+            (true, 10, 0)
+        );
+        // After three requests at once: seven left, and the next sees six after it.
+        let (mut tat, now) = (0, 1_000 * MS);
+        for _ in 0..3 {
+            tat = decide(&limit, tat, now).1.unwrap();
+        }
+        let seen = peek(&limit, tat - now);
+        assert_eq!((seen.remaining, seen.reset_nanos), (7, 60 * MS));
+        assert_eq!(decide(&limit, tat, now).0.remaining, 6);
+        // Spent: none left, and the wait a refused request would be told.
+        for _ in 0..7 {
+            tat = decide(&limit, tat, now).1.unwrap();
+        }
+        let spent = peek(&limit, tat - now);
+        assert_eq!(
+            (spent.allowed, spent.remaining, spent.reset_nanos),
+            (false, 0, decide(&limit, tat, now).0.reset_nanos)
+        );
     }
 }

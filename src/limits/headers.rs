@@ -5,13 +5,14 @@
 use super::HeaderStyle;
 use crate::keys::limits::{Quota, RateLimit};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use std::fmt::Write;
 
 const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const LEGACY_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const LEGACY_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const LEGACY_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATE_STATE: &str = "\"rate\";r=";
+const QUOTA_STATE: &str = "\"quota\";r=";
 
 /// Where one limit stands after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,20 +67,21 @@ pub fn seconds_up(nanos: u64) -> u64 {
 }
 
 impl LimitReport {
-    /// The limit nearest to exhaustion: the smaller share of its capacity left.
+    /// The limit nearest to exhaustion (the smaller share of its capacity left), with the start
+    /// of its `RateLimit` member.
     fn nearest(&self) -> Option<(&'static str, &Standing)> {
         match (&self.rate, &self.quota) {
             (Some(rate), Some(quota)) => {
                 let rate_share = u128::from(rate.remaining) * u128::from(quota.capacity);
                 let quota_share = u128::from(quota.remaining) * u128::from(rate.capacity);
                 Some(if quota_share < rate_share {
-                    ("quota", quota)
+                    (QUOTA_STATE, quota)
                 } else {
-                    ("rate", rate)
+                    (RATE_STATE, rate)
                 })
             }
-            (Some(rate), None) => Some(("rate", rate)),
-            (None, Some(quota)) => Some(("quota", quota)),
+            (Some(rate), None) => Some((RATE_STATE, rate)),
+            (None, Some(quota)) => Some((QUOTA_STATE, quota)),
             (None, None) => None,
         }
     }
@@ -89,7 +91,7 @@ impl LimitReport {
         if let Some(seconds) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
-        let Some((name, nearest)) = self.nearest() else {
+        let Some((state_prefix, nearest)) = self.nearest() else {
             return;
         };
         match style {
@@ -100,21 +102,64 @@ impl LimitReport {
                 headers.insert(LEGACY_RESET, HeaderValue::from(nearest.reset));
             }
             HeaderStyle::Draft => {
-                let mut policy = String::with_capacity(64);
-                for (name, standing) in [("rate", &self.rate), ("quota", &self.quota)] {
+                let mut policy = Line::<112>::new();
+                let limits = [("\"rate\";q=", &self.rate), ("\"quota\";q=", &self.quota)];
+                for (prefix, standing) in limits {
                     if let Some(s) = standing {
-                        let comma = if policy.is_empty() { "" } else { ", " };
-                        let _ = write!(policy, "{comma}\"{name}\";q={};w={}", s.quota, s.window);
+                        if policy.len > 0 {
+                            policy.push(", ");
+                        }
+                        policy
+                            .push(prefix)
+                            .number(s.quota)
+                            .push(";w=")
+                            .number(s.window);
                     }
                 }
-                let state = format!("\"{name}\";r={};t={}", nearest.remaining, nearest.reset);
-                for (header, value) in [(POLICY, policy), (RATELIMIT, state)] {
-                    if let Ok(value) = HeaderValue::try_from(value) {
+                let mut state = Line::<64>::new();
+                state.push(state_prefix).number(nearest.remaining);
+                state.push(";t=").number(nearest.reset);
+                for (header, line) in [(POLICY, policy.as_bytes()), (RATELIMIT, state.as_bytes())] {
+                    if let Ok(value) = HeaderValue::from_bytes(line) {
                         headers.insert(header, value);
                     }
                 }
             }
         }
+    }
+}
+
+/// A header value put together on the stack: `write!` and `format!` cost more than the limit
+/// decision itself (callgrind: ~2,800 instructions a response); itoa and one copy, a tenth.
+struct Line<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Line<N> {
+    fn new() -> Self {
+        Line {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    /// Appends `text`; what would not fit is left out (the longest policy, two limits of
+    /// 20-digit numbers, is 107 bytes; the longest state 53).
+    fn push(&mut self, text: &str) -> &mut Self {
+        if let Some(room) = self.bytes.get_mut(self.len..self.len + text.len()) {
+            room.copy_from_slice(text.as_bytes());
+            self.len += text.len();
+        }
+        self
+    }
+
+    fn number(&mut self, n: u64) -> &mut Self {
+        self.push(itoa::Buffer::new().format(n))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 

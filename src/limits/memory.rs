@@ -9,6 +9,10 @@ use crate::keys::limits::{Quota, QuotaCount, RateLimit};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The longest quota period in seconds (a month of 31 days): a count whose period started
+/// longer ago than this is of a period that has ended, whatever its kind.
+const LONGEST_PERIOD: i64 = 31 * 86_400;
+
 #[derive(Default, Clone, Copy)]
 struct KeyState {
     /// GCRA's theoretical arrival time, in nanoseconds since `Memory::epoch`.
@@ -50,7 +54,7 @@ impl Memory {
         rate: Option<&RateLimit>,
         quota: Option<(&Quota, i64)>,
     ) -> (Option<RateVerdict>, Option<QuotaVerdict>) {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.now();
         let mut state = match self.keys.get_mut(&**id) {
             Some(state) => state,
             None => self.keys.entry(id.clone()).or_default(),
@@ -84,6 +88,43 @@ impl Memory {
             state.tat = tat;
         }
         (rate_verdict, quota_verdict)
+    }
+
+    /// Nanoseconds since `epoch`, the rate's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How far the key's TAT is ahead of now (0 when it is past), and what is counted in
+    /// `period`: the state as it is, nothing taken.
+    pub(super) fn peek(&self, id: &str, period: Option<i64>) -> (u64, u64) {
+        let Some(state) = self.keys.get(id) else {
+            return (0, 0);
+        };
+        let used = period
+            .filter(|p| *p == state.period)
+            .map_or(0, |_| state.used);
+        (state.tat.saturating_sub(self.now()), used)
+    }
+
+    /// Drops the entries that say nothing a fresh one would not: a TAT in the past admits the
+    /// same as none, and a count of a period that has ended is reset by the next request. A
+    /// count of the current period stays (even at 0: the store may hold more for it).
+    pub(super) fn prune(&self, unix_now: i64) {
+        self.prune_at(self.now(), unix_now);
+    }
+
+    fn prune_at(&self, now: u64, unix_now: i64) {
+        self.keys.retain(|_, state| {
+            let rate_spent = state.tat > now;
+            let counting = state.period != 0 && state.period + LONGEST_PERIOD > unix_now;
+            rate_spent || counting
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.len()
     }
 
     /// Gives back a unit taken in `period` (a request the KB did not answer with success).
@@ -123,5 +164,48 @@ impl Memory {
             state.period = count.period_start;
             state.used = count.used;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::limits::{QuotaCounts, QuotaPeriod};
+
+    #[test]
+    fn stale_entries_are_pruned_and_live_ones_kept() {
+        let memory = Memory::new();
+        let rate = RateLimit {
+            requests: 1,
+            window_seconds: 60,
+            burst: None,
+        };
+        let quota = Quota {
+            requests: 10,
+            period: QuotaPeriod::Day,
+            counts: QuotaCounts::All,
+        };
+        let (limited, counted) = (Arc::from("k_rate"), Arc::from("k_quota"));
+        memory.decide(&limited, Some(&rate), None);
+        memory.decide(&counted, None, Some((&quota, 86_400)));
+        let now = memory.now();
+        memory.prune_at(now, 86_400 + 3_600);
+        assert_eq!(
+            memory.len(),
+            2,
+            "a TAT ahead and a count of this period are kept"
+        );
+        assert!(memory.peek("k_rate", None).0 > 0, "the TAT is ahead");
+
+        // A minute on, the TAT is past: the rate's entry is as good as none.
+        memory.prune_at(now + 60_000_000_000, 86_400 + 3_600);
+        assert_eq!(memory.len(), 1);
+        assert_eq!(memory.used("k_quota", 86_400), 1, "the count is kept");
+        // Once the period has ended (by any kind's length), the count goes too.
+        memory.prune_at(now, 86_400 + LONGEST_PERIOD);
+        assert_eq!(memory.len(), 0);
+        // And a pruned key decides as a fresh one.
+        let (verdict, _) = memory.decide(&limited, Some(&rate), None);
+        assert!(verdict.unwrap().allowed);
     }
 }

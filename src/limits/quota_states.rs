@@ -1,7 +1,7 @@
 //! Where the keys of a list page stand with their quotas: one Redis round trip for the page
 //! (a pipeline), not one per key.
 
-use super::{Backend, Limiter, QuotaState, period_of};
+use super::{Backend, Limiter, QuotaState};
 use crate::keys::StoreError;
 use crate::keys::limits::Quota;
 use chrono::Utc;
@@ -12,13 +12,12 @@ impl Limiter {
         &self,
         keys: &[(&str, Option<&Quota>)],
     ) -> Result<Vec<Option<QuotaState>>, StoreError> {
-        let now = Utc::now();
         let quotas: Vec<Option<(&Quota, i64, chrono::DateTime<Utc>)>> = keys
             .iter()
             .map(|(_, own)| {
                 own.or(self.settings.defaults.quota.as_ref()).map(|quota| {
-                    let (start, _, _, end) = period_of(quota, now);
-                    (quota, start, end)
+                    let period = self.periods.now(quota.period);
+                    (quota, period.start, period.end())
                 })
             })
             .collect();

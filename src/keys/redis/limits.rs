@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 /// Hashed once: a script's SHA is computed when it is made.
 static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
 static GIVE_BACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GIVE_BACK));
+static PEEK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PEEK));
 
 /// The rate (GCRA, as the limits module's gcra.rs computes it), then the quota, as one step: a request the
 /// quota refuses does not use up the rate. KEYS: rate, quota; ARGV: has rate, interval µs,
@@ -50,6 +51,17 @@ const GIVE_BACK: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used > 0 then return redis.call('DECR', KEYS[1]) end
 return 0";
+
+/// Where the rate and the quota stand, nothing written (for the headers of a response refused
+/// before the decision), on Redis's clock like [`DECIDE`]. KEYS: rate, quota.
+/// Returns {µs the TAT is ahead of now (0 when past), quota used}.
+const PEEK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ahead = 0
+if tat > now then ahead = tat - now end
+return {ahead, tonumber(redis.call('GET', KEYS[2]) or '0')}";
 
 /// What [`RedisStore::decide_limits`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +113,28 @@ impl RedisStore {
             quota_ok: quota_ok == 1,
             quota_used: u64::try_from(used).unwrap_or(0),
         })
+    }
+
+    /// Where the key's rate and its quota of the period starting at `period` stand, in one
+    /// round trip and without counting: (nanoseconds the TAT is ahead of now, quota used).
+    pub async fn peek_limits(
+        &self,
+        id: &str,
+        period: Option<i64>,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut invocation = PEEK_SCRIPT.key(self.limit_key(id, "rate"));
+        invocation.key(match period {
+            Some(period) => self.quota_key(id, period),
+            None => self.limit_key(id, "quota"),
+        });
+        let invocation = &invocation;
+        let (ahead, used): (i64, i64) = self
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok((
+            u64::try_from(ahead).unwrap_or(0).saturating_mul(1000),
+            u64::try_from(used).unwrap_or(0),
+        ))
     }
 
     /// Gives back a quota unit taken in the period starting at `period`.
