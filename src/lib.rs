@@ -25,7 +25,8 @@
 //!
 //! - floor 1: `body` the boxed body type · `path` canonical request paths, anything ambiguous
 //!   refused · `net` CIDR lists and the client address behind trusted proxies · `log_format`,
-//!   `log_sink`, `log_filter` log lines, batched writes, level words · `metrics` Prometheus
+//!   `log_sink`, `log_filter`, `log_direct` log lines, batched writes, level words, the access
+//!   line's route past tracing · `metrics` Prometheus
 //!   names and handles on plain labels (`process` the process_* series) · `authz` permissions,
 //!   scopes, grants
 //! - floor 2: `authz::routes` the route table · `keys` secrets, records, stores (each owns its
@@ -62,6 +63,7 @@ pub mod gateway;
 pub mod keys;
 pub mod limits;
 mod links;
+pub mod log_direct;
 pub mod log_filter;
 pub mod log_format;
 pub mod log_sink;
