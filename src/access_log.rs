@@ -9,7 +9,7 @@
 
 use crate::body::{self, Body, BoxError};
 use crate::log_direct;
-use crate::log_format::{ACCESS_TARGET, Fields};
+use crate::log_format::{ACCESS_TARGET, Fields, Name, field_name};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
@@ -84,21 +84,21 @@ impl AccessLine {
 
     /// The fields in the order and the form of [`AccessLine::write_through_tracing`].
     fn write_fields<W: std::fmt::Write>(&self, bytes_out: u64, fields: &mut Fields<'_, W>) {
-        fields.display("request_id", self.request_id.to_str().unwrap_or("-"));
-        fields.display("client_ip", self.client_ip.to_str().unwrap_or("-"));
-        fields.str("key_id", self.key_id.as_deref().unwrap_or("-"));
-        fields.display("method", self.method.as_str());
-        fields.str("path", self.path.as_deref().unwrap_or("-"));
-        fields.str("route", self.route.as_deref().unwrap_or("-"));
-        fields.u64("status", self.status.into());
-        fields.str("outcome", self.outcome);
-        fields.u64("bytes_in", self.bytes_in());
-        fields.u64("bytes_out", bytes_out);
-        fields.millis("latency_ms", micros(self.latency));
+        fields.display(&REQUEST_ID, self.request_id.to_str().unwrap_or("-"));
+        fields.display(&CLIENT_IP, self.client_ip.to_str().unwrap_or("-"));
+        fields.str(&KEY_ID, self.key_id.as_deref().unwrap_or("-"));
+        fields.display(&METHOD, self.method.as_str());
+        fields.str(&PATH, self.path.as_deref().unwrap_or("-"));
+        fields.str(&ROUTE, self.route.as_deref().unwrap_or("-"));
+        fields.u64(&STATUS, self.status.into());
+        fields.str(&OUTCOME, self.outcome);
+        fields.u64(&BYTES_IN, self.bytes_in());
+        fields.u64(&BYTES_OUT, bytes_out);
+        fields.millis(&LATENCY_MS, micros(self.latency));
         if let Some(upstream) = self.upstream {
-            fields.millis("upstream_ms", micros(upstream));
+            fields.millis(&UPSTREAM_MS, micros(upstream));
         }
-        fields.str("user_agent", &self.user_agent());
+        fields.str(&USER_AGENT, &self.user_agent());
     }
 
     /// The line as a tracing event, for a process that has not installed [`log_direct`].
@@ -136,6 +136,21 @@ impl AccessLine {
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
+
+// The access line's field names, as [`AccessLine::write_through_tracing`] names them.
+const REQUEST_ID: Name = field_name!("request_id");
+const CLIENT_IP: Name = field_name!("client_ip");
+const KEY_ID: Name = field_name!("key_id");
+const METHOD: Name = field_name!("method");
+const PATH: Name = field_name!("path");
+const ROUTE: Name = field_name!("route");
+const STATUS: Name = field_name!("status");
+const OUTCOME: Name = field_name!("outcome");
+const BYTES_IN: Name = field_name!("bytes_in");
+const BYTES_OUT: Name = field_name!("bytes_out");
+const LATENCY_MS: Name = field_name!("latency_ms");
+const UPSTREAM_MS: Name = field_name!("upstream_ms");
+const USER_AGENT: Name = field_name!("user_agent");
 
 /// Milliseconds with three decimals (whole microseconds), so log lines stay short and exact.
 pub fn millis(duration: Duration) -> f64 {

@@ -168,28 +168,19 @@ pub(crate) struct Fields<'w, W: Write> {
 }
 
 impl<W: Write> Fields<'_, W> {
-    fn write(&mut self, name: &str, value: impl FnOnce(&mut W) -> fmt::Result) {
+    fn write(&mut self, name: impl FieldName, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let separator = match (self.first, self.json) {
-            (true, _) => "",
-            (false, false) => " ",
-            (false, true) => ",",
-        };
+        let (json, first) = (self.json, self.first);
         self.first = false;
         let writer = &mut *self.writer;
-        self.result = writer
-            .write_str(separator)
-            .and_then(|()| match self.json {
-                false => writer.write_str(name),
-                true => write_json_str(writer, name),
-            })
-            .and_then(|()| writer.write_str(if self.json { ":" } else { "=" }))
+        self.result = name
+            .write_prefix(writer, json, first)
             .and_then(|()| value(writer));
     }
 
-    pub(crate) fn str(&mut self, name: &str, value: &str) {
+    pub(crate) fn str(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
         let plain = value
             .bytes()
@@ -205,7 +196,7 @@ impl<W: Write> Fields<'_, W> {
 
     /// A `%value` field of a string: its `Display`, written as it is in text and as a JSON
     /// string in JSON, without `core::fmt`.
-    pub(crate) fn display(&mut self, name: &str, value: &str) {
+    pub(crate) fn display(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
         self.write(name, |w| match json {
             false => w.write_str(value),
@@ -213,13 +204,13 @@ impl<W: Write> Fields<'_, W> {
         });
     }
 
-    pub(crate) fn u64(&mut self, name: &str, value: u64) {
+    pub(crate) fn u64(&mut self, name: impl FieldName, value: u64) {
         self.write(name, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     /// Whole microseconds as milliseconds, written exactly as `Debug` (and serde_json) write
     /// the float `micros as f64 / 1000.0`: `1.5`, `0.042`, `2000.0`, with no float arithmetic.
-    pub(crate) fn millis(&mut self, name: &str, micros: u64) {
+    pub(crate) fn millis(&mut self, name: impl FieldName, micros: u64) {
         self.write(name, |w| {
             w.write_str(itoa::Buffer::new().format(micros / 1000))?;
             let mut fraction = micros % 1000;
@@ -236,6 +227,55 @@ impl<W: Write> Fields<'_, W> {
             w.write_str(&"00"[..digits - text])?;
             w.write_str(itoa::Buffer::new().format(fraction))
         });
+    }
+}
+
+/// What comes before a field's value: the separator from the previous field, the name, and
+/// `=` (text) or `:` (JSON).
+pub(crate) trait FieldName {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result;
+}
+
+impl FieldName for &str {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
+        match (json, first) {
+            (false, true) => {}
+            (false, false) => writer.write_str(" ")?,
+            (true, true) => {}
+            (true, false) => writer.write_str(",")?,
+        }
+        match json {
+            false => writer.write_str(self).and_then(|()| writer.write_str("=")),
+            true => write_json_str(writer, self).and_then(|()| writer.write_str(":")),
+        }
+    }
+}
+
+/// A field name known when the program is built, with its prefixes written out in full: one
+/// write instead of four to six for each field of the access line. Made by [`field_name!`].
+pub(crate) struct Name {
+    /// ` name=`
+    pub(crate) text: &'static str,
+    /// `,"name":` (a name needing no JSON escape)
+    pub(crate) json: &'static str,
+}
+
+/// A [`Name`] for a plain field name.
+macro_rules! field_name {
+    ($name:literal) => {
+        $crate::log_format::Name {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
+}
+pub(crate) use field_name;
+
+impl FieldName for &Name {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
+        let prefix = if json { self.json } else { self.text };
+        // The separator is the prefix's first byte.
+        writer.write_str(if first { &prefix[1..] } else { prefix })
     }
 }
 
