@@ -8,11 +8,11 @@ use crate::body::{self, Body, BoxError};
 use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use bytes::Bytes;
+use connections::{Conn, Connections};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
-use connections::{Conn, Connections};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -48,7 +48,9 @@ pub struct UpstreamConfig {
 }
 
 /// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
-static HOP_BY_HOP: NameSet = NameSet::new(&[
+static HOP_BY_HOP: NameSet = NameSet::new(HOP_BY_HOP_NAMES);
+
+const HOP_BY_HOP_NAMES: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -60,7 +62,7 @@ static HOP_BY_HOP: NameSet = NameSet::new(&[
     "upgrade",
     // The settings of an `Upgrade: h2c` offer, which the gateway ignores (RFC 7540 §3.2.1).
     "http2-settings",
-]);
+];
 
 /// Client-sent headers that would leak the key or let a client pose as the gateway, and
 /// `Expect`: the gateway itself answered the client's `100-continue`.
@@ -213,19 +215,23 @@ impl Upstream {
                 .then(|| self.upstream_request(&client, body::empty(), &info).ok())
                 .flatten()
         });
-        let (mut response, conn) =
-            match tokio::time::timeout_at(started + self.config.timeout, exchange).await {
-                Err(_elapsed) => {
-                    metrics::fixed().upstream_error(UpstreamError::Timeout);
-                    return Err(ForwardError::Timeout);
-                }
-                Ok(Err(failed)) => {
-                    metrics::fixed().upstream_error(failed.kind);
-                    tracing::warn!(error = %failed.error, source = ?failed.error.source(), "upstream request failed");
-                    return Err(ForwardError::Unavailable);
-                }
-                Ok(Ok(answered)) => answered,
-            };
+        let (mut response, conn) = match tokio::time::timeout_at(
+            started + self.config.timeout,
+            exchange,
+        )
+        .await
+        {
+            Err(_elapsed) => {
+                metrics::fixed().upstream_error(UpstreamError::Timeout);
+                return Err(ForwardError::Timeout);
+            }
+            Ok(Err(failed)) => {
+                metrics::fixed().upstream_error(failed.kind);
+                tracing::warn!(error = %failed.error, source = ?failed.error.source(), "upstream request failed");
+                return Err(ForwardError::Unavailable);
+            }
+            Ok(Ok(answered)) => answered,
+        };
         if response.status().is_informational() {
             // hyper hands back only a 101 (it skips 100, 103 and the other 1xx): kbgate asked
             // for no upgrade, and a 1xx passed on as final is a bare 101 over HTTP/1 and a
@@ -258,10 +264,14 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, Conn), Failed> {
         let mut again = Some(again);
         loop {
-            let mut conn = self.connections.take(started).await.map_err(|error| Failed {
-                kind: UpstreamError::Connect,
-                error,
-            })?;
+            let mut conn = self
+                .connections
+                .take(started)
+                .await
+                .map_err(|error| Failed {
+                    kind: UpstreamError::Connect,
+                    error,
+                })?;
             let mut error = match conn.send(request).await {
                 Ok(response) => return Ok((response, conn)),
                 Err(error) => error,
@@ -491,9 +501,17 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// the names and a lookup only for those present: looking up each hop-by-hop name, present or
 /// not, cost about a thousand instructions per message (callgrind, benches/load profile).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed = connection_listed(headers);
-    doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
-    for name in doomed {
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
+    // Each name appears once among the keys, so an array holds them without allocating (a
+    // KB's `Connection: keep-alive` alone cost an allocation per response).
+    let mut doomed: [Option<HeaderName>; HOP_BY_HOP_NAMES.len()] = Default::default();
+    let present = headers.keys().filter(|name| is_hop_by_hop(name));
+    for (slot, name) in doomed.iter_mut().zip(present) {
+        *slot = Some(name.clone());
+    }
+    for name in doomed.into_iter().flatten() {
         headers.remove(name);
     }
 }
