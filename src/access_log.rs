@@ -13,12 +13,12 @@ use crate::log_format::{ACCESS_TARGET, Fields, Name, field_name};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
-use tracing::Level;
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Level;
 
 /// What counts the request body bytes read so far (the gateway's body guard).
 pub trait BytesIn: Send + Sync {
@@ -129,7 +129,9 @@ impl AccessLine {
     fn user_agent(&self) -> Cow<'_, str> {
         self.user_agent
             .as_ref()
-            .map_or(Cow::Borrowed("-"), |value| String::from_utf8_lossy(value.as_bytes()))
+            .map_or(Cow::Borrowed("-"), |value| {
+                String::from_utf8_lossy(value.as_bytes())
+            })
     }
 }
 

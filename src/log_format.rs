@@ -60,9 +60,11 @@ where
         match (fast, self.json) {
             (false, false) => self.text_format.format_event(ctx, writer, event),
             (false, true) => self.json_format.format_event(ctx, writer, event),
-            (true, json) => write_access_line(&mut writer, json, *event.metadata().level(), |fields| {
-                event.record(fields)
-            }),
+            (true, json) => {
+                write_access_line(&mut writer, json, *event.metadata().level(), |fields| {
+                    event.record(fields)
+                })
+            }
         }
     }
 }
@@ -218,7 +220,7 @@ impl<W: Write> Fields<'_, W> {
                 return w.write_str(".0");
             }
             let mut digits = 3;
-            while fraction % 10 == 0 {
+            while fraction.is_multiple_of(10) {
                 fraction /= 10;
                 digits -= 1;
             }
@@ -483,7 +485,13 @@ pub(crate) mod tests {
     #[test]
     fn whole_microseconds_are_written_as_the_float_of_milliseconds_is() {
         let mut values: Vec<u64> = (0..20_000).collect();
-        values.extend([999_999, 1_000_000, 1_234_567, 86_400_000_000, u64::from(u32::MAX)]);
+        values.extend([
+            999_999,
+            1_000_000,
+            1_234_567,
+            86_400_000_000,
+            u64::from(u32::MAX),
+        ]);
         values.extend((1..40).map(|shift| (1u64 << shift) + 7));
         for micros in values {
             let mut ours = String::new();
