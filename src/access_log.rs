@@ -8,14 +8,17 @@
 //! always the time to the response headers, as the request-duration histogram measures it.
 
 use crate::body::{self, Body, BoxError};
-use crate::log_format::ACCESS_TARGET;
+use crate::log_direct;
+use crate::log_format::{ACCESS_TARGET, Fields, Name, field_name};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Level;
 
 /// What counts the request body bytes read so far (the gateway's body guard).
 pub trait BytesIn: Send + Sync {
@@ -70,10 +73,36 @@ impl AccessLine {
     }
 
     fn write(&self, bytes_out: u64) {
-        let user_agent = self
-            .user_agent
-            .as_ref()
-            .map(|value| String::from_utf8_lossy(value.as_bytes()));
+        match log_direct::installed() {
+            Some(direct) if tracing::enabled!(target: ACCESS_TARGET, Level::INFO) => {
+                direct.write(|fields| self.write_fields(bytes_out, fields));
+            }
+            Some(_) => {}
+            None => self.write_through_tracing(bytes_out),
+        }
+    }
+
+    /// The fields in the order and the form of [`AccessLine::write_through_tracing`].
+    fn write_fields<W: std::fmt::Write>(&self, bytes_out: u64, fields: &mut Fields<'_, W>) {
+        fields.display(&REQUEST_ID, self.request_id.to_str().unwrap_or("-"));
+        fields.display(&CLIENT_IP, self.client_ip.to_str().unwrap_or("-"));
+        fields.str(&KEY_ID, self.key_id.as_deref().unwrap_or("-"));
+        fields.display(&METHOD, self.method.as_str());
+        fields.str(&PATH, self.path.as_deref().unwrap_or("-"));
+        fields.str(&ROUTE, self.route.as_deref().unwrap_or("-"));
+        fields.u64(&STATUS, self.status.into());
+        fields.str(&OUTCOME, self.outcome);
+        fields.u64(&BYTES_IN, self.bytes_in());
+        fields.u64(&BYTES_OUT, bytes_out);
+        fields.millis(&LATENCY_MS, micros(self.latency));
+        if let Some(upstream) = self.upstream {
+            fields.millis(&UPSTREAM_MS, micros(upstream));
+        }
+        fields.str(&USER_AGENT, &self.user_agent());
+    }
+
+    /// The line as a tracing event, for a process that has not installed [`log_direct`].
+    fn write_through_tracing(&self, bytes_out: u64) {
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = %self.request_id.to_str().unwrap_or("-"),
@@ -84,14 +113,46 @@ impl AccessLine {
             route = self.route.as_deref().unwrap_or("-"),
             status = self.status,
             outcome = self.outcome,
-            bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.bytes_in()),
+            bytes_in = self.bytes_in(),
             bytes_out,
             latency_ms = millis(self.latency),
             upstream_ms = self.upstream.map(millis),
-            user_agent = user_agent.as_deref().unwrap_or("-"),
+            user_agent = &*self.user_agent(),
         );
     }
+
+    fn bytes_in(&self) -> u64 {
+        self.bytes_in.as_ref().map_or(0, |n| n.bytes_in())
+    }
+
+    /// The user agent as text (it is client input: invalid UTF-8 is replaced), `-` for none.
+    fn user_agent(&self) -> Cow<'_, str> {
+        self.user_agent
+            .as_ref()
+            .map_or(Cow::Borrowed("-"), |value| {
+                String::from_utf8_lossy(value.as_bytes())
+            })
+    }
 }
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+// The access line's field names, as [`AccessLine::write_through_tracing`] names them.
+const REQUEST_ID: Name = field_name!("request_id");
+const CLIENT_IP: Name = field_name!("client_ip");
+const KEY_ID: Name = field_name!("key_id");
+const METHOD: Name = field_name!("method");
+const PATH: Name = field_name!("path");
+const ROUTE: Name = field_name!("route");
+const STATUS: Name = field_name!("status");
+const OUTCOME: Name = field_name!("outcome");
+const BYTES_IN: Name = field_name!("bytes_in");
+const BYTES_OUT: Name = field_name!("bytes_out");
+const LATENCY_MS: Name = field_name!("latency_ms");
+const UPSTREAM_MS: Name = field_name!("upstream_ms");
+const USER_AGENT: Name = field_name!("user_agent");
 
 /// Milliseconds with three decimals (whole microseconds), so log lines stay short and exact.
 pub fn millis(duration: Duration) -> f64 {
@@ -148,5 +209,97 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_format::{LineFormat, tests::Captured, write_access_line};
+    use crate::log_sink::LogSink;
+
+    struct Counted(u64);
+
+    impl BytesIn for Counted {
+        fn bytes_in(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn line(user_agent: &[u8], key: bool, upstream: Option<u64>, latency: u64) -> AccessLine {
+        AccessLine {
+            request_id: HeaderValue::from_static("abc-1"),
+            client_ip: HeaderValue::from_static("2001:db8::1"),
+            key_id: key.then(|| Arc::from("key_1")),
+            method: Method::PATCH,
+            path: key.then(|| "/v1/article/a%20b".to_string()),
+            route: Some(Arc::from("/v1/article/{id}")),
+            status: 201,
+            outcome: "forwarded",
+            bytes_in: key.then(|| Arc::new(Counted(12)) as Arc<dyn BytesIn>),
+            latency: Duration::from_micros(latency),
+            upstream: upstream.map(Duration::from_micros),
+            user_agent: HeaderValue::from_bytes(user_agent).ok(),
+        }
+    }
+
+    /// The line as the tracing route writes it through [`LineFormat`].
+    fn through_tracing(line: &AccessLine, json: bool) -> String {
+        let captured = Captured::default();
+        let (sink, guard) = LogSink::new(Box::new(captured.clone()));
+        let builder = tracing_subscriber::fmt().with_ansi(false).with_writer(sink);
+        let subscriber: Box<dyn tracing::Subscriber + Send + Sync> = match json {
+            false => Box::new(builder.event_format(LineFormat::text()).finish()),
+            true => Box::new(builder.json().event_format(LineFormat::json()).finish()),
+        };
+        tracing::subscriber::with_default(subscriber, || line.write_through_tracing(77));
+        drop(guard);
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn direct(line: &AccessLine, json: bool) -> String {
+        let mut text = String::new();
+        write_access_line(&mut text, json, Level::INFO, |fields| {
+            line.write_fields(77, fields)
+        })
+        .unwrap();
+        text
+    }
+
+    /// What follows the timestamp, the one part two lines may differ in.
+    fn after_timestamp(line: &str, json: bool) -> &str {
+        let at = match json {
+            false => line.find(' ').unwrap(),
+            true => line.find("\",\"level\"").unwrap(),
+        };
+        &line[at..]
+    }
+
+    #[test]
+    fn the_direct_line_is_byte_for_byte_the_tracing_line() {
+        let agents: [&[u8]; 4] = [
+            b"curl/8.5.0",
+            b"Mozilla/5.0 (\"x\") \\ \t tab",
+            b"caf\xc3\xa9 \xff\xfe bytes",
+            b"",
+        ];
+        for json in [false, true] {
+            for (i, agent) in agents.iter().enumerate() {
+                for (key, upstream, latency) in [
+                    (true, Some(2_000_000), 1_500),
+                    (false, None, 42),
+                    (true, Some(0), 1_234_567),
+                ] {
+                    let line = line(agent, key, upstream, latency + i as u64);
+                    let (ours, theirs) = (direct(&line, json), through_tracing(&line, json));
+                    assert_eq!(
+                        after_timestamp(&ours, json),
+                        after_timestamp(&theirs, json),
+                        "json: {json}"
+                    );
+                    assert_eq!(ours.len(), theirs.len(), "{ours}");
+                }
+            }
+        }
     }
 }

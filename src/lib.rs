@@ -11,7 +11,7 @@
 //!   -> check key format        401 invalid_key (no lookup)            keys/secret.rs
 //!   -> verify                  hot tier, then store                   keys/keyring.rs
 //!   -> authorize               route table -> permission -> grant?    authz/
-//!   -> forward                 pooled client, header hygiene,         upstream.rs
+//!   -> forward                 kept-open connections, header hygiene, upstream/
 //!                              body limits (413, 408)                 gateway/body_guard.rs
 //!   -> meter                   per-key usage, batched to the store    usage.rs
 //!                              Prometheus metrics, access log          metrics/, gateway/mod.rs
@@ -25,7 +25,8 @@
 //!
 //! - floor 1: `body` the boxed body type · `path` canonical request paths, anything ambiguous
 //!   refused · `net` CIDR lists and the client address behind trusted proxies · `log_format`,
-//!   `log_sink`, `log_filter` log lines, batched writes, level words · `metrics` Prometheus
+//!   `log_sink`, `log_filter`, `log_direct` log lines, batched writes, level words, the access
+//!   line's route past tracing · `metrics` Prometheus
 //!   names and handles on plain labels (`process` the process_* series) · `authz` permissions,
 //!   scopes, grants
 //! - floor 2: `authz::routes` the route table · `keys` secrets, records, stores (each owns its
@@ -33,9 +34,9 @@
 //!   audited), `admin_token` (roles), `audit` (entries, the hash chain), `audit_store` (the
 //!   audited writes each store makes in one write), `listing` (paged, filtered lists by
 //!   cursor), `history` (usage per key per hour), `watch` (change feed, hot-tier sweep,
-//!   key-info refresh) · `upstream` the forwarding client
-//!   (`ForwardError`) and header hygiene · `links` Location/Link rewriting · `server` accept
-//!   loop, TLS, its limits · `cors` browser clients (opt-in)
+//!   key-info refresh) · `upstream` the forwarding client (`ForwardError`), header hygiene,
+//!   `connections` kept open on hyper's client connections · `links` Location/Link
+//!   rewriting · `server` accept loop, TLS, its limits · `cors` browser clients (opt-in)
 //! - floor 3: `rejection` the refusal enum, its class, and `From` the domain errors · `usage`
 //!   per-key counters and their history by hour and outcome · `access_log` the access line and
 //!   when it is written · `limits` per-key rate, quota and address decisions and their headers
@@ -62,6 +63,7 @@ pub mod gateway;
 pub mod keys;
 pub mod limits;
 mod links;
+pub mod log_direct;
 pub mod log_filter;
 pub mod log_format;
 pub mod log_sink;

@@ -8,6 +8,7 @@
 //! those formatters unchanged. Colours on a terminal also go through them.
 
 use std::fmt::{self, Write};
+use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::FmtContext;
@@ -59,27 +60,63 @@ where
         match (fast, self.json) {
             (false, false) => self.text_format.format_event(ctx, writer, event),
             (false, true) => self.json_format.format_event(ctx, writer, event),
-            (true, false) => {
-                write_timestamp(&mut writer)?;
-                write!(writer, " {:>5} {ACCESS_TARGET}: ", level(event))?;
-                Fields::write_all(&mut writer, event, false)?;
-                writer.write_char('\n')
-            }
-            (true, true) => {
-                writer.write_str("{\"timestamp\":\"")?;
-                write_timestamp(&mut writer)?;
-                write!(writer, "\",\"level\":\"{}\",\"fields\":{{", level(event))?;
-                Fields::write_all(&mut writer, event, true)?;
-                writer.write_str("},\"target\":")?;
-                write_json_str(&mut writer, ACCESS_TARGET)?;
-                writer.write_str("}\n")
+            (true, json) => {
+                write_access_line(&mut writer, json, *event.metadata().level(), |fields| {
+                    event.record(fields)
+                })
             }
         }
     }
 }
 
-fn level(event: &Event<'_>) -> &'static str {
-    match *event.metadata().level() {
+/// One access line, `fields` written between its head (timestamp, level, target) and its end,
+/// in the layout of tracing-subscriber's `Full` text or `Json` format. The fast path above and
+/// the access log's own route past tracing (`log_direct`) both write it here.
+pub(crate) fn write_access_line<W: Write>(
+    writer: &mut W,
+    json: bool,
+    level: Level,
+    fields: impl FnOnce(&mut Fields<'_, W>),
+) -> fmt::Result {
+    let level = level_name(level);
+    match json {
+        false => {
+            write_timestamp(writer)?;
+            // A space, then the level right-aligned in five columns, as `{:>5}` pads it.
+            writer.write_str(&"      "[level.len()..])?;
+            writer.write_str(level)?;
+            writer.write_str(" ")?;
+            writer.write_str(ACCESS_TARGET)?;
+            writer.write_str(": ")?;
+        }
+        true => {
+            writer.write_str("{\"timestamp\":\"")?;
+            write_timestamp(writer)?;
+            writer.write_str("\",\"level\":\"")?;
+            writer.write_str(level)?;
+            writer.write_str("\",\"fields\":{")?;
+        }
+    }
+    let mut visitor = Fields {
+        writer: &mut *writer,
+        json,
+        first: true,
+        result: Ok(()),
+    };
+    fields(&mut visitor);
+    visitor.result?;
+    match json {
+        false => writer.write_char('\n'),
+        true => {
+            writer.write_str("},\"target\":")?;
+            write_json_str(writer, ACCESS_TARGET)?;
+            writer.write_str("}\n")
+        }
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
         Level::TRACE => "TRACE",
         Level::DEBUG => "DEBUG",
         Level::INFO => "INFO",
@@ -88,67 +125,69 @@ fn level(event: &Event<'_>) -> &'static str {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it.
-fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
-    write!(
-        writer,
-        "{}",
-        humantime::format_rfc3339_micros(std::time::SystemTime::now())
-    )
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it. The
+/// date and time of day are formatted once per second per thread; only the microseconds are
+/// written for each line.
+fn write_timestamp<W: Write>(writer: &mut W) -> fmt::Result {
+    thread_local! {
+        /// The whole second last formatted, and its text up to the seconds' dot.
+        static SECOND: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != now.as_secs() {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+            *text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop(); // the `Z`
+            text.push('.');
+            *second = now.as_secs();
+        }
+        writer.write_str(text)
+    })?;
+    let mut micros = [b'0'; 6];
+    let mut rest = now.subsec_micros();
+    for digit in micros.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    writer.write_str(std::str::from_utf8(&micros).unwrap_or("000000"))?;
+    writer.write_char('Z')
 }
 
 /// An event's fields. Text: `name=value` pairs separated by spaces, strings quoted and escaped
 /// as `Debug` does, other values as `Debug` writes them (a `%value` field: its `Display`).
 /// JSON: `"name":value` pairs, strings and `Debug` output as JSON strings, numbers as numbers.
 /// Plain strings and numbers are written directly: `core::fmt` is most of what a field costs.
-struct Fields<'w, 'a> {
-    writer: &'w mut Writer<'a>,
+pub(crate) struct Fields<'w, W: Write> {
+    writer: &'w mut W,
     json: bool,
     first: bool,
     result: fmt::Result,
 }
 
-impl<'w, 'a> Fields<'w, 'a> {
-    fn write_all(writer: &'w mut Writer<'a>, event: &Event<'_>, json: bool) -> fmt::Result {
-        let mut fields = Fields {
-            writer,
-            json,
-            first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result
-    }
-
-    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl<W: Write> Fields<'_, W> {
+    fn write(&mut self, name: impl FieldName, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let separator = match (self.first, self.json) {
-            (true, _) => "",
-            (false, false) => " ",
-            (false, true) => ",",
-        };
+        let (json, first) = (self.json, self.first);
         self.first = false;
         let writer = &mut *self.writer;
-        self.result = writer
-            .write_str(separator)
-            .and_then(|()| match self.json {
-                false => writer.write_str(field.name()),
-                true => write_json_str(writer, field.name()),
-            })
-            .and_then(|()| writer.write_str(if self.json { ":" } else { "=" }))
+        self.result = name
+            .write_prefix(writer, json, first)
             .and_then(|()| value(writer));
     }
-}
 
-impl Visit for Fields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
+    pub(crate) fn str(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
         let plain = value
             .bytes()
             .all(|b| b == b' ' || b.is_ascii_graphic() && b != b'"' && b != b'\\');
-        self.write(field, |w| match (json, plain) {
+        self.write(name, |w| match (json, plain) {
             (true, _) => write_json_str(w, value),
             (false, true) => ["\"", value, "\""]
                 .into_iter()
@@ -157,16 +196,110 @@ impl Visit for Fields<'_, '_> {
         });
     }
 
+    /// A `%value` field of a string: its `Display`, written as it is in text and as a JSON
+    /// string in JSON, without `core::fmt`.
+    pub(crate) fn display(&mut self, name: impl FieldName, value: &str) {
+        let json = self.json;
+        self.write(name, |w| match json {
+            false => w.write_str(value),
+            true => write_json_str(w, value),
+        });
+    }
+
+    pub(crate) fn u64(&mut self, name: impl FieldName, value: u64) {
+        self.write(name, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    /// Whole microseconds as milliseconds, written exactly as `Debug` (and serde_json) write
+    /// the float `micros as f64 / 1000.0`: `1.5`, `0.042`, `2000.0`, with no float arithmetic.
+    pub(crate) fn millis(&mut self, name: impl FieldName, micros: u64) {
+        self.write(name, |w| {
+            w.write_str(itoa::Buffer::new().format(micros / 1000))?;
+            let mut fraction = micros % 1000;
+            if fraction == 0 {
+                return w.write_str(".0");
+            }
+            let mut digits = 3;
+            while fraction.is_multiple_of(10) {
+                fraction /= 10;
+                digits -= 1;
+            }
+            let text = itoa::Buffer::new().format(fraction).len();
+            w.write_str(".")?;
+            w.write_str(&"00"[..digits - text])?;
+            w.write_str(itoa::Buffer::new().format(fraction))
+        });
+    }
+}
+
+/// What comes before a field's value: the separator from the previous field, the name, and
+/// `=` (text) or `:` (JSON).
+pub(crate) trait FieldName {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result;
+}
+
+impl FieldName for &str {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
+        match (json, first) {
+            (false, true) => {}
+            (false, false) => writer.write_str(" ")?,
+            (true, true) => {}
+            (true, false) => writer.write_str(",")?,
+        }
+        match json {
+            false => writer.write_str(self).and_then(|()| writer.write_str("=")),
+            true => write_json_str(writer, self).and_then(|()| writer.write_str(":")),
+        }
+    }
+}
+
+/// A field name known when the program is built, with its prefixes written out in full: one
+/// write instead of four to six for each field of the access line. Made by [`field_name!`].
+pub(crate) struct Name {
+    /// ` name=`
+    pub(crate) text: &'static str,
+    /// `,"name":` (a name needing no JSON escape)
+    pub(crate) json: &'static str,
+}
+
+/// A [`Name`] for a plain field name.
+macro_rules! field_name {
+    ($name:literal) => {
+        $crate::log_format::Name {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
+}
+pub(crate) use field_name;
+
+impl FieldName for &Name {
+    fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
+        let prefix = if json { self.json } else { self.text };
+        // The separator is the prefix's first byte.
+        writer.write_str(if first { &prefix[1..] } else { prefix })
+    }
+}
+
+impl<W: Write> Visit for Fields<'_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.str(field.name(), value);
+    }
+
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.u64(field.name(), value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.write(field.name(), |w| {
+            w.write_str(itoa::Buffer::new().format(value))
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.write(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.write(field.name(), |w| {
+            w.write_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -175,14 +308,14 @@ impl Visit for Fields<'_, '_> {
             false => ("NaN", "inf", "-inf"),
             true => ("null", "null", "null"),
         };
-        self.write(field, |w| {
+        self.write(field.name(), |w| {
             write_f64(w, value, nan, infinity, minus_infinity)
         });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let json = self.json;
-        self.write(field, |w| match json {
+        self.write(field.name(), |w| match json {
             false => write!(w, "{value:?}"),
             true => {
                 w.write_char('"')?;
@@ -194,8 +327,8 @@ impl Visit for Fields<'_, '_> {
 }
 
 /// A finite float as `Debug` (and serde_json) write it, shortest first: `1.5`, `2000.0`.
-fn write_f64(
-    writer: &mut Writer<'_>,
+fn write_f64<W: Write>(
+    writer: &mut W,
     value: f64,
     nan: &str,
     infinity: &str,
@@ -209,16 +342,16 @@ fn write_f64(
     })
 }
 
-fn write_json_str(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
+fn write_json_str<W: Write>(writer: &mut W, value: &str) -> fmt::Result {
     writer.write_char('"')?;
     JsonEscaped(writer).write_str(value)?;
     writer.write_char('"')
 }
 
 /// Writes what it is given with JSON string escapes (RFC 8259 §7).
-struct JsonEscaped<'w, 'a>(&'w mut Writer<'a>);
+struct JsonEscaped<'w, W: Write>(&'w mut W);
 
-impl Write for JsonEscaped<'_, '_> {
+impl<W: Write> Write for JsonEscaped<'_, W> {
     fn write_str(&mut self, value: &str) -> fmt::Result {
         let mut plain = 0;
         for (at, byte) in value.bytes().enumerate() {
@@ -243,14 +376,14 @@ impl Write for JsonEscaped<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::log_sink::LogSink;
     use std::sync::{Arc, Mutex};
 
     /// Collects what a sink writes.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Captured {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -347,5 +480,30 @@ mod tests {
         let time = ours[0].split_once(' ').unwrap().0;
         assert_eq!(time.len(), "2026-11-27T04:39:02.972524Z".len(), "{time}");
         assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+    }
+
+    #[test]
+    fn whole_microseconds_are_written_as_the_float_of_milliseconds_is() {
+        let mut values: Vec<u64> = (0..20_000).collect();
+        values.extend([
+            999_999,
+            1_000_000,
+            1_234_567,
+            86_400_000_000,
+            u64::from(u32::MAX),
+        ]);
+        values.extend((1..40).map(|shift| (1u64 << shift) + 7));
+        for micros in values {
+            let mut ours = String::new();
+            let mut fields = Fields {
+                writer: &mut ours,
+                json: false,
+                first: true,
+                result: Ok(()),
+            };
+            fields.millis("m", micros);
+            let float = micros as f64 / 1000.0;
+            assert_eq!(ours, format!("m={float:?}"), "{micros}");
+        }
     }
 }

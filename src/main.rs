@@ -223,9 +223,14 @@ fn log_filter(configured: &str) -> Result<String, String> {
 fn init_tracing(format: LogFormat, filter: &str) -> FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::new(filter);
     let (sink, guard) = LogSink::stderr();
+    let ansi = std::io::stderr().is_terminal();
+    if !ansi {
+        // Plain lines: the access line skips tracing's per-field dispatch (see `log_direct`).
+        kbgate::log_direct::install(sink.clone(), format == LogFormat::Json);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(sink);
     match format {
         LogFormat::Text => builder.event_format(LineFormat::text()).init(),

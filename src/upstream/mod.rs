@@ -1,18 +1,21 @@
-//! The forwarding client: a pooled hyper client (TLS through rustls), header hygiene, and the
-//! injection of the KB's own credential. Bodies stream both ways.
+//! The forwarding client: connections to the KB kept open between requests (TLS through
+//! rustls; `connections`), header hygiene, and the injection of the KB's own credential. Bodies
+//! stream both ways.
 
-use crate::body::{self, Body};
+mod connections;
+
+use crate::body::{self, Body, BoxError};
 use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use bytes::Bytes;
+use connections::{Conn, Connections};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +48,9 @@ pub struct UpstreamConfig {
 }
 
 /// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
-static HOP_BY_HOP: NameSet = NameSet::new(&[
+static HOP_BY_HOP: NameSet = NameSet::new(HOP_BY_HOP_NAMES);
+
+const HOP_BY_HOP_NAMES: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -57,7 +62,7 @@ static HOP_BY_HOP: NameSet = NameSet::new(&[
     "upgrade",
     // The settings of an `Upgrade: h2c` offer, which the gateway ignores (RFC 7540 §3.2.1).
     "http2-settings",
-]);
+];
 
 /// Client-sent headers that would leak the key or let a client pose as the gateway, and
 /// `Expect`: the gateway itself answered the client's `100-continue`.
@@ -144,7 +149,7 @@ pub struct ForwardInfo<'a> {
 }
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    connections: Arc<Connections>,
     config: UpstreamConfig,
     host: HeaderValue,
     links: LinkRewriter,
@@ -165,12 +170,12 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(config.http2)
-            .build(connector);
+        let connections = Connections::new(
+            connector,
+            config.origin.clone(),
+            config.http2,
+            config.pool_idle_timeout,
+        );
         let authority = config
             .origin
             .authority()
@@ -184,7 +189,7 @@ impl Upstream {
             config.public_origin.clone(),
         );
         Ok(Upstream {
-            client,
+            connections: Arc::new(connections),
             config,
             host,
             links,
@@ -203,33 +208,29 @@ impl Upstream {
         // Safe to send again: an idempotent method (RFC 9110 §9.2.2) and no body, so nothing
         // is lost or sent twice. Bodies are streamed, never kept.
         let replayable = is_idempotent(&client.method) && body.is_end_stream();
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let started = tokio::time::Instant::now();
         let first = self.upstream_request(&client, body, &info)?;
-        let mut response = tokio::time::timeout_at(deadline, self.client.request(first)).await;
-        if let Ok(Err(error)) = &response
-            && replayable
-            && closed_before_answering(error)
+        let exchange = self.exchange(first, started, || {
+            replayable
+                .then(|| self.upstream_request(&client, body::empty(), &info).ok())
+                .flatten()
+        });
+        let (mut response, conn) = match tokio::time::timeout_at(
+            started + self.config.timeout,
+            exchange,
+        )
+        .await
         {
-            tracing::debug!(%error, "upstream closed the connection before answering; retrying once");
-            let again = self.upstream_request(&client, body::empty(), &info)?;
-            response = tokio::time::timeout_at(deadline, self.client.request(again)).await;
-        }
-        let mut response = match response {
             Err(_elapsed) => {
                 metrics::fixed().upstream_error(UpstreamError::Timeout);
                 return Err(ForwardError::Timeout);
             }
-            Ok(Err(error)) => {
-                let kind = if error.is_connect() {
-                    UpstreamError::Connect
-                } else {
-                    UpstreamError::Request
-                };
-                metrics::fixed().upstream_error(kind);
-                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "upstream request failed");
+            Ok(Err(failed)) => {
+                metrics::fixed().upstream_error(failed.kind);
+                tracing::warn!(error = %failed.error, source = ?failed.error.source(), "upstream request failed");
                 return Err(ForwardError::Unavailable);
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(answered)) => answered,
         };
         if response.status().is_informational() {
             // hyper hands back only a 101 (it skips 100, 103 and the other 1xx): kbgate asked
@@ -248,7 +249,55 @@ impl Upstream {
         remove_hop_by_hop(headers);
         self.links
             .rewrite(headers, info.proto == "https", info.host.as_ref());
-        Ok(response.map(body::stream))
+        Ok(self.connections.finish(conn, response))
+    }
+
+    /// Sends `request` on a connection to the KB and waits for the response headers. A request
+    /// that never left (its connection had closed while idle) goes on the next connection; one
+    /// that left on a connection the KB then closed without answering is sent once more, as
+    /// `again` builds it, when it can be (see [`closed_before_answering`]).
+    async fn exchange(
+        &self,
+        mut request: Request<Body>,
+        started: tokio::time::Instant,
+        again: impl FnOnce() -> Option<Request<Body>>,
+    ) -> Result<(Response<Incoming>, Conn), Failed> {
+        let mut again = Some(again);
+        loop {
+            let mut conn = self
+                .connections
+                .take(started)
+                .await
+                .map_err(|error| Failed {
+                    kind: UpstreamError::Connect,
+                    error,
+                })?;
+            let mut error = match conn.send(request).await {
+                Ok(response) => return Ok((response, conn)),
+                Err(error) => error,
+            };
+            request = match error.take_message() {
+                Some(unsent) if conn.reused => unsent,
+                _ => {
+                    let error = error.into_error();
+                    let retry = closed_before_answering(&error)
+                        .then(|| again.take().and_then(|again| again()))
+                        .flatten();
+                    match retry {
+                        Some(retry) => {
+                            tracing::debug!(%error, "upstream closed the connection before answering; retrying once");
+                            retry
+                        }
+                        None => {
+                            return Err(Failed {
+                                kind: UpstreamError::Request,
+                                error: error.into(),
+                            });
+                        }
+                    }
+                }
+            };
+        }
     }
 
     /// What goes upstream for the client's request: the target on the KB, the client's headers
@@ -332,9 +381,14 @@ impl Upstream {
             path_and_query.push(separator);
             path_and_query.push_str(inject);
         }
+        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
+            .map_err(|_| ForwardError::InvalidTarget)?;
+        if !self.config.http2 {
+            // HTTP/1 sends the target as it is given: origin form, `/path?query`.
+            return Ok(Uri::from(path_and_query));
+        }
         let mut parts = self.config.origin.clone().into_parts();
-        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query));
-        parts.path_and_query = Some(path_and_query.map_err(|_| ForwardError::InvalidTarget)?);
+        parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).map_err(|_| ForwardError::InvalidTarget)
     }
 }
@@ -388,12 +442,18 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// Why a request got no response: the error and how the metrics count it.
+struct Failed {
+    kind: UpstreamError,
+    error: BoxError,
+}
+
 /// The upstream took the request on an open connection and closed or reset it without an
 /// answer: what a kept-alive connection the KB had just timed out looks like. (A request that
-/// never started is retried by hyper-util itself; a refused connection is not this.)
-fn closed_before_answering(error: &hyper_util::client::legacy::Error) -> bool {
-    if error.is_connect() {
-        return false;
+/// never left goes on another connection without this; a refused connection is not this.)
+fn closed_before_answering(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_canceled() {
+        return true;
     }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -441,9 +501,17 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// the names and a lookup only for those present: looking up each hop-by-hop name, present or
 /// not, cost about a thousand instructions per message (callgrind, benches/load profile).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed = connection_listed(headers);
-    doomed.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
-    for name in doomed {
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
+    // Each name appears once among the keys, so an array holds them without allocating (a
+    // KB's `Connection: keep-alive` alone cost an allocation per response).
+    let mut doomed: [Option<HeaderName>; HOP_BY_HOP_NAMES.len()] = Default::default();
+    let present = headers.keys().filter(|name| is_hop_by_hop(name));
+    for (slot, name) in doomed.iter_mut().zip(present) {
+        *slot = Some(name.clone());
+    }
+    for name in doomed.into_iter().flatten() {
         headers.remove(name);
     }
 }
