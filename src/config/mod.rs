@@ -8,6 +8,7 @@ mod schema;
 mod units;
 mod validate;
 mod validate_store;
+mod validate_upstream;
 
 pub use schema::{QuerySpec, RouteSpec};
 pub use units::ByteSize;
