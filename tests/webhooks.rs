@@ -365,15 +365,24 @@ async fn two_gateways_on_redis_deliver_every_event() {
     b.shutdown().await;
 }
 
-/// A PATCH the KB accepts emits `article.updated` with the path's id; a write refused by the
-/// gateway or failed by the KB emits nothing.
+/// A PATCH the KB accepts emits `article.updated` with the path's id; a create carries the new
+/// resource's id from the KB's JSON answer, which the client gets byte for byte; a write
+/// refused by the gateway or failed by the KB emits nothing.
 #[tokio::test]
 async fn accepted_writes_emit_content_events() {
+    const CREATED: &str = r#"{"article": {"id": 77, "title": "New"}}"#;
     let kb = common::FakeKb::new()
         .route("/v1/article/broken", |_| {
             http::Response::builder()
                 .status(500)
                 .body(common::kb::full("down"))
+                .unwrap()
+        })
+        .route("/v1/article", |_| {
+            http::Response::builder()
+                .status(201)
+                .header("content-type", "application/json")
+                .body(common::kb::full(CREATED))
                 .unwrap()
         })
         .start()
@@ -384,7 +393,12 @@ async fn accepted_writes_emit_content_events() {
         .start()
         .await;
     let receiver = Receiver::start().await;
-    add_webhook(&gateway, &receiver.url(), json!(["article.*"])).await;
+    add_webhook(
+        &gateway,
+        &receiver.url(),
+        json!(["article.*", "category.*"]),
+    )
+    .await;
     let (key_id, writer) = gateway
         .create_key(json!({"scope": "read_write", "name": "Sync job"}))
         .await;
@@ -406,14 +420,37 @@ async fn accepted_writes_emit_content_events() {
         gateway.send("DELETE", "/v1/article/43", &writer).await.0,
         200
     );
-    eventually("two content events delivered", || async {
-        receiver.delivered().len() >= 2
+    let created = reqwest::Client::new()
+        .post(gateway.url("/v1/article"))
+        .bearer_auth(&writer)
+        .body(r#"{"title": "New"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.text().await.unwrap(), CREATED);
+    // The KB's echo holds no id: the event goes without one.
+    assert_eq!(gateway.send("POST", "/v1/category", &writer).await.0, 200);
+    eventually("four content events delivered", || async {
+        receiver.delivered().len() >= 4
     })
     .await;
     assert_eq!(
         receiver.delivered_types(),
-        ["article.updated", "article.deleted"]
+        [
+            "article.updated",
+            "article.deleted",
+            "article.created",
+            "category.created"
+        ]
     );
+    let created = receiver.delivered()[2].json()["data"].clone();
+    assert_eq!(
+        (&created["id"], &created["status"]),
+        (&json!("77"), &json!(201))
+    );
+    let category = receiver.delivered()[3].json()["data"].clone();
+    assert!(category.get("id").is_none(), "{category}");
     let data = receiver.delivered()[0].json()["data"].clone();
     assert_eq!(data["params"], json!({"id": "42"}));
     assert_eq!(data["method"], "PATCH");

@@ -12,6 +12,7 @@ use crate::access_log::{AccessLine, BytesIn};
 use crate::authz::{self, routes::Route, routes::RouteTable};
 use crate::body::{self, Body, BoxError};
 use crate::cors::Cors;
+use crate::events::content;
 use crate::keys::limits::KeyLimits;
 use crate::keys::{KeyGrant, KeySources, Keyring, secret};
 use crate::limits::{LimitReport, Limiter, QuotaHold};
@@ -352,10 +353,20 @@ impl Gateway {
             self.key_notices.write(&key, answer.headers_mut());
         }
         if let (Ok(answer), Some(event), Some(events)) =
-            (&response, route.event(&method), &self.content_events)
+            (&mut response, route.event(&method), &self.content_events)
             && answer.status().is_success()
         {
-            let write = crate::events::content::Write {
+            let created_id = if method == http::Method::POST {
+                content::take_created_id(answer, self.limits.body_timeout)
+                    .await
+                    .map_err(|error| match error {
+                        content::ReadError::Timeout => Rejection::UpstreamTimeout,
+                        content::ReadError::Failed => Rejection::UpstreamUnavailable,
+                    })?
+            } else {
+                None
+            };
+            let write = content::Write {
                 event,
                 template: &route.template,
                 method: method.as_str(),
@@ -364,6 +375,7 @@ impl Gateway {
                 key_name: key.name(),
                 status: answer.status().as_u16(),
                 request_id: request_id.to_str().unwrap_or_default(),
+                created_id,
             };
             // The KB has made the change: the client gets its answer even if the event could
             // not be written, and the loss is logged loudly.
