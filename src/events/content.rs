@@ -120,7 +120,7 @@ fn created_id(bytes: &[u8]) -> Option<String> {
     };
     id_of(&top).or_else(|| {
         top.values()
-            .find_map(|value| value.as_object().and_then(|inner| id_of(inner)))
+            .find_map(|value| value.as_object().and_then(&id_of))
     })
 }
 
