@@ -241,6 +241,34 @@ async fn a_failed_delivery_is_retried_by_hand(gateway: &TestGateway) {
     assert_eq!(status, 404);
 }
 
+/// A delivery still pending (its next attempt an hour away) is retried by hand at once: it
+/// succeeds, and the deliverer does not send it again.
+async fn a_pending_delivery_is_retried_by_hand(gateway: &TestGateway) {
+    let receiver = Receiver::start().await;
+    receiver.answer(503);
+    let hook = add_webhook(gateway, &receiver.url(), json!(["key.*"])).await;
+    gateway.create_key(json!({"name": "x"})).await;
+    eventually("a first attempt failed, the delivery pending", || async {
+        deliveries(gateway, &hook).await.first().is_some_and(|d| {
+            d["state"] == "pending" && d["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+    })
+    .await;
+    let pending = deliveries(gateway, &hook).await[0].clone();
+    receiver.answer(204);
+    let path = format!(
+        "/v1/webhooks/{}/deliveries/{}/retry",
+        hook["id"].as_str().unwrap(),
+        pending["id"].as_str().unwrap()
+    );
+    let (status, retried) = gateway.admin("POST", &path, None).await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["state"], "succeeded");
+    assert_eq!(receiver.delivered_types(), ["key.created"]);
+    let listed = deliveries(gateway, &hook).await[0].clone();
+    assert_eq!(listed["state"], "succeeded", "{listed}");
+}
+
 /// Events every webhook is done with go after `webhooks.outbox_retention`, with their
 /// deliveries; one a webhook still retries stays, however old.
 async fn delivered_events_are_pruned_after_their_retention(gateway: &TestGateway) {
@@ -290,6 +318,12 @@ for_each_store!(short_retry => |kb| stores::embedded(kb, |c| {
         c.webhooks.retry_for = Duration::from_millis(300);
     });
     a_failed_delivery_is_retried_by_hand);
+for_each_store!(long_retry => |kb| stores::embedded(kb, |c| {
+        fast(c);
+        c.webhooks.retry_initial = Duration::from_secs(3600);
+        c.webhooks.retry_max = Duration::from_secs(3600);
+    });
+    a_pending_delivery_is_retried_by_hand);
 
 /// Without `webhooks.allow_private_networks`, a loopback or private URL is refused at once.
 #[tokio::test]
