@@ -310,6 +310,33 @@ async fn the_unused_policy_disables_a_never_used_old_key() {
     gateway.shutdown().await;
 }
 
+/// A gateway that stopped after `key.unused` was claimed but before the disable: the next
+/// sweep (once the lease has run out) still disables the key.
+#[tokio::test]
+async fn a_disable_cut_short_is_finished_by_the_next_sweep() {
+    let receiver = Receiver::start().await;
+    let (_kb, gateway, [idle, _]) = seeded(&receiver, UnusedAction::Disable, |_| {}).await;
+    let (_, key) = gateway
+        .admin("GET", &format!("/v1/keys/{idle}"), None)
+        .await;
+    let created: chrono::DateTime<Utc> = key["created_at"].as_str().unwrap().parse().unwrap();
+    let store = gateway.running.as_ref().unwrap().keyring.store().clone();
+    let name = format!("key.unused:{idle}:{}", created.timestamp_millis());
+    let until = Utc::now() + TimeDelta::days(1);
+    assert!(store.claim(&name, until, None).await.unwrap());
+    assert!(enabled(&gateway, &idle).await);
+
+    let (status, swept) = gateway.admin("POST", "/v1/keys/unused-sweep", None).await;
+    assert_eq!(status, 200, "{swept}");
+    assert_eq!(swept["keys"][0]["handled"], true, "{swept}");
+    assert!(!enabled(&gateway, &idle).await);
+    let (_, audit) = gateway
+        .admin("GET", "/v1/audit?action=key.disabled", None)
+        .await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+    gateway.shutdown().await;
+}
+
 /// The daily sweep with `action: report` emits `key.unused` once and disables nothing.
 #[tokio::test]
 async fn the_report_policy_only_reports() {

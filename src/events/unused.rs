@@ -19,6 +19,9 @@ use serde_json::json;
 /// How long a handled stretch is remembered: past any `after` worth setting.
 const CLAIM_FOR: TimeDelta = TimeDelta::days(5 * 365);
 
+/// How long one gateway holds a key's unused handling: ample for a claim and a disable.
+const LEASE: TimeDelta = TimeDelta::minutes(10);
+
 /// A key the sweep found unused.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UnusedKey {
@@ -86,15 +89,25 @@ async fn handle(
         }),
     );
     let name = format!("key.unused:{}:{}", record.id, since.timestamp_millis());
-    let until = Utc::now() + CLAIM_FOR;
-    if !keys.store().claim(&name, until, Some(&event)).await? {
+    // One gateway at a time handles a key's unused stretch (it holds the lease), so the key
+    // is disabled once. The event's own claim lasts; the lease runs out, so a gateway that
+    // stopped between the event and the disable leaves the disable to the next sweep.
+    let lease = format!("{name}:lease");
+    if !keys.store().claim(&lease, Utc::now() + LEASE, None).await? {
         return Ok(false);
     }
-    if action == UnusedAction::Disable {
-        match keys.set_enabled(&record.id, false, ctx).await {
-            Ok(_) | Err(KeyServiceError::NotFound) => {}
-            Err(error) => return Err(error),
-        }
+    let until = Utc::now() + CLAIM_FOR;
+    let emitted = keys.store().claim(&name, until, Some(&event)).await?;
+    if action != UnusedAction::Disable {
+        return Ok(emitted);
     }
-    Ok(true)
+    match keys.get(&record.id).await {
+        Ok(current) if current.enabled => match keys.set_enabled(&record.id, false, ctx).await {
+            Ok(_) => Ok(true),
+            Err(KeyServiceError::NotFound) => Ok(emitted),
+            Err(error) => Err(error),
+        },
+        Ok(_) | Err(KeyServiceError::NotFound) => Ok(emitted),
+        Err(error) => Err(error),
+    }
 }
