@@ -43,6 +43,15 @@ async fn limit_events(a: &TestGateway, b: &TestGateway) {
             expected,
             "{i}"
         );
+        if i == 7 {
+            // The request that reached 80% was answered after its event was in the outbox.
+            let store = gateway.running.as_ref().unwrap().keyring.store().clone();
+            let outbox = store.events_after(0, 100).await.unwrap();
+            assert!(
+                outbox.iter().any(|e| e.event.kind == "quota.threshold"),
+                "{outbox:?}"
+            );
+        }
     }
     eventually("three thresholds delivered", || async {
         of_type(&receiver, "quota.threshold").len() >= 3

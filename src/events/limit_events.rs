@@ -2,9 +2,10 @@
 //! 100% (once each per period) and `key.rate_limited` when its rate refuses a request (at most
 //! once per key per minute). The gateway hands over each limited request's report; this
 //! process remembers what it already emitted, so a flood costs a map lookup, and the store's
-//! claims make each event happen once however many gateways see it. They are written after
-//! the response (no change of the store causes them), so a crash in between may lose one, and
-//! only when a webhook wants them.
+//! claims make each event happen once however many gateways see it. An event that is due is
+//! claimed (with its outbox entry) before the response goes out, as a content event is, and
+//! only when a webhook wants it: the requests that cross a threshold, or are refused first in
+//! a minute, wait for that write; the rest cost a map lookup.
 
 use crate::FastMap;
 use crate::events::Deliverer;
@@ -14,7 +15,6 @@ use crate::limits::{LimitReport, Standing};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// The shares of a quota, in percent, that emit `quota.threshold`.
 pub const THRESHOLDS: [u64; 3] = [80, 90, 100];
@@ -30,57 +30,67 @@ struct Seen {
     threshold: u64,
 }
 
-/// Events waiting for their claim; beyond this many (a store too slow for a flood of newly
-/// limited keys) the newest are dropped, logged.
-const QUEUE: usize = 1024;
-
 /// An event and the claim that makes it happen once.
-type Claimed = (String, DateTime<Utc>, Event);
+pub struct Due {
+    claim: String,
+    until: DateTime<Utc>,
+    event: Event,
+}
 
 pub struct LimitEvents {
     seen: FastMap<Arc<str>, Seen>,
-    /// To the one task that claims the events in the store, in the order they happened.
-    queue: mpsc::Sender<Claimed>,
+    store: Arc<dyn KeyStore>,
+    deliverer: Arc<Deliverer>,
 }
 
 impl LimitEvents {
-    /// Starts the task that writes the events; it ends when this is dropped.
     pub fn new(store: Arc<dyn KeyStore>, deliverer: Arc<Deliverer>) -> Arc<LimitEvents> {
-        let (queue, mut events) = mpsc::channel::<Claimed>(QUEUE);
-        tokio::spawn(async move {
-            while let Some((claim, until, event)) = events.recv().await {
-                // Frequent and only of use to a webhook: not written when none wants it.
-                match store.webhooks().await {
-                    Ok(hooks) if hooks.iter().any(|h| h.wants(&event.kind)) => {}
-                    Ok(_) => continue,
-                    Err(error) => {
-                        tracing::warn!(%error, event = event.kind, "a limit event was not written");
-                        continue;
-                    }
-                }
-                match store.claim(&claim, until, Some(&event)).await {
-                    Ok(true) => deliverer.wake(),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, event = event.kind, "a limit event was not written")
-                    }
-                }
-            }
-        });
         Arc::new(LimitEvents {
             seen: FastMap::default(),
-            queue,
+            store,
+            deliverer,
         })
     }
 
-    /// Looks at one limited request's report (`rate_refused`: the rate turned it away).
-    pub fn observe(&self, key_id: &Arc<str>, report: &LimitReport, rate_refused: bool) {
+    /// Claims the events `observe` found due, each with its outbox entry, when some webhook
+    /// wants it (frequent, and of use only to a webhook). A store error is logged: the event
+    /// is not written, and the request is answered all the same.
+    pub async fn write(&self, due: Vec<Due>) {
+        let hooks = match self.store.webhooks().await {
+            Ok(hooks) => hooks,
+            Err(error) => {
+                tracing::warn!(%error, "limit events were not written");
+                return;
+            }
+        };
+        for Due {
+            claim,
+            until,
+            event,
+        } in due
+        {
+            if !hooks.iter().any(|h| h.wants(&event.kind)) {
+                continue;
+            }
+            match self.store.claim(&claim, until, Some(&event)).await {
+                Ok(true) => self.deliverer.wake(),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, event = event.kind, "a limit event was not written")
+                }
+            }
+        }
+    }
+
+    /// Looks at one limited request's report (`rate_refused`: the rate turned it away): the
+    /// events it makes due, for [`LimitEvents::write`]; mostly none.
+    pub fn observe(&self, key_id: &Arc<str>, report: &LimitReport, rate_refused: bool) -> Vec<Due> {
         let reached = report
             .quota
             .as_ref()
             .and_then(|q| reached(q).map(|t| (q, t)));
         if !rate_refused && reached.is_none() {
-            return;
+            return Vec::new();
         }
         let now = Utc::now();
         let mut seen = self.seen.entry(key_id.clone()).or_default();
@@ -90,7 +100,11 @@ impl LimitEvents {
             seen.rate_minute = minute;
             let event = Event::new("key.rate_limited", json!({"key": {"id": &**key_id}}));
             let claim = format!("key.rate_limited:{key_id}:{minute}");
-            events.push((claim, now + TimeDelta::minutes(2), event));
+            events.push(Due {
+                claim,
+                until: now + TimeDelta::minutes(2),
+                event,
+            });
         }
         if let Some((quota, threshold)) = reached {
             let end = period_end(quota, now);
@@ -117,16 +131,16 @@ impl LimitEvents {
                 );
                 let claim = format!("quota.threshold:{key_id}:{end}:{t}");
                 let until = DateTime::from_timestamp(end, 0).unwrap_or(now) + TimeDelta::days(1);
-                events.push((claim, until, event));
+                events.push(Due {
+                    claim,
+                    until,
+                    event,
+                });
             }
             seen.threshold = seen.threshold.max(threshold);
         }
         drop(seen);
-        for claimed in events {
-            if let Err(error) = self.queue.try_send(claimed) {
-                tracing::warn!(%error, "a limit event was dropped: too many waiting");
-            }
-        }
+        events
     }
 }
 

@@ -124,7 +124,10 @@ impl Handler for Gateway {
         if let (Some(events), Some(report), Some(key_id)) =
             (&self.limit_events, &log.limits, &log.key_id)
         {
-            events.observe(key_id, report, outcome == Rejection::RateLimited.code());
+            let due = events.observe(key_id, report, outcome == Rejection::RateLimited.code());
+            if !due.is_empty() {
+                events.write(due).await;
+            }
         }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
