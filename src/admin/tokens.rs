@@ -103,24 +103,32 @@ impl Admin {
         Ok(response)
     }
 
+    /// The stored admin token `id`, or 404 `not_found`.
+    pub(super) async fn admin_token(&self, id: &str) -> Result<AdminTokenRecord, ApiError> {
+        let token = self.keys.store().admin_token(id).await?;
+        token.ok_or_else(no_such_token)
+    }
+
     /// Deletes an admin token with its audit entry: it is refused from its next request.
     /// The API and the console both revoke tokens here.
     pub(super) async fn revoke_token(&self, id: &str, ctx: &Context) -> Result<(), ApiError> {
-        let not_found =
-            || ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such admin token.");
-        let store = self.keys.store();
-        let token = store.admin_token(id).await?.ok_or_else(not_found)?;
+        let token = self.admin_token(id).await?;
         let entry = NewEntry::new(
             ctx,
             Action::AdminTokenDeleted,
             target(&token),
             Changes::new(),
         );
-        store
+        self.keys
+            .store()
             .delete_admin_token(id, &entry)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or_else(no_such_token)?;
         tracing::info!(token_id = %id, "admin token deleted");
         Ok(())
     }
+}
+
+fn no_such_token() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such admin token.")
 }

@@ -139,7 +139,6 @@ impl LimitEvents {
             }
             seen.threshold = seen.threshold.max(threshold);
         }
-        drop(seen);
         events
     }
 }

@@ -100,13 +100,7 @@ impl Admin {
         id: &str,
     ) -> Result<Response<Body>, ApiError> {
         signed.require(Endpoint::AdminToken, Method::DELETE)?;
-        let token = self.keys.store().admin_token(id).await?.ok_or_else(|| {
-            ApiError::new(
-                http::StatusCode::NOT_FOUND,
-                "not_found",
-                "No such admin token.",
-            )
-        })?;
+        let token = self.admin_token(id).await?;
         let content = html! {
             p { "Revoke " strong { (token.name) } "? It is refused from its next request, and its console sessions end. This cannot be undone." }
             form.card method="post" action={ "/console/tokens/" (token.id) "/delete" } {
