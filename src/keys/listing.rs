@@ -389,23 +389,10 @@ async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::Scope;
-    use crate::keys::secret;
-
-    fn key(name: &str) -> KeyRecord {
-        KeyRecord::new(
-            name.into(),
-            Scope::Read,
-            vec![],
-            None,
-            &secret::generate(),
-            Utc::now(),
-        )
-    }
 
     #[test]
     fn cursors_round_trip_and_belong_to_their_sort() {
-        let record = key("a");
+        let record = KeyRecord::sample("a", Utc::now());
         let place = Place::Usage(UsageMark::of(UsageSort::Requests, &record));
         let cursor = Cursor::at(place, Sort::Requests, true);
         let text = cursor.encode();
@@ -420,7 +407,7 @@ mod tests {
     #[test]
     fn filters() {
         let now = Utc::now();
-        let mut record = key("Chat Bot");
+        let mut record = KeyRecord::sample("Chat Bot", Utc::now());
         let filter = |f: Filter| f.matches(&record, now);
         assert!(filter(Filter {
             name_contains: Some("chat".into()),

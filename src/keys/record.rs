@@ -66,6 +66,20 @@ pub struct UsageDelta {
 }
 
 impl KeyRecord {
+    /// A read key named `name`, created at `created`, with a fresh secret: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample(name: &str, created: DateTime<Utc>) -> KeyRecord {
+        let new = crate::keys::secret::generate();
+        KeyRecord::new(
+            name.into(),
+            crate::authz::Scope::Read,
+            vec![],
+            None,
+            &new,
+            created,
+        )
+    }
+
     /// What `kbgate_key_info` says of this key.
     pub fn metric_labels(&self) -> KeyLabels<'_> {
         KeyLabels {

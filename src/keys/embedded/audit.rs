@@ -354,21 +354,8 @@ impl AuditStore for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::Scope;
     use crate::keys::KeyStore;
     use crate::keys::audit::{self, Action, Context, Target};
-    use crate::keys::secret;
-
-    fn record(name: &str) -> KeyRecord {
-        KeyRecord::new(
-            name.into(),
-            Scope::Read,
-            vec![],
-            None,
-            &secret::generate(),
-            Utc::now(),
-        )
-    }
 
     fn entry(record: &KeyRecord) -> NewEntry {
         NewEntry::new(
@@ -383,7 +370,7 @@ mod tests {
     async fn a_failed_append_leaves_no_change() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
-        let first = record("first");
+        let first = KeyRecord::sample("first", Utc::now());
         store.create_audited(&first, &entry(&first)).await.unwrap();
         // A head that cannot be read makes the append fail inside the change's transaction.
         store
@@ -397,7 +384,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let second = record("second");
+        let second = KeyRecord::sample("second", Utc::now());
         let error = store
             .create_audited(&second, &entry(&second))
             .await
@@ -415,7 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
         for i in 0..4 {
-            let r = record(&format!("k{i}"));
+            let r = KeyRecord::sample(&format!("k{i}"), Utc::now());
             store.create_audited(&r, &entry(&r)).await.unwrap();
         }
         let page = store.audit_page(None, 10).await.unwrap();

@@ -164,21 +164,9 @@ pub(super) fn written(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::Scope;
     use crate::keys::embedded::EmbeddedStore;
-    use crate::keys::{KeyStore, UsageDelta, secret};
+    use crate::keys::{KeyStore, UsageDelta};
     use redb::ReadableDatabase;
-
-    fn key(name: &str, created: DateTime<Utc>) -> KeyRecord {
-        KeyRecord::new(
-            name.into(),
-            Scope::Read,
-            vec![],
-            None,
-            &secret::generate(),
-            created,
-        )
-    }
 
     async fn names(store: &EmbeddedStore, by: UsageSort, descending: bool) -> Vec<String> {
         let rows = store
@@ -194,7 +182,7 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("k.db")).unwrap();
         let now = Utc::now();
         let keys: Vec<KeyRecord> = (0..4)
-            .map(|i| key(&format!("k{i}"), now - chrono::Duration::minutes(10 - i)))
+            .map(|i| KeyRecord::sample(&format!("k{i}"), now - chrono::Duration::minutes(10 - i)))
             .collect();
         for record in &keys {
             store.create(record).await.unwrap();
@@ -242,11 +230,11 @@ mod tests {
         let now = Utc::now();
         {
             let store = EmbeddedStore::open(&path).unwrap();
-            let mut old = key("old", now - chrono::Duration::days(1));
+            let mut old = KeyRecord::sample("old", now - chrono::Duration::days(1));
             old.usage.request_count = 9;
             old.usage.last_used_at = Some(now);
             store.import(&old).await.unwrap();
-            store.create(&key("new", now)).await.unwrap();
+            store.create(&KeyRecord::sample("new", now)).await.unwrap();
             // As a gateway from before the orders left it.
             let txn = store.db.begin_write().unwrap();
             for (_, definition) in ORDERS {
