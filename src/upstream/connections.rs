@@ -107,22 +107,14 @@ impl Connections {
         let io = self.connect().await?;
         if !self.http2 {
             let (sender, connection) = http1::handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "upstream connection ended");
-                }
-            });
+            drive(connection);
             return Ok(Sender::Http1(sender));
         }
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
             .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
+        drive(connection);
         *lock(&self.shared) = Some(sender.clone());
         Ok(Sender::Http2(sender))
     }
@@ -188,6 +180,19 @@ impl Connections {
             }
         });
     }
+}
+
+/// Runs a connection's I/O (hyper's connection future, HTTP/1 or HTTP/2) until it ends.
+fn drive<C, E>(connection: C)
+where
+    C: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream connection ended");
+        }
+    });
 }
 
 impl Conn {
