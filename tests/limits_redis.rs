@@ -6,7 +6,7 @@ mod common;
 
 use common::limits::{assert_rate, hammer, paced, ratelimit, retry_after};
 use common::redis::RedisServer;
-use common::{RunningKb, TestGateway, eventually};
+use common::{FakeKb, RunningKb, TestGateway, eventually};
 use kbgate::keys::StoreConfig;
 use kbgate::limits::OnStoreError;
 use serde_json::json;
@@ -23,13 +23,30 @@ async fn gateway(
     server: &RedisServer,
     on_store_error: OnStoreError,
 ) -> TestGateway {
-    gateway_with(kb, server, on_store_error, Duration::from_millis(300)).await
+    gateway_with(
+        kb,
+        server,
+        on_store_error,
+        Duration::from_millis(300),
+        NO_FLUSH,
+    )
+    .await
 }
+
+/// Usage flushed so rarely that no flush happens during a test.
+const NO_FLUSH: Duration = Duration::from_secs(3600);
 
 /// A gateway for counting exactly: a Redis slowed past the store timeout by a loaded machine
 /// must neither let requests past the limit (`deny`) nor refuse them (a long timeout).
 async fn exact_gateway(kb: &RunningKb, server: &RedisServer) -> TestGateway {
-    gateway_with(kb, server, OnStoreError::Deny, Duration::from_secs(10)).await
+    gateway_with(
+        kb,
+        server,
+        OnStoreError::Deny,
+        Duration::from_secs(10),
+        NO_FLUSH,
+    )
+    .await
 }
 
 async fn gateway_with(
@@ -37,6 +54,7 @@ async fn gateway_with(
     server: &RedisServer,
     on_store_error: OnStoreError,
     timeout: Duration,
+    usage_flush: Duration,
 ) -> TestGateway {
     let mut store = server.store("limits:");
     if let StoreConfig::Redis(redis) = &mut store {
@@ -47,7 +65,7 @@ async fn gateway_with(
         .config(move |c| {
             c.store = store;
             c.hot_tier.max_age = Duration::from_secs(60);
-            c.usage_flush_interval = Duration::from_secs(3600);
+            c.usage_flush_interval = usage_flush;
             c.limit_settings.on_store_error = on_store_error;
         })
         .start()
@@ -178,6 +196,82 @@ async fn a_response_refused_before_the_limits_shows_them_in_one_round_trip_or_no
     assert_eq!(ratelimit(&refused).param("r"), 0);
     assert!(refused.headers().get("retry-after").is_none());
     assert_eq!(scripts() - before, 0);
+}
+
+/// `counts: successful` on Redis: a unit the KB did not answer well comes back with the key's
+/// next decision (so a request still costs one round trip), or on the usage flush's tick when
+/// no decision comes.
+#[tokio::test]
+async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let kb = FakeKb::new()
+        .route("/v1/article/broken", |_| {
+            http::Response::builder()
+                .status(500)
+                .body(common::kb::empty())
+                .unwrap()
+        })
+        .start()
+        .await;
+    let gateway = exact_gateway(&kb, &server).await;
+    let (id, key) = gateway
+        .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
+        .await;
+    let used = || async {
+        let (_, shown) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
+        shown["quota_state"]["used"].as_u64()
+    };
+    assert_eq!(gateway.get(ARTICLE, &key).await.0, 200, "cached, 1 used");
+    let decisions = || server.calls("evalsha");
+    let before = decisions();
+    for _ in 0..5 {
+        assert_eq!(gateway.get("/v1/article/broken", &key).await.0, 500);
+    }
+    assert_eq!(
+        used().await,
+        Some(2),
+        "each 500's unit went back with the next request; the last one waits here"
+    );
+    for _ in 0..2 {
+        assert_eq!(gateway.get(ARTICLE, &key).await.0, 200);
+    }
+    assert_eq!(
+        used().await,
+        Some(3),
+        "given back with the first, then 2 taken"
+    );
+    assert_eq!(
+        gateway.get(ARTICLE, &key).await,
+        (429, "quota_exceeded".into())
+    );
+    assert_eq!(
+        decisions() - before,
+        8,
+        "one round trip per request, 500s included"
+    );
+
+    // No further request: the usage flush's tick takes the units back.
+    let flushing = gateway_with(
+        &kb,
+        &server,
+        OnStoreError::Deny,
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+    )
+    .await;
+    let (id, key) = flushing
+        .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(flushing.get("/v1/article/broken", &key).await.0, 500);
+    }
+    eventually("the units come back on the flush's tick", || async {
+        let (_, shown) = flushing.admin("GET", &format!("/v1/keys/{id}"), None).await;
+        shown["quota_state"]["used"] == 0
+    })
+    .await;
 }
 
 #[tokio::test]

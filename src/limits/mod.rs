@@ -5,6 +5,7 @@
 //! The address allowlist needs no state: the gateway checks it before the route.
 
 pub mod gcra;
+mod given_back;
 pub mod headers;
 mod memory;
 mod period;
@@ -21,6 +22,7 @@ use crate::keys::{KeyStore, StoreError};
 use crate::metrics::{self, LimitKind, LimitOutcome};
 use crate::usage::FlushedAlong;
 use chrono::{DateTime, Utc};
+use given_back::GivenBack;
 use memory::{Memory, QuotaVerdict};
 use period::{Period, Periods};
 use std::sync::Arc;
@@ -46,6 +48,8 @@ enum Backend {
         store: Arc<RedisStore>,
         /// Keys refused until a time: answered here without a Redis call until then.
         refused: FastMap<Arc<str>, Refused>,
+        /// Quota units given back, sent with the key's next decision or the flush's tick.
+        given_back: GivenBack,
     },
 }
 
@@ -92,14 +96,7 @@ impl Drop for QuotaHold<'_> {
         }
         match &self.limiter.backend {
             Backend::Memory(memory) => memory.give_back(&self.key_id, self.period),
-            Backend::Redis { store, .. } => {
-                let (store, id, period) = (store.clone(), self.key_id.clone(), self.period);
-                tokio::spawn(async move {
-                    if let Err(error) = store.give_back_quota(&id, period).await {
-                        tracing::warn!(%error, key_id = %id, "quota unit not given back");
-                    }
-                });
-            }
+            Backend::Redis { given_back, .. } => given_back.add(&self.key_id, self.period, 1),
         }
     }
 }
@@ -128,6 +125,7 @@ impl Limiter {
             backend: Backend::Redis {
                 store,
                 refused: FastMap::default(),
+                given_back: GivenBack::default(),
             },
             settings,
             periods: Periods::default(),
@@ -164,14 +162,19 @@ impl Limiter {
                 let (rate, quota) = memory.decide(id, limits.rate.as_ref(), quota_in);
                 (rate, quota)
             }
-            Backend::Redis { store, refused } => {
+            Backend::Redis {
+                store,
+                refused,
+                given_back,
+            } => {
                 if let Some(answer) = Self::refused_here(refused, id, limits, report) {
                     return Err(answer);
                 }
                 let quota_in = period.map(|(q, p)| (q, p.start, p.left + 86_400));
+                let back = period.map_or(0, |(_, p)| given_back.take(id, p.start));
                 asked = Some(Instant::now());
                 match store
-                    .decide_limits(id, limits.rate.as_ref(), quota_in)
+                    .decide_limits(id, limits.rate.as_ref(), quota_in, back)
                     .await
                 {
                     Ok(decision) => {
@@ -191,7 +194,12 @@ impl Limiter {
                         );
                         (rate, quota)
                     }
-                    Err(error) => return self.store_failed(limits, &error),
+                    Err(error) => {
+                        if let Some((_, p)) = period {
+                            given_back.add(id, p.start, back);
+                        }
+                        return self.store_failed(limits, &error);
+                    }
                 }
             }
         };
@@ -306,7 +314,7 @@ impl Limiter {
         let start = period.map(|(_, p)| p.start);
         let (ahead, used) = match &self.backend {
             Backend::Memory(memory) => memory.peek(id, start),
-            Backend::Redis { store, refused } => {
+            Backend::Redis { store, refused, .. } => {
                 if let Some((_, mut report)) = Self::remembered(refused, id, limits) {
                     // This response was not refused for its limits: retrying would not help.
                     report.retry_after = None;
@@ -421,12 +429,28 @@ impl Limiter {
         }
     }
 
-    /// Writes the quota counts to an embedded store (with each usage flush, and at shutdown).
+    /// Writes what is held here to the store (with each usage flush, and at shutdown): an
+    /// embedded store's quota counts, or the units given back that no decision took to Redis.
     pub async fn save(&self, store: &dyn KeyStore) -> Result<(), StoreError> {
-        if let Backend::Memory(memory) = &self.backend {
-            let counts = memory.quota_counts();
-            if !counts.is_empty() {
-                store.save_quota_counts(&counts).await?;
+        match &self.backend {
+            Backend::Memory(memory) => {
+                let counts = memory.quota_counts();
+                if !counts.is_empty() {
+                    store.save_quota_counts(&counts).await?;
+                }
+            }
+            Backend::Redis {
+                store: redis,
+                given_back,
+                ..
+            } => {
+                let units = given_back.take_all();
+                if let Err(error) = redis.give_back_quotas(&units).await {
+                    for (id, period, count) in &units {
+                        given_back.add(id, *period, *count);
+                    }
+                    return Err(error);
+                }
             }
         }
         Ok(())

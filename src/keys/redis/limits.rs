@@ -11,18 +11,23 @@ use super::RedisStore;
 use crate::keys::StoreError;
 use crate::keys::limits::{Quota, RateLimit};
 use redis::Script;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 /// Hashed once: a script's SHA is computed when it is made.
 static DECIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(DECIDE));
-static GIVE_BACK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(GIVE_BACK));
 static PEEK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PEEK));
 
 /// The rate (GCRA, as the limits module's gcra.rs computes it), then the quota, as one step: a request the
-/// quota refuses does not use up the rate. KEYS: rate, quota; ARGV: has rate, interval µs,
-/// burst, has quota, quota requests, quota key ttl s.
+/// quota refuses does not use up the rate. Units this gateway's failed requests gave back are
+/// returned first, in the same round trip. KEYS: rate, quota; ARGV: has rate, interval µs,
+/// burst, has quota, quota requests, quota key ttl s, units given back.
 /// Returns {rate ok, µs the TAT is ahead of now after the request, quota ok, quota used}.
 const DECIDE: &str = r"
+local back = tonumber(ARGV[7])
+if back > 0 then
+  local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if held > 0 then redis.call('DECRBY', KEYS[2], math.min(back, held)) end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ahead, new_tat = 0, nil
@@ -46,10 +51,11 @@ if new_tat then
 end
 return {1, ahead, 1, used}";
 
-/// Gives back a quota unit (never below 0). KEYS: quota.
+/// Gives back quota units (never below 0, and never making a count that has expired).
+/// KEYS: quota; ARGV: units.
 const GIVE_BACK: &str = r"
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used > 0 then return redis.call('DECR', KEYS[1]) end
+if used > 0 then return redis.call('DECRBY', KEYS[1], math.min(tonumber(ARGV[1]), used)) end
 return 0";
 
 /// Where the rate and the quota stand, nothing written (for the headers of a response refused
@@ -84,12 +90,14 @@ impl RedisStore {
     }
 
     /// Decides the rate and the quota of one request in one round trip. `quota` is the quota
-    /// with its period's start and the seconds its count must be kept.
+    /// with its period's start and the seconds its count must be kept; `given_back`, units of
+    /// that period to return first.
     pub async fn decide_limits(
         &self,
         id: &str,
         rate: Option<&RateLimit>,
         quota: Option<(&Quota, i64, u64)>,
+        given_back: u64,
     ) -> Result<LimitDecision, StoreError> {
         let mut invocation = DECIDE_SCRIPT.key(self.limit_key(id, "rate"));
         invocation.key(match quota {
@@ -102,7 +110,8 @@ impl RedisStore {
             .arg(rate.map_or(0, RateLimit::burst))
             .arg(u8::from(quota.is_some()))
             .arg(quota.map_or(0, |q| q.0.requests))
-            .arg(quota.map_or(1, |q| q.2));
+            .arg(quota.map_or(1, |q| q.2))
+            .arg(given_back);
         let invocation = &invocation;
         let (rate_ok, ahead, quota_ok, used): (i64, i64, i64, i64) = self
             .call(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -137,15 +146,26 @@ impl RedisStore {
         ))
     }
 
-    /// Gives back a quota unit taken in the period starting at `period`.
-    pub async fn give_back_quota(&self, id: &str, period: i64) -> Result<(), StoreError> {
-        let key = self.quota_key(id, period);
-        let invocation = GIVE_BACK_SCRIPT.key(key);
-        let invocation = &invocation;
-        let _: i64 = self
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(())
+    /// Gives back quota units, `(key id, period start, units)`, in one round trip (a pipeline:
+    /// each count lives in its key's own cluster slot).
+    pub async fn give_back_quotas(&self, units: &[(Arc<str>, i64, u64)]) -> Result<(), StoreError> {
+        if units.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, period, count) in units {
+            pipe.cmd("EVAL")
+                .arg(GIVE_BACK)
+                .arg(1)
+                .arg(self.quota_key(id, *period))
+                .arg(*count)
+                .ignore();
+        }
+        self.call(|mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
     }
 
     /// What is counted for the key in the period starting at `period`.
