@@ -158,6 +158,20 @@ fn write_timestamp<W: Write>(writer: &mut W) -> fmt::Result {
     writer.write_char('Z')
 }
 
+/// The bytes a text-format string shows as they are between its quotes (as `Debug` would):
+/// printable ASCII and the space, but `"` and `\\`. A table, as every access line checks
+/// several strings byte by byte.
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        plain[b] = byte == b' ' || byte.is_ascii_graphic() && byte != b'"' && byte != b'\\';
+        b += 1;
+    }
+    plain
+};
+
 /// An event's fields. Text: `name=value` pairs separated by spaces, strings quoted and escaped
 /// as `Debug` does, other values as `Debug` writes them (a `%value` field: its `Display`).
 /// JSON: `"name":value` pairs, strings and `Debug` output as JSON strings, numbers as numbers.
@@ -184,9 +198,7 @@ impl<W: Write> Fields<'_, W> {
 
     pub(crate) fn str(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
-        let plain = value
-            .bytes()
-            .all(|b| b == b' ' || b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
         self.write(name, |w| match (json, plain) {
             (true, _) => write_json_str(w, value),
             (false, true) => ["\"", value, "\""]
