@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::kb::BROKEN_ARTICLE;
 use common::limits::{assert_rate, hammer, paced, parse_list, ratelimit, retry_after};
-use common::{FakeKb, TestGateway, status_and_code};
+use common::{RunningKb, TestGateway, status_and_code};
 use kbgate::keys::StoreConfig;
 use kbgate::limits::HeaderStyle;
 use serde_json::{Value, json};
@@ -39,21 +40,13 @@ async fn a_quota_admits_exactly_its_requests_under_concurrency() {
 
 #[tokio::test]
 async fn counts_successful_gives_back_what_the_kb_did_not_answer_well() {
-    let kb = FakeKb::new()
-        .route("/v1/article/broken", |_| {
-            http::Response::builder()
-                .status(500)
-                .body(common::kb::empty())
-                .unwrap()
-        })
-        .start()
-        .await;
+    let kb = RunningKb::with_broken_article().await;
     let gateway = TestGateway::start(&kb).await;
     let (id, key) = gateway
         .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
         .await;
     for _ in 0..5 {
-        assert_eq!(gateway.get("/v1/article/broken", &key).await.0, 500);
+        assert_eq!(gateway.get(BROKEN_ARTICLE, &key).await.0, 500);
     }
     assert_eq!(
         quota_state(&gateway, &id).await["used"],
@@ -74,7 +67,7 @@ async fn counts_successful_gives_back_what_the_kb_did_not_answer_well() {
         .create_key(json!({"quota": {"requests": 2, "period": "day", "counts": "all"}}))
         .await;
     for _ in 0..2 {
-        assert_eq!(gateway.get("/v1/article/broken", &all).await.0, 500);
+        assert_eq!(gateway.get(BROKEN_ARTICLE, &all).await.0, 500);
     }
     assert_eq!(
         gateway.get(ARTICLE, &all).await,

@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::kb::BROKEN_ARTICLE;
 use common::limits::{assert_rate, hammer, paced, ratelimit, retry_after};
 use common::redis::RedisServer;
-use common::{FakeKb, RunningKb, TestGateway, eventually};
+use common::{RunningKb, TestGateway, eventually};
 use kbgate::keys::StoreConfig;
 use kbgate::limits::OnStoreError;
 use serde_json::json;
@@ -206,15 +207,7 @@ async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let kb = FakeKb::new()
-        .route("/v1/article/broken", |_| {
-            http::Response::builder()
-                .status(500)
-                .body(common::kb::empty())
-                .unwrap()
-        })
-        .start()
-        .await;
+    let kb = RunningKb::with_broken_article().await;
     let gateway = exact_gateway(&kb, &server).await;
     let (id, key) = gateway
         .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
@@ -227,7 +220,7 @@ async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
     let decisions = || server.calls("evalsha");
     let before = decisions();
     for _ in 0..5 {
-        assert_eq!(gateway.get("/v1/article/broken", &key).await.0, 500);
+        assert_eq!(gateway.get(BROKEN_ARTICLE, &key).await.0, 500);
     }
     assert_eq!(
         used().await,
@@ -265,7 +258,7 @@ async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
         .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
         .await;
     for _ in 0..2 {
-        assert_eq!(flushing.get("/v1/article/broken", &key).await.0, 500);
+        assert_eq!(flushing.get(BROKEN_ARTICLE, &key).await.0, 500);
     }
     eventually("the units come back on the flush's tick", || async {
         let (_, shown) = flushing.admin("GET", &format!("/v1/keys/{id}"), None).await;

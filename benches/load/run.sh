@@ -5,6 +5,8 @@
 #   bash benches/load/run.sh profile    only the profile of arm C (about 2 minutes)
 #   bash benches/load/run.sh quick      only arms A, B and C, closed and open loop (about 3 minutes
 #                                       with REPEATS=1): the before/after check of one change
+#   bash benches/load/run.sh instructions  only the callgrind table of B, H, C and L (about 3
+#                                       minutes; instruction counts do not depend on a quiet machine)
 #
 # Arms, all against the same upstream (nginx serving one static JSON article):
 #   A          direct to the upstream
@@ -820,8 +822,8 @@ report() {
 
 main() {
   local mode=${1:-bench}
-  [[ $mode == bench || $mode == profile || $mode == quick ]] ||
-    die "usage: bash benches/load/run.sh [profile|quick]"
+  [[ $mode == bench || $mode == profile || $mode == quick || $mode == instructions ]] ||
+    die "usage: bash benches/load/run.sh [profile|quick|instructions]"
   [[ $(nproc) -ge 2 ]] || die "needs 2 CPUs: one for the servers, one for the load generator"
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }' &&
@@ -831,6 +833,16 @@ main() {
   build
   mkdir -p "$RESULTS_DIR"
   : >"$RAW"
+
+  if [[ $mode == instructions ]]; then
+    start_upstream
+    mkdir -p "$WORK/profile"
+    RESULTS="$RESULTS_DIR/$STAMP-instructions.md"
+    instructions_per_request >"$RESULTS"
+    cat "$RESULTS"
+    say "written to ${RESULTS#"$ROOT"/} in $((SECONDS - started)) s"
+    return
+  fi
 
   if [[ $mode == profile ]]; then
     ARMS=(C)

@@ -154,10 +154,23 @@ pub struct RunningKb {
     pub seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// The path [`RunningKb::with_broken_article`] answers with a 500.
+pub const BROKEN_ARTICLE: &str = "/v1/article/broken";
+
 impl RunningKb {
     /// A KB that answers every request with the default JSON echo.
     pub async fn start() -> RunningKb {
         FakeKb::new().start().await
+    }
+
+    /// The JSON echo, but a 500 at [`BROKEN_ARTICLE`]: requests the KB does not answer well.
+    pub async fn with_broken_article() -> RunningKb {
+        FakeKb::new()
+            .route(BROKEN_ARTICLE, |_| {
+                Response::builder().status(500).body(empty()).unwrap()
+            })
+            .start()
+            .await
     }
 
     pub fn url(&self) -> String {
