@@ -13,7 +13,7 @@
 use crate::FastMap;
 use crate::authz::{Permission, Scope};
 use crate::keys::limits::{KeyDefaults, KeyLimits};
-use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent};
+use crate::keys::{KeyHash, KeyRecord, KeyStore, StoreEvent, secret};
 use crate::metrics::{self, StoreOp};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -153,6 +153,11 @@ impl Keyring {
             counters.hot_tier_hit.increment(1);
             grant.check(now)?;
             return Ok(grant);
+        }
+        // Checked after the hot tier, which holds only secrets that were well formed when
+        // verified (so a hit needs no checksum), and before anything that could reach the store.
+        if !secret::is_well_formed(secret) {
+            return Err(VerifyError::Unknown);
         }
         if self.known_unknown(&hash) {
             counters.hot_tier_negative_hit.increment(1);

@@ -74,7 +74,7 @@ pub fn generate_prefixed(prefix: &str) -> NewSecret {
 }
 
 /// True when `candidate` has the prefix, length, alphabet and checksum of a kbgate secret.
-/// Costs a CRC32 over 25 bytes: cheap enough to run before any lookup.
+/// Costs a CRC32 over 25 bytes: cheap enough to run before any store lookup.
 pub fn is_well_formed(candidate: &str) -> bool {
     is_well_formed_prefixed(candidate, PREFIX)
 }
