@@ -6,7 +6,7 @@ mod common;
 
 use common::kb::BROKEN_ARTICLE;
 use common::limits::{assert_rate, hammer, paced, parse_list, ratelimit, retry_after};
-use common::{RunningKb, TestGateway, status_and_code};
+use common::{RunningKb, TestGateway, eventually, status_and_code};
 use kbgate::keys::StoreConfig;
 use kbgate::limits::HeaderStyle;
 use serde_json::{Value, json};
@@ -315,4 +315,37 @@ async fn a_restart_keeps_the_quota_count() {
     assert_eq!(quota_state(&again, &id).await["used"], 2);
     assert_eq!(again.get(ARTICLE, &key).await.0, 200);
     assert_eq!(again.get(ARTICLE, &key).await.0, 429);
+}
+
+/// Each limit's refusals are counted in the key's usage history under their own code.
+#[tokio::test]
+async fn the_usage_history_counts_each_limits_refusals() {
+    let (_kb, gateway) = TestGateway::builder().start_on_echo().await;
+    let (rate_id, rate) = gateway
+        .create_key(json!({"rate_limit": {"requests": 1, "window_seconds": 3600}}))
+        .await;
+    let (quota_id, quota) = gateway
+        .create_key(json!({"quota": {"requests": 1, "period": "day"}}))
+        .await;
+    let (cidr_id, cidr) = gateway
+        .create_key(json!({"allowed_cidrs": ["10.0.0.0/8"]}))
+        .await;
+    for key in [&rate, &quota, &cidr] {
+        for _ in 0..3 {
+            gateway.get(ARTICLE, key).await;
+        }
+    }
+    for (id, code, refused) in [
+        (rate_id, "rate_limited", 2),
+        (quota_id, "quota_exceeded", 2),
+        (cidr_id, "ip_not_allowed", 3),
+    ] {
+        eventually(code, || async {
+            let (_, usage) = gateway
+                .admin("GET", &format!("/v1/keys/{id}/usage"), None)
+                .await;
+            usage["total"]["refused"][code] == refused && usage["total"]["requests"] == 3
+        })
+        .await;
+    }
 }
