@@ -1,7 +1,7 @@
 //! The per-request work before forwarding, on a hot-tier hit: the gateway's own
-//! [`Gateway::admit`] (request checks, canonical path, key extraction, format and checksum
-//! check, blake3 hash + hot-tier lookup, usage count, route lookup and grant check), on a
-//! gateway built from the shipped config; then the same plus metering (in-flight gauge, auth
+//! [`Gateway::admit`] (request checks, canonical path, key extraction, blake3 hash + hot-tier
+//! lookup (the format and checksum are checked only on a miss), usage count, route lookup and
+//! grant check), on a gateway built from the shipped config; then the same plus metering (in-flight gauge, auth
 //! decision, request counter, latency histograms, per-key counter), first with no metrics
 //! recorder installed, then with the Prometheus one; and admission for a key with a rate limit.
 //! Run: `cargo bench --bench hot_path`.
@@ -101,7 +101,8 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("request_id_new", |b| {
         b.iter(|| request_id(black_box(request.headers())))
     });
-    // A random key of the right shape but a wrong checksum: refused with no lookup at all.
+    // A random key of the right shape but a wrong checksum: after the hot tier misses, refused
+    // by this check with no store lookup.
     let mut forged = secret::generate().secret;
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
