@@ -169,12 +169,12 @@ fn check_raw_byte(byte: u8) -> Result<(), PathError> {
 }
 
 /// RFC 3986 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~".
-fn is_unreserved(byte: u8) -> bool {
+pub(crate) const fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
 /// RFC 3986 sub-delims, without ';' (refused as a path parameter marker).
-fn is_sub_delim(byte: u8) -> bool {
+pub(crate) const fn is_sub_delim(byte: u8) -> bool {
     matches!(
         byte,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'='

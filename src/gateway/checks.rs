@@ -1,5 +1,6 @@
 //! The checks of the request itself that hyper leaves to the application (see [`check_request`]).
 
+use crate::path::{is_sub_delim, is_unreserved};
 use crate::rejection::Rejection;
 use crate::server::Limits;
 use http::header::{self, HeaderMap};
@@ -107,19 +108,14 @@ fn is_host(value: &[u8]) -> bool {
     }
 }
 
-/// The bytes a reg-name holds as they are: unreserved and sub-delims. A table, as every
-/// request's `Host` is checked byte by byte.
+/// The bytes a reg-name holds as they are: unreserved and sub-delims (the path's classes, with
+/// the `;` a path refuses). A table, as every request's `Host` is checked byte by byte.
 const REG_NAME: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
         let byte = b as u8;
-        table[b] = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'.' | b'_' | b'~')
-            || matches!(
-                byte,
-                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
-            );
+        table[b] = is_unreserved(byte) || is_sub_delim(byte) || byte == b';';
         b += 1;
     }
     table

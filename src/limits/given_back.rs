@@ -21,9 +21,13 @@ pub(super) struct GivenBack {
 }
 
 impl GivenBack {
-    /// One unit of the period starting at `period` (Unix seconds) given back. Units of an
+    /// `count` units of the period starting at `period` (Unix seconds) given back. Units of an
     /// earlier period than the one held are dropped: that period's count limits nothing now.
     pub(super) fn add(&self, id: &Arc<str>, period: i64, count: u64) {
+        if count == 0 {
+            // A failed decision that carried none: no entry to send on the flush's tick.
+            return;
+        }
         let mut units = self
             .keys
             .entry(id.clone())
@@ -64,6 +68,7 @@ mod tests {
         let id: Arc<str> = Arc::from("key_1");
         given_back.add(&id, 100, 1);
         given_back.add(&id, 100, 2);
+        given_back.add(&id, 300, 0);
         assert_eq!(given_back.take(&id, 200), 0, "not of the period asked for");
         given_back.add(&id, 50, 1);
         assert_eq!(
