@@ -5,7 +5,7 @@
 mod common;
 
 use common::kb::BROKEN_ARTICLE;
-use common::limits::{assert_rate, hammer, paced, parse_list, ratelimit, retry_after};
+use common::limits::{assert_rate, hammer, paced, parse_list, quota_state, ratelimit, retry_after};
 use common::{RunningKb, TestGateway, eventually, status_and_code};
 use kbgate::keys::StoreConfig;
 use kbgate::limits::HeaderStyle;
@@ -13,12 +13,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const ARTICLE: &str = "/v1/article/a1";
-
-async fn quota_state(gateway: &TestGateway, id: &str) -> Value {
-    let (status, key) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
-    assert_eq!(status, 200, "{key}");
-    key["quota_state"].clone()
-}
 
 #[tokio::test]
 async fn a_quota_admits_exactly_its_requests_under_concurrency() {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::kb::BROKEN_ARTICLE;
-use common::limits::{assert_rate, hammer, paced, ratelimit, retry_after};
+use common::limits::{assert_rate, hammer, paced, quota_state, ratelimit, retry_after};
 use common::redis::RedisServer;
 use common::{RunningKb, TestGateway, eventually};
 use kbgate::keys::StoreConfig;
@@ -106,8 +106,7 @@ async fn two_gateways_admit_exactly_the_quota() {
     assert_eq!(statuses.get(&200), Some(&1000), "{statuses:?}");
     assert_eq!(kb.count(), 1000 + 2, "and the two probes");
     for gateway in [&a, &b] {
-        let (_, shown) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
-        assert_eq!(shown["quota_state"]["used"], 1000);
+        assert_eq!(quota_state(gateway, &id).await["used"], 1000);
     }
 }
 
@@ -212,10 +211,7 @@ async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
     let (id, key) = gateway
         .create_key(json!({"quota": {"requests": 3, "period": "day"}}))
         .await;
-    let used = || async {
-        let (_, shown) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
-        shown["quota_state"]["used"].as_u64()
-    };
+    let used = || async { quota_state(&gateway, &id).await["used"].as_u64() };
     assert_eq!(gateway.get(ARTICLE, &key).await.0, 200, "cached, 1 used");
     let decisions = || server.calls("evalsha");
     let before = decisions();
@@ -261,8 +257,7 @@ async fn units_given_back_ride_with_the_next_decision_or_the_flush() {
         assert_eq!(flushing.get(BROKEN_ARTICLE, &key).await.0, 500);
     }
     eventually("the units come back on the flush's tick", || async {
-        let (_, shown) = flushing.admin("GET", &format!("/v1/keys/{id}"), None).await;
-        shown["quota_state"]["used"] == 0
+        quota_state(&flushing, &id).await["used"] == 0
     })
     .await;
 }
@@ -312,9 +307,9 @@ async fn redis_killed_allow_keeps_serving_deny_refuses_and_both_resume() {
     })
     .await;
     assert_eq!(allow.get(ARTICLE, &key).await.0, 200);
-    let (_, shown) = allow.admin("GET", &format!("/v1/keys/{id}"), None).await;
+    let shown = quota_state(&allow, &id).await;
     assert!(
-        shown["quota_state"]["used"].as_u64().unwrap() >= 3,
+        shown["used"].as_u64().unwrap() >= 3,
         "counting again: {shown}"
     );
 }

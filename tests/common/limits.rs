@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 /// test process, not the limiter.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The key's `quota_state` as the admin API shows it (`null` for a key without a quota).
+pub async fn quota_state(gateway: &TestGateway, id: &str) -> serde_json::Value {
+    let (status, key) = gateway.admin("GET", &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(status, 200, "{key}");
+    key["quota_state"].clone()
+}
+
 /// Sends `total` GETs of `path` with `key` from `clients` concurrent clients, each request to
 /// the next of `gateways` in turn; returns how many were answered with each status.
 pub async fn hammer(
