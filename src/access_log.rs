@@ -130,7 +130,10 @@ impl AccessLine {
         self.user_agent
             .as_ref()
             .map_or(Cow::Borrowed("-"), |value| {
-                String::from_utf8_lossy(value.as_bytes())
+                // Checked first on its own: valid text (nearly every agent) takes the fast
+                // path of `from_utf8`, not the chunk walk of `from_utf8_lossy`.
+                std::str::from_utf8(value.as_bytes())
+                    .map_or_else(|_| String::from_utf8_lossy(value.as_bytes()), Cow::Borrowed)
             })
     }
 }

@@ -55,6 +55,7 @@ pub mod app;
 pub mod authz;
 pub mod body;
 pub mod cli;
+mod coarse_timer;
 pub mod config;
 mod cors;
 pub mod demo;

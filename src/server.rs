@@ -3,6 +3,7 @@
 //! Both the gateway and the admin API are served by [`serve`].
 
 use crate::body::{Body, BoxError};
+use crate::coarse_timer::CoarseTimer;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -95,7 +96,8 @@ pub(crate) async fn serve<H: Handler>(
 ) {
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let builder = Arc::new(connection_builder(&limits));
+    let timer = CoarseTimer::default();
+    let builder = Arc::new(connection_builder(&limits, &timer));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -120,6 +122,7 @@ pub(crate) async fn serve<H: Handler>(
         let builder = builder.clone();
         let handler = handler.clone();
         let tls = tls.clone();
+        let timer = timer.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let conn = ConnInfo::new(remote, tls.is_some());
@@ -164,7 +167,7 @@ pub(crate) async fn serve<H: Handler>(
             };
             let result = tokio::select! {
                 result = connection => result,
-                () = first_request_deadline(deadline, &first_request) => {
+                () = first_request_deadline(&timer, deadline, &first_request) => {
                     tracing::debug!(%remote, "no request within the header read timeout");
                     Ok(())
                 }
@@ -187,21 +190,30 @@ pub(crate) async fn serve<H: Handler>(
 /// hyper's own header timer only starts once it knows the connection speaks HTTP/1; before
 /// that (a silent client, a trickled HTTP/2 preface, a TLS client that never sends a request)
 /// nothing else would free the connection slot.
-async fn first_request_deadline(limit: Duration, first_request: &AtomicBool) {
-    tokio::time::sleep(limit).await;
-    if first_request.load(Ordering::Acquire) {
-        std::future::pending::<()>().await;
-    }
+async fn first_request_deadline(timer: &CoarseTimer, limit: Duration, first_request: &AtomicBool) {
+    let mut deadline = Some(timer.sleep_until(tokio::time::Instant::now() + limit));
+    std::future::poll_fn(|cx| {
+        // Once a request has come, the deadline is dropped and this branch costs a load.
+        if first_request.load(Ordering::Acquire) {
+            deadline = None;
+        }
+        match &mut deadline {
+            Some(sleep) => std::pin::Pin::new(sleep).poll(cx),
+            None => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
-fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &Limits, timer: &CoarseTimer) -> auto::Builder<TokioExecutor> {
     // Heads up to the configured limits reach the gateway, which refuses them with its own JSON
     // (431, 414); only heads far beyond get hyper's bare 431 (or 414 past 64 KiB of target).
     let head_room = 2 * (limits.max_header_size + limits.max_uri_length);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // A sleep per request head: the coarse timer's (see coarse_timer.rs).
+        .timer(timer.clone())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(head_room.max(HYPER_MIN_BUF_SIZE));
     builder

@@ -38,7 +38,15 @@ struct RouteHandles {
     label: String,
     duration: OnceLock<Histogram>,
     upstream: OnceLock<Histogram>,
+    /// The request counters of forwarded requests, by method and status class (see
+    /// [`forwarded_slot`]): the common case, found without hashing its labels.
+    forwarded: [OnceLock<Counter>; METHODS.len() * 10],
 }
+
+/// The method labels; anything else is `other`, so no client can grow the label set.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
 
 pub struct RequestMetrics {
     /// One per route in table order, then one for [`NO_ROUTE`].
@@ -62,6 +70,7 @@ impl RequestMetrics {
                 label,
                 duration: OnceLock::new(),
                 upstream: OnceLock::new(),
+                forwarded: std::array::from_fn(|_| OnceLock::new()),
             })
             .collect();
         RequestMetrics {
@@ -79,47 +88,61 @@ impl RequestMetrics {
             lazy(&handles.upstream, UPSTREAM_DURATION, &handles.label)
                 .record(upstream.as_secs_f64());
         }
+        let method = method_index(o.method);
         let key = CounterKey {
             route,
-            method: method_label(o.method),
+            method: METHODS[method],
             status_class: o.status / 100,
             outcome: o.outcome,
         };
-        match self.requests.get(&key) {
-            Some(counter) => counter.increment(1),
-            None => self
-                .requests
-                .entry(key)
-                .or_insert_with(|| {
-                    counter!(REQUESTS,
-                        "route" => handles.label.clone(),
-                        "method" => key.method,
-                        "status_class" => format!("{}xx", key.status_class),
-                        "outcome" => key.outcome)
-                })
-                .increment(1),
+        let register = || {
+            counter!(REQUESTS,
+                "route" => handles.label.clone(),
+                "method" => key.method,
+                "status_class" => format!("{}xx", key.status_class),
+                "outcome" => key.outcome)
+        };
+        if o.outcome == FORWARDED {
+            let slot = &handles.forwarded[method * 10 + usize::from(key.status_class % 10)];
+            slot.get_or_init(register).increment(1);
+        } else {
+            self.count_refusal(key, register);
         }
         if let (Some(per_key), Some(id)) = (&self.per_key, o.key_id) {
             per_key.count(id);
         }
     }
+
+    fn count_refusal(&self, key: CounterKey, register: impl FnOnce() -> Counter) {
+        match self.requests.get(&key) {
+            Some(counter) => counter.increment(1),
+            None => self
+                .requests
+                .entry(key)
+                .or_insert_with(register)
+                .increment(1),
+        }
+    }
 }
+
+/// The outcome of a request the KB answered.
+const FORWARDED: &str = "forwarded";
 
 /// The route's histogram `name`, registered on first use.
 fn lazy<'a>(slot: &'a OnceLock<Histogram>, name: &'static str, route: &str) -> &'a Histogram {
     slot.get_or_init(|| histogram!(name, "route" => route.to_string()))
 }
 
-/// The method label: a route-table method, or `other` so no client can grow the label set.
-fn method_label(method: &Method) -> &'static str {
+/// The index of the method's label in [`METHODS`].
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }

@@ -5,6 +5,7 @@
 mod connections;
 
 use crate::body::{self, Body, BoxError};
+use crate::coarse_timer::CoarseTimer;
 use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use bytes::Bytes;
@@ -150,6 +151,8 @@ pub struct ForwardInfo<'a> {
 
 pub struct Upstream {
     connections: Arc<Connections>,
+    /// The `upstream.timeout` of each exchange (see coarse_timer.rs).
+    timer: CoarseTimer,
     config: UpstreamConfig,
     host: HeaderValue,
     links: LinkRewriter,
@@ -190,6 +193,7 @@ impl Upstream {
         );
         Ok(Upstream {
             connections: Arc::new(connections),
+            timer: CoarseTimer::default(),
             config,
             host,
             links,
@@ -215,12 +219,8 @@ impl Upstream {
                 .then(|| self.upstream_request(&client, body::empty(), &info).ok())
                 .flatten()
         });
-        let (mut response, conn) = match tokio::time::timeout_at(
-            started + self.config.timeout,
-            exchange,
-        )
-        .await
-        {
+        let deadline = started + self.config.timeout;
+        let (mut response, conn) = match self.timer.timeout_at(deadline, exchange).await {
             Err(_elapsed) => {
                 metrics::fixed().upstream_error(UpstreamError::Timeout);
                 return Err(ForwardError::Timeout);
@@ -315,16 +315,24 @@ impl Upstream {
         *request.uri_mut() = self.target_uri(info.path, info.query)?;
         let headers = request.headers_mut();
         headers.reserve(client.headers.len() + self.config.inject_headers.len() + 6);
-        let listed = connection_listed(&client.headers);
         let underscores = self.config.forward_underscore_headers;
-        let mut cookies = 0;
+        let (mut cookies, mut connection) = (0, false);
         for (name, value) in &client.headers {
+            connection |= name == header::CONNECTION;
             if !is_client_only(name)
-                && !listed.contains(name)
                 && (!name.as_str().contains('_') || underscores && !folds_to_client_only(name))
             {
                 cookies += usize::from(name == header::COOKIE);
                 headers.append(name.clone(), value.clone());
+            }
+        }
+        // Looked for only when the client sent a `Connection` line: most send none.
+        if connection {
+            for name in connection_listed(&client.headers) {
+                if name == header::COOKIE {
+                    cookies = 0;
+                }
+                headers.remove(name);
             }
         }
         if chunked {
@@ -480,9 +488,15 @@ fn closed_before_answering(error: &hyper::Error) -> bool {
 /// The headers a message's `Connection` lines name (hop-by-hop for this message only), those
 /// present and not hop-by-hop anyway: the usual `keep-alive` and `close` cost no allocation.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    // The usual values, alone on their line, name no other header.
+    let usual = |v: &&HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
     headers
         .get_all(header::CONNECTION)
         .iter()
+        .filter(|v| !usual(v))
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -497,21 +511,18 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Removes hop-by-hop headers, including every header a `Connection` line names. One pass over
-/// the names and a lookup only for those present: looking up each hop-by-hop name, present or
-/// not, cost about a thousand instructions per message (callgrind, benches/load profile).
+/// Removes hop-by-hop headers, including every header a `Connection` line names. Found one
+/// at a time by a scan of the names: a message holds few (often only a KB's `Connection:
+/// keep-alive`), most names are ruled out by their length alone, and nothing is allocated.
+/// (Looking up each hop-by-hop name, present or not, cost about a thousand instructions per
+/// message; callgrind, benches/load profile.)
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_listed(headers) {
-        headers.remove(name);
-    }
-    // Each name appears once among the keys, so an array holds them without allocating (a
-    // KB's `Connection: keep-alive` alone cost an allocation per response).
-    let mut doomed: [Option<HeaderName>; HOP_BY_HOP_NAMES.len()] = Default::default();
-    let present = headers.keys().filter(|name| is_hop_by_hop(name));
-    for (slot, name) in doomed.iter_mut().zip(present) {
-        *slot = Some(name.clone());
-    }
-    for name in doomed.into_iter().flatten() {
+    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
+        if name == header::CONNECTION {
+            for listed in connection_listed(headers) {
+                headers.remove(listed);
+            }
+        }
         headers.remove(name);
     }
 }
