@@ -343,7 +343,7 @@ impl Gateway {
             proto: if conn.tls { "https" } else { "http" },
             host,
             request_id,
-            key_id: &key.id,
+            key_id: key.id_header.as_ref(),
         };
         let method = request.method().clone();
         let upstream_started = Instant::now();

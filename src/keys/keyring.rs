@@ -37,6 +37,9 @@ pub enum VerifyError {
 #[derive(Debug)]
 pub struct KeyGrant {
     pub id: Arc<str>,
+    /// The id as the `X-Kbgate-Key-Id` value the KB is sent, made once with the grant rather
+    /// than for every request (`None`: an id no header can carry).
+    pub id_header: Option<http::HeaderValue>,
     pub scope: Scope,
     pub permissions: Box<[Permission]>,
     /// `None` for a key with no limit (its own or a default): the request path's one check.
@@ -53,6 +56,7 @@ impl KeyGrant {
     fn from_record(record: &KeyRecord, hash: &KeyHash, defaults: &KeyDefaults) -> KeyGrant {
         KeyGrant {
             id: record.id.as_str().into(),
+            id_header: http::HeaderValue::from_str(&record.id).ok(),
             scope: record.scope,
             permissions: record.permissions.clone().into_boxed_slice(),
             limits: KeyLimits::resolve(record, defaults).map(Box::new),

@@ -146,7 +146,8 @@ pub struct ForwardInfo<'a> {
     pub proto: &'static str,
     pub host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
-    pub key_id: &'a str,
+    /// The key's id as a header value (see `KeyGrant::id_header`).
+    pub key_id: Option<&'a HeaderValue>,
 }
 
 pub struct Upstream {
@@ -543,8 +544,8 @@ fn add_forwarding_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
     headers.insert(X_REQUEST_ID, info.request_id.clone());
-    if let Ok(id) = HeaderValue::from_str(info.key_id) {
-        headers.insert(X_KBGATE_KEY_ID, id);
+    if let Some(id) = info.key_id {
+        headers.insert(X_KBGATE_KEY_ID, id.clone());
     }
 }
 
