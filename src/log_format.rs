@@ -184,6 +184,7 @@ pub(crate) struct Fields<'w, W: Write> {
 }
 
 impl<W: Write> Fields<'_, W> {
+    #[inline(always)]
     fn write(&mut self, name: impl FieldName, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_err() {
             return;
@@ -196,6 +197,7 @@ impl<W: Write> Fields<'_, W> {
             .and_then(|()| value(writer));
     }
 
+    #[inline(always)]
     pub(crate) fn str(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
         let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
@@ -210,6 +212,7 @@ impl<W: Write> Fields<'_, W> {
 
     /// A `%value` field of a string: its `Display`, written as it is in text and as a JSON
     /// string in JSON, without `core::fmt`.
+    #[inline(always)]
     pub(crate) fn display(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
         self.write(name, |w| match json {
@@ -218,12 +221,14 @@ impl<W: Write> Fields<'_, W> {
         });
     }
 
+    #[inline(always)]
     pub(crate) fn u64(&mut self, name: impl FieldName, value: u64) {
         self.write(name, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     /// Whole microseconds as milliseconds, written exactly as `Debug` (and serde_json) write
     /// the float `micros as f64 / 1000.0`: `1.5`, `0.042`, `2000.0`, with no float arithmetic.
+    #[inline(always)]
     pub(crate) fn millis(&mut self, name: impl FieldName, micros: u64) {
         self.write(name, |w| {
             w.write_str(itoa::Buffer::new().format(micros / 1000))?;
@@ -286,6 +291,7 @@ macro_rules! field_name {
 pub(crate) use field_name;
 
 impl FieldName for &Name {
+    #[inline(always)]
     fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
         let prefix = if json { self.json } else { self.text };
         // The separator is the prefix's first byte.
