@@ -27,17 +27,22 @@ pub fn extract_key<'a>(
             Ok(())
         }
     };
-    if sources.authorization {
-        for value in headers.get_all(header::AUTHORIZATION) {
+    // One pass over the headers rather than a lookup by name for each source: the
+    // `Authorization` values are offered in order as they come, `X-Api-Key` ones after them.
+    let mut api_key_sent = false;
+    for (name, value) in headers {
+        if name == header::AUTHORIZATION && sources.authorization {
             let value = value.to_str().map_err(|_| Rejection::InvalidKey)?;
             if let Some((scheme, token)) = value.split_once(' ')
                 && scheme.eq_ignore_ascii_case("bearer")
             {
                 offer(Cow::Borrowed(token.trim()))?;
             }
+        } else if name == X_API_KEY {
+            api_key_sent = true;
         }
     }
-    if sources.x_api_key {
+    if sources.x_api_key && api_key_sent {
         for value in headers.get_all(X_API_KEY) {
             offer(Cow::Borrowed(
                 value.to_str().map_err(|_| Rejection::InvalidKey)?.trim(),
