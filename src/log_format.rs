@@ -148,13 +148,10 @@ fn write_timestamp<W: Write>(writer: &mut W) -> fmt::Result {
         }
         writer.write_str(text)
     })?;
-    let mut micros = [b'0'; 6];
-    let mut rest = now.subsec_micros();
-    for digit in micros.iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
+    let micros = now.subsec_micros();
+    for place in [100_000, 10_000, 1_000, 100, 10, 1] {
+        writer.write_char(char::from(b'0' + (micros / place % 10) as u8))?;
     }
-    writer.write_str(std::str::from_utf8(&micros).unwrap_or("000000"))?;
     writer.write_char('Z')
 }
 
@@ -231,20 +228,22 @@ impl<W: Write> Fields<'_, W> {
     #[inline(always)]
     pub(crate) fn millis(&mut self, name: impl FieldName, micros: u64) {
         self.write(name, |w| {
-            w.write_str(itoa::Buffer::new().format(micros / 1000))?;
-            let mut fraction = micros % 1000;
-            if fraction == 0 {
-                return w.write_str(".0");
+            // The microseconds' digits, split three from the end: 1500 -> `1` `500` -> `1.5`.
+            let mut buffer = itoa::Buffer::new();
+            let digits = buffer.format(micros);
+            let (whole, fraction) = match digits.len() {
+                n if n > 3 => digits.split_at(n - 3),
+                _ => ("0", digits),
+            };
+            let zeros = &"00"[..3 - fraction.len()];
+            let fraction = fraction.trim_end_matches('0');
+            w.write_str(whole)?;
+            w.write_char('.')?;
+            if fraction.is_empty() {
+                return w.write_char('0');
             }
-            let mut digits = 3;
-            while fraction.is_multiple_of(10) {
-                fraction /= 10;
-                digits -= 1;
-            }
-            let text = itoa::Buffer::new().format(fraction).len();
-            w.write_str(".")?;
-            w.write_str(&"00"[..digits - text])?;
-            w.write_str(itoa::Buffer::new().format(fraction))
+            w.write_str(zeros)?;
+            w.write_str(fraction)
         });
     }
 }
