@@ -58,12 +58,12 @@ impl Periods {
             (start, length) = bounds(kind, now);
             cell.store(start << LENGTH_BITS | length, Ordering::Relaxed);
         }
-        let end = Duration::from_secs(start + length);
-        let left = end.saturating_sub(now).as_nanos().div_ceil(1_000_000_000);
         Period {
             start: i64::try_from(start).unwrap_or(i64::MAX),
             length,
-            left: u64::try_from(left).unwrap_or(u64::MAX),
+            // Whole seconds to the end, rounded up: the end is a whole second and `now` is
+            // within the period, so that is the end less `now`'s whole seconds.
+            left: (start + length).saturating_sub(seconds),
         }
     }
 }
