@@ -10,6 +10,7 @@
 use crate::body::{self, Body, BoxError};
 use crate::log_direct;
 use crate::log_format::{ACCESS_TARGET, Fields, Name, field_name};
+use crate::metrics::requests::FORWARDED;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use http_body::{Body as _, Frame, SizeHint};
@@ -55,7 +56,7 @@ impl AccessLine {
             self.write(0);
             return response;
         }
-        let local = self.outcome != "forwarded";
+        let local = self.outcome != FORWARDED;
         match body.size_hint().exact() {
             // A refusal's JSON: made here, sent whole.
             Some(size) if local => {

@@ -182,10 +182,6 @@ impl hyper::rt::Timer for CoarseTimer {
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         Box::pin(CoarseTimer::sleep_until(self, Instant::from_std(deadline)))
     }
-
-    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
-        *sleep = hyper::rt::Timer::sleep_until(self, new_deadline);
-    }
 }
 
 impl hyper::rt::Sleep for CoarseSleep {}

@@ -16,7 +16,7 @@ use crate::events::content;
 use crate::keys::limits::KeyLimits;
 use crate::keys::{KeyGrant, KeySources, Keyring};
 use crate::limits::{LimitReport, Limiter, QuotaHold};
-use crate::metrics::requests::{Observation, RequestMetrics};
+use crate::metrics::requests::{FORWARDED, Observation, RequestMetrics};
 use crate::metrics::{self, InFlight, LimitKind, LimitOutcome};
 use crate::net::{self, CidrList};
 use crate::rejection::{RefusalClass, Rejection};
@@ -106,7 +106,7 @@ impl Handler for Gateway {
         };
         let (mut response, outcome) = match result {
             Ok(response) if preflight => (response, "preflight"),
-            Ok(response) => (response, "forwarded"),
+            Ok(response) => (response, FORWARDED),
             Err(rejection) => (
                 rejection.into_response(request_id_str(&request_id)),
                 rejection.code(),
@@ -134,7 +134,7 @@ impl Handler for Gateway {
         // How a request of a known key ended, for its usage history (counted in `admit`).
         if let Some(key_id) = &log.key_id {
             let how = match outcome {
-                "forwarded" => usage::Outcome::Forwarded(status),
+                FORWARDED => usage::Outcome::Forwarded(status),
                 code => usage::Outcome::Refused(code),
             };
             self.usage.record_outcome(key_id, how);

@@ -40,7 +40,7 @@ struct RouteHandles {
     upstream: OnceLock<Histogram>,
     /// The request counters of forwarded requests, by method and status class (see
     /// [`forwarded_slot`]): the common case, found without hashing its labels.
-    forwarded: [OnceLock<Counter>; METHODS.len() * 10],
+    forwarded: [OnceLock<Counter>; METHODS.len() * STATUS_CLASSES],
 }
 
 /// The method labels; anything else is `other`, so no client can grow the label set.
@@ -103,8 +103,9 @@ impl RequestMetrics {
                 "outcome" => key.outcome)
         };
         if o.outcome == FORWARDED {
-            let slot = &handles.forwarded[method * 10 + usize::from(key.status_class % 10)];
-            slot.get_or_init(register).increment(1);
+            handles.forwarded[forwarded_slot(method, key.status_class)]
+                .get_or_init(register)
+                .increment(1);
         } else {
             self.count_refusal(key, register);
         }
@@ -125,8 +126,16 @@ impl RequestMetrics {
     }
 }
 
-/// The outcome of a request the KB answered.
-const FORWARDED: &str = "forwarded";
+/// The outcome of a request the KB answered (any other is `preflight` or a refusal's code).
+pub const FORWARDED: &str = "forwarded";
+
+/// Status classes `0xx` to `9xx`: a status is three digits.
+const STATUS_CLASSES: usize = 10;
+
+/// Where a forwarded request's counter is kept: by method, then by status class.
+fn forwarded_slot(method: usize, status_class: u16) -> usize {
+    method * STATUS_CLASSES + usize::from(status_class) % STATUS_CLASSES
+}
 
 /// The route's histogram `name`, registered on first use.
 fn lazy<'a>(slot: &'a OnceLock<Histogram>, name: &'static str, route: &str) -> &'a Histogram {

@@ -49,9 +49,7 @@ pub struct UpstreamConfig {
 }
 
 /// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
-static HOP_BY_HOP: NameSet = NameSet::new(HOP_BY_HOP_NAMES);
-
-const HOP_BY_HOP_NAMES: &[&str] = &[
+static HOP_BY_HOP: NameSet = NameSet::new(&[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -63,7 +61,7 @@ const HOP_BY_HOP_NAMES: &[&str] = &[
     "upgrade",
     // The settings of an `Upgrade: h2c` offer, which the gateway ignores (RFC 7540 §3.2.1).
     "http2-settings",
-];
+]);
 
 /// Client-sent headers that would leak the key or let a client pose as the gateway, and
 /// `Expect`: the gateway itself answered the client's `100-continue`.
