@@ -15,8 +15,9 @@
 #   D-embedded kbgate, hot tier off (max_age 0s): every request reads the embedded store
 #   D-redis    kbgate, hot tier off, Redis store (a redis-server started here)
 #   E          kbgate, 100k keys in the store and the hot tier, a random key per request
-#   H          the floor of kbgate's stack: examples/bare_proxy.rs, hyper-util server and pooled
-#              client on the same runtime and allocator, doing nothing else (no key check, no log)
+#   H          the floor of kbgate's stack: examples/bare_proxy.rs, hyper-util's server and hyper's
+#              client connections on the same runtime and allocator, doing nothing else (no key
+#              check, no header hygiene, no log)
 # Servers run on CPU $SERVER_CPU, the load generators on CPU $CLIENT_CPU. Each repeat runs the arms in
 # a new random order; a warm-up run before each measured run is discarded; medians are reported.
 # Closed loop (wrk): maximum throughput. Open loop (oha, fixed rate, latency corrected so a stall
@@ -192,7 +193,7 @@ start_upstream() {
   PORT[A]=${PORT[upstream]}
 }
 
-# Arm H: the bare hyper-util proxy (it checks no key; it gets C's like every arm).
+# Arm H: the bare proxy (it checks no key; it gets C's like every arm).
 start_bare_proxy() {
   pick_port H
   start_server H "$WORK/bare_proxy.log" "$BARE" "127.0.0.1:${PORT[H]}" "http://127.0.0.1:${PORT[upstream]}"
@@ -733,7 +734,7 @@ describe() {
   D-embedded) echo "kbgate, hot tier off, embedded store" ;;
   D-redis) echo "kbgate, hot tier off, Redis store" ;;
   E) echo "kbgate, $E_KEYS keys, random key per request" ;;
-  H) echo "hyper-util proxy doing nothing else (kbgate's stack floor)" ;;
+  H) echo "hyper proxy doing nothing else (kbgate's stack floor)" ;;
   L) echo "kbgate, key in the hot tier with a rate limit and a quota (never reached)" ;;
   esac
 }
