@@ -63,21 +63,35 @@ impl CoarseTimer {
         }
     }
 
-    /// `future`'s output, or [`Elapsed`] once `deadline` has passed first.
-    pub async fn timeout_at<F: Future>(
-        &self,
-        deadline: Instant,
+    /// `future`'s output, or [`Elapsed`] once `deadline` has passed first. A named future
+    /// rather than an async fn: an async fn would hold `future` twice (as its argument and as
+    /// its pinned local), and the request path's is nearly a kilobyte.
+    pub fn timeout_at<F: Future>(&self, deadline: Instant, future: F) -> Timeout<F> {
+        Timeout {
+            future,
+            sleep: self.sleep_until(deadline),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`CoarseTimer::timeout_at`].
+    pub struct Timeout<F> {
+        #[pin]
         future: F,
-    ) -> Result<F::Output, Elapsed> {
-        let mut future = std::pin::pin!(future);
-        let mut sleep = self.sleep_until(deadline);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
-            }
-            Pin::new(&mut sleep).poll(cx).map(|()| Err(Elapsed))
-        })
-        .await
+        sleep: CoarseSleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed))
     }
 }
 
