@@ -7,15 +7,17 @@ use crate::FastMap;
 use crate::keys::history::{HourCounts, hour_of, upstream_class};
 use crate::keys::service::PendingUsage;
 use crate::keys::{KeyRecord, KeyStore, StoreError, UsageDelta};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, PartialEq)]
 struct Pending {
     requests: u64,
-    last_used_at: DateTime<Utc>,
+    /// A `SystemTime`, made a `DateTime` only when read: chrono's calendar arithmetic in
+    /// `Utc::now()` was most of what counting a request cost (callgrind, benches/load).
+    last_used_at: SystemTime,
     /// The hour of the latest request.
     hour: Hour,
     /// Hours before `hour` since the last flush: only when a flush window spans an hour's end.
@@ -85,19 +87,19 @@ impl Hour {
 }
 
 impl Pending {
-    fn new(now: DateTime<Utc>) -> Pending {
+    fn new(now: SystemTime) -> Pending {
         Pending {
             requests: 0,
             last_used_at: now,
-            hour: Hour::new(hour_of(now.timestamp())),
+            hour: Hour::new(hour_of(unix_seconds(now))),
             earlier: Vec::new(),
         }
     }
 
-    fn count(&mut self, now: DateTime<Utc>) {
+    fn count(&mut self, now: SystemTime) {
         self.requests += 1;
         self.last_used_at = now;
-        let hour = hour_of(now.timestamp());
+        let hour = hour_of(unix_seconds(now));
         if hour != self.hour.hour {
             let ended = std::mem::replace(&mut self.hour, Hour::new(hour));
             self.earlier.push(ended);
@@ -166,7 +168,7 @@ impl UsageRecorder {
     /// Counts one request for `key_id`, once its key is verified (so a request in flight is
     /// already in its key's usage); how it ended is [`UsageRecorder::record_outcome`]'s.
     pub fn record(&self, key_id: &Arc<str>) {
-        let now = Utc::now();
+        let now = SystemTime::now();
         if let Some(mut pending) = self.pending.get_mut(key_id) {
             pending.count(now);
             return;
@@ -185,7 +187,7 @@ impl UsageRecorder {
             return;
         }
         // Flushed since the request was counted: the outcome is flushed on its own.
-        let now = Utc::now();
+        let now = SystemTime::now();
         self.pending
             .entry(key_id.clone())
             .or_insert_with(|| Pending::new(now))
@@ -211,7 +213,7 @@ impl UsageRecorder {
         if let Some(pending) = self.pending(&record.id) {
             let usage = &mut record.usage;
             usage.request_count += pending.requests;
-            usage.last_used_at = usage.last_used_at.max(Some(pending.last_used_at));
+            usage.last_used_at = usage.last_used_at.max(Some(pending.last_used_at.into()));
         }
     }
 
@@ -239,7 +241,7 @@ impl UsageRecorder {
             .map(|(id, p)| UsageDelta {
                 key_id: id.to_string(),
                 requests: p.requests,
-                last_used_at: p.last_used_at,
+                last_used_at: p.last_used_at.into(),
                 hours: p.hours(),
             })
             .collect();
@@ -314,13 +316,53 @@ impl PendingUsage for UsageRecorder {
     }
 }
 
+/// Whole seconds since the epoch, rounded down as `DateTime::timestamp` rounds them.
+fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => {
+            let before = before.duration();
+            -i64::try_from(before.as_secs()).unwrap_or(i64::MAX)
+                - i64::from(before.subsec_nanos() > 0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::{KeyHash, StoreEvent};
     use async_trait::async_trait;
+    use chrono::DateTime;
     use std::sync::Mutex;
     use tokio::sync::{Notify, mpsc};
+
+    #[test]
+    fn unix_seconds_round_down_as_chrono_does() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        for nanos in [
+            0i64,
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_765_000_000_123_456_789,
+            -1,
+            -999_999_999,
+            -1_000_000_000,
+            -1_000_000_001,
+            -86_400_000_000_001,
+        ] {
+            let offset = Duration::from_nanos(nanos.unsigned_abs());
+            let time = if nanos < 0 {
+                epoch - offset
+            } else {
+                epoch + offset
+            };
+            let chrono = DateTime::<Utc>::from(time);
+            assert_eq!(unix_seconds(time), chrono.timestamp(), "{nanos} ns");
+            assert_eq!(chrono.timestamp_nanos_opt(), Some(nanos));
+        }
+    }
 
     /// A store whose usage write waits for `release`, and which keeps what it was given.
     #[derive(Default)]
@@ -372,7 +414,7 @@ mod tests {
 
     #[test]
     fn history_counts_each_outcome_in_its_hour() {
-        let start = DateTime::<Utc>::from_timestamp(10 * 3600 + 3590, 0).unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * 3600 + 3590);
         let mut pending = Pending::new(start);
         for outcome in [
             Outcome::Forwarded(200),
@@ -383,7 +425,7 @@ mod tests {
             pending.hour.end(outcome);
         }
         // The next hour begins before the flush.
-        let later = start + chrono::Duration::seconds(20);
+        let later = start + Duration::from_secs(20);
         for outcome in [Outcome::Refused("route_not_allowed"), Outcome::Forwarded(0)] {
             pending.count(later);
             pending.hour.end(outcome);
