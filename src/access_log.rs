@@ -85,8 +85,10 @@ impl AccessLine {
 
     /// The fields in the order and the form of [`AccessLine::write_through_tracing`].
     fn write_fields<W: std::fmt::Write>(&self, bytes_out: u64, fields: &mut Fields<'_, W>) {
-        fields.display(&REQUEST_ID, self.request_id.to_str().unwrap_or("-"));
-        fields.display(&CLIENT_IP, self.client_ip.to_str().unwrap_or("-"));
+        // Both are visible ASCII, made or checked by the gateway: `from_utf8`'s word-at-a-time
+        // ASCII path reads them faster than `to_str`'s byte-by-byte check.
+        fields.display(&REQUEST_ID, ascii(&self.request_id));
+        fields.display(&CLIENT_IP, ascii(&self.client_ip));
         fields.str(&KEY_ID, self.key_id.as_deref().unwrap_or("-"));
         fields.display(&METHOD, self.method.as_str());
         fields.str(&PATH, self.path.as_deref().unwrap_or("-"));
@@ -137,6 +139,10 @@ impl AccessLine {
                     .map_or_else(|_| String::from_utf8_lossy(value.as_bytes()), Cow::Borrowed)
             })
     }
+}
+
+fn ascii(value: &HeaderValue) -> &str {
+    std::str::from_utf8(value.as_bytes()).unwrap_or("-")
 }
 
 fn micros(duration: Duration) -> u64 {

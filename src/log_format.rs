@@ -156,8 +156,7 @@ fn write_timestamp<W: Write>(writer: &mut W) -> fmt::Result {
 }
 
 /// The bytes a text-format string shows as they are between its quotes (as `Debug` would):
-/// printable ASCII and the space, but `"` and `\\`. A table, as every access line checks
-/// several strings byte by byte.
+/// printable ASCII and the space, but `"` and `\\`.
 const PLAIN: [bool; 256] = {
     let mut plain = [false; 256];
     let mut b = 0;
@@ -168,6 +167,28 @@ const PLAIN: [bool; 256] = {
     }
     plain
 };
+
+/// Whether every byte of `value` is [`PLAIN`]. Every access line checks several strings, so
+/// eight bytes are looked at together: a byte below the space, above `~`, `"` or `\\` sets
+/// its high bit in one of the words below (the classic "has less", "has more" and "has zero
+/// byte" tests, exact for whether any byte does).
+fn is_plain(value: &str) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word;
+    let mut words = value.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+        let above_tilde = word.wrapping_add(ONES) | word;
+        let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+        if (below_space | above_tilde | quote | backslash) & HIGHS != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| PLAIN[usize::from(b)])
+}
 
 /// An event's fields. Text: `name=value` pairs separated by spaces, strings quoted and escaped
 /// as `Debug` does, other values as `Debug` writes them (a `%value` field: its `Display`).
@@ -197,7 +218,7 @@ impl<W: Write> Fields<'_, W> {
     #[inline(always)]
     pub(crate) fn str(&mut self, name: impl FieldName, value: &str) {
         let json = self.json;
-        let plain = value.bytes().all(|b| PLAIN[usize::from(b)]);
+        let plain = is_plain(value);
         self.write(name, |w| match (json, plain) {
             (true, _) => write_json_str(w, value),
             (false, true) => ["\"", value, "\""]
@@ -471,6 +492,40 @@ pub(crate) mod tests {
                 );
                 value.to_string()
             }
+        }
+    }
+
+    #[test]
+    fn plain_strings_are_told_eight_bytes_at_a_time_as_byte_by_byte() {
+        let by_table = |value: &[u8]| value.iter().all(|&b| PLAIN[usize::from(b)]);
+        for len in 1..=24 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = byte;
+                    // Beside a byte that would carry or borrow into its neighbour.
+                    let mut edged = value.clone();
+                    if at + 1 < len {
+                        edged[at + 1] = 0x7f;
+                    }
+                    for value in [value, edged] {
+                        if let Ok(text) = std::str::from_utf8(&value) {
+                            assert_eq!(is_plain(text), by_table(&value), "{value:?}");
+                        }
+                    }
+                }
+            }
+        }
+        for text in [
+            "",
+            "é",
+            "éabcdefgh",
+            "abcdefgh\"",
+            "key_01HZX3Q8RZ2V6F8K9D4W7N5M1C",
+            "a\u{7f}bcdefgh",
+            "/v1/article/a1",
+        ] {
+            assert_eq!(is_plain(text), by_table(text.as_bytes()), "{text:?}");
         }
     }
 
