@@ -4,7 +4,6 @@ use crate::access_log::BytesIn;
 use crate::body::{self, Body, BoxError};
 use crate::rejection::Rejection;
 use bytes::Bytes;
-use http::Request;
 use http_body::{Body as _, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,29 +56,28 @@ impl BytesIn for BodyState {
 
 /// Refuses a body declared larger than `max_body` at once; wraps any other non-empty body so
 /// that it fails, and the upstream request with it, when it grows past `max_body` or stalls
-/// for `idle`. The returned state says why, once it has failed, and counts what was read.
+/// for `idle`. The returned state says why, once it has failed, and counts what was read; an
+/// empty body (most requests) needs none.
 pub(super) fn guard_body(
-    request: Request<Body>,
+    body: Body,
     max_body: u64,
     idle: Duration,
-) -> Result<(Request<Body>, Arc<BodyState>), Rejection> {
-    let fault = Arc::new(BodyState::default());
-    if request.body().is_end_stream() {
-        return Ok((request, fault));
+) -> Result<(Body, Option<Arc<BodyState>>), Rejection> {
+    if body.is_end_stream() {
+        return Ok((body, None));
     }
-    if request.body().size_hint().lower() > max_body {
+    if body.size_hint().lower() > max_body {
         return Err(Rejection::BodyTooLarge);
     }
-    let guarded = request.map(|inner| {
-        body::stream(GuardedBody {
-            inner,
-            left: max_body,
-            idle,
-            stall: None,
-            fault: fault.clone(),
-        })
+    let fault = Arc::new(BodyState::default());
+    let guarded = body::stream(GuardedBody {
+        inner: body,
+        left: max_body,
+        idle,
+        stall: None,
+        fault: fault.clone(),
     });
-    Ok((guarded, fault))
+    Ok((guarded, Some(fault)))
 }
 
 /// A request body with a size limit and an idle timeout (see [`guard_body`]).

@@ -219,7 +219,7 @@ impl Gateway {
         let mut admitted = self.admit(&head, conn, canonical_path, log).await?;
         let quota = admitted.quota.take();
         let result = self
-            .forward(head.map(|()| body), admitted, conn, request_id, log)
+            .forward(&head, body, admitted, conn, request_id, log)
             .await;
         // A quota unit held for the request is kept only for a success (dropped, it is given
         // back); a `counts: all` quota holds none.
@@ -310,9 +310,12 @@ impl Gateway {
     }
 
     /// Sends an admitted request to the KB, its body under the guard of the route's limits.
+    /// The head is lent, not moved: the request path's futures stay small, and the upstream
+    /// request copies from it what it sends.
     async fn forward(
         &self,
-        request: Request<Body>,
+        head: &Request<()>,
+        body: Body,
         admitted: Admitted<'_>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
@@ -325,17 +328,17 @@ impl Gateway {
             query: forwarded_query,
             quota: _,
         } = admitted;
-        let host = request.headers().get(header::HOST).cloned().or_else(|| {
-            request
-                .uri()
+        let host = head.headers().get(header::HOST).cloned().or_else(|| {
+            head.uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let chain =
-            net::forwarded_chain(conn.remote.ip(), request.headers(), &self.trusted_proxies);
+        let chain = net::forwarded_chain(conn.remote.ip(), head.headers(), &self.trusted_proxies);
         let max_body = route.max_body.unwrap_or(self.limits.max_body);
-        let (request, body_fault) = guard_body(request, max_body, self.limits.body_timeout)?;
-        log.bytes_in = Some(body_fault.clone());
+        let (body, body_state) = guard_body(body, max_body, self.limits.body_timeout)?;
+        if let Some(state) = &body_state {
+            log.bytes_in = Some(state.clone());
+        }
         let info = ForwardInfo {
             path,
             query: forwarded_query.as_deref(),
@@ -345,15 +348,15 @@ impl Gateway {
             request_id,
             key_id: key.id_header.as_ref(),
         };
-        let method = request.method().clone();
+        let method = head.method();
         let upstream_started = Instant::now();
-        let mut response = self.upstream.forward(request, info).await;
+        let mut response = self.upstream.forward(head, body, info).await;
         log.upstream = Some(upstream_started.elapsed());
         if let Ok(answer) = &mut response {
             self.key_notices.write(&key, answer.headers_mut());
         }
         if let (Ok(answer), Some(event), Some(events)) =
-            (&mut response, route.event(&method), &self.content_events)
+            (&mut response, route.event(method), &self.content_events)
             && answer.status().is_success()
         {
             let created_id = if method == http::Method::POST {
@@ -385,9 +388,8 @@ impl Gateway {
         }
         // A request that failed because its own body did is the client's fault, not the KB's.
         response.map_err(|error| {
-            body_fault
-                .fault
-                .get()
+            body_state
+                .and_then(|state| state.fault.get().copied())
                 .map_or(Rejection::from(error), |f| f.rejection())
         })
     }

@@ -199,23 +199,23 @@ impl Upstream {
         })
     }
 
-    /// Sends the request upstream and returns its response, streaming, with hop-by-hop headers
-    /// removed. The client's key never leaves: its headers are not copied and its query was
-    /// rewritten.
+    /// Sends the client's request (its head, and `body`) upstream and returns the response,
+    /// streaming, with hop-by-hop headers removed. The client's key never leaves: its headers
+    /// are not copied and its query was rewritten.
     pub async fn forward(
         &self,
-        request: Request<Body>,
+        client: &Request<()>,
+        body: Body,
         info: ForwardInfo<'_>,
     ) -> Result<Response<Body>, ForwardError> {
-        let (client, body) = request.into_parts();
         // Safe to send again: an idempotent method (RFC 9110 §9.2.2) and no body, so nothing
         // is lost or sent twice. Bodies are streamed, never kept.
-        let replayable = is_idempotent(&client.method) && body.is_end_stream();
+        let replayable = is_idempotent(client.method()) && body.is_end_stream();
         let started = tokio::time::Instant::now();
-        let first = self.upstream_request(&client, body, &info)?;
+        let first = self.upstream_request(client, body, &info)?;
         let exchange = self.exchange(first, started, || {
             replayable
-                .then(|| self.upstream_request(&client, body::empty(), &info).ok())
+                .then(|| self.upstream_request(client, body::empty(), &info).ok())
                 .flatten()
         });
         let deadline = started + self.config.timeout;
@@ -304,19 +304,19 @@ impl Upstream {
     /// Built anew rather than edited in place, so that a retry can build it again.
     fn upstream_request(
         &self,
-        client: &http::request::Parts,
+        client: &Request<()>,
         body: Body,
         info: &ForwardInfo<'_>,
     ) -> Result<Request<Body>, ForwardError> {
         let chunked = !self.config.http2 && has_unknown_length(&body);
         let mut request = Request::new(body);
-        *request.method_mut() = client.method.clone();
+        *request.method_mut() = client.method().clone();
         *request.uri_mut() = self.target_uri(info.path, info.query)?;
         let headers = request.headers_mut();
-        headers.reserve(client.headers.len() + self.config.inject_headers.len() + 6);
+        headers.reserve(client.headers().len() + self.config.inject_headers.len() + 6);
         let underscores = self.config.forward_underscore_headers;
         let (mut cookies, mut connection) = (0, false);
-        for (name, value) in &client.headers {
+        for (name, value) in client.headers() {
             connection |= name == header::CONNECTION;
             if !is_client_only(name)
                 && (!name.as_str().contains('_') || underscores && !folds_to_client_only(name))
@@ -327,7 +327,7 @@ impl Upstream {
         }
         // Looked for only when the client sent a `Connection` line: most send none.
         if connection {
-            for name in connection_listed(&client.headers) {
+            for name in connection_listed(client.headers()) {
                 if name == header::COOKIE {
                     cookies = 0;
                 }
