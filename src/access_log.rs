@@ -178,8 +178,10 @@ struct LoggedBody {
 
 impl LoggedBody {
     fn done(&mut self) {
-        if let Some(line) = self.line.take() {
+        // Written where it lies and then dropped: taking the line out first would copy it.
+        if let Some(line) = &self.line {
             line.write(self.sent);
+            self.line = None;
         }
     }
 }

@@ -213,13 +213,19 @@ impl Upstream {
         let replayable = is_idempotent(client.method()) && body.is_end_stream();
         let started = tokio::time::Instant::now();
         let first = self.upstream_request(client, body, &info)?;
-        let exchange = self.exchange(first, started, || {
+        let again = || {
             replayable
                 .then(|| self.upstream_request(client, body::empty(), &info).ok())
                 .flatten()
-        });
+        };
         let deadline = started + self.config.timeout;
-        let (mut response, conn) = match self.timer.timeout_at(deadline, exchange).await {
+        // The exchange made inside the call: bound to a name first, its future was copied once
+        // more on the way in.
+        let exchanged = self
+            .timer
+            .timeout_at(deadline, self.exchange(first, started, again))
+            .await;
+        let (mut response, conn) = match exchanged {
             Err(_elapsed) => {
                 metrics::fixed().upstream_error(UpstreamError::Timeout);
                 return Err(ForwardError::Timeout);
