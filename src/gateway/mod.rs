@@ -78,27 +78,28 @@ impl Handler for Gateway {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request = request.map(body::stream);
+        // Admission reads the head only, lent from here; the body is apart (it is not Sync,
+        // and a future that held a reference to it across the key lookup would not be Send).
+        let (head, body) = request.into_parts();
+        let head = Request::from_parts(head, ());
         let _in_flight = InFlight::start();
-        let request_id = request_id(request.headers());
-        let method = request.method().clone();
-        let user_agent = request.headers().get(header::USER_AGENT).cloned();
-        let client_ip = self.client_ip_for_log(&conn, request.headers());
+        let request_id = request_id(head.headers());
+        let method = head.method().clone();
+        let user_agent = head.headers().get(header::USER_AGENT).cloned();
+        let client_ip = self.client_ip_for_log(&conn, head.headers());
         let mut log = RequestLog::default();
         let mut path = None;
         // A CORS preflight is the gateway's to answer: no key, no KB.
-        let cors = self
-            .cors
-            .as_ref()
-            .map(|cors| (cors, cors.inspect(&request)));
+        let cors = self.cors.as_ref().map(|cors| (cors, cors.inspect(&head)));
         let preflight = cors.as_ref().is_some_and(|(_, seen)| seen.preflight);
         let result = match &cors {
             Some((cors, seen)) if seen.preflight => {
-                check_request(&request, &self.limits).and_then(|()| cors.preflight(seen))
+                check_request(&head, &self.limits).and_then(|()| cors.preflight(seen))
             }
             _ => {
+                let body = body::stream(body);
                 let result = self
-                    .handle_inner(request, &conn, &request_id, &mut log, &mut path)
+                    .handle_inner(&head, body, &conn, &request_id, &mut log, &mut path)
                     .await;
                 count_auth_decision(&result);
                 result
@@ -206,20 +207,17 @@ impl Gateway {
 
     async fn handle_inner(
         &self,
-        request: Request<Body>,
+        head: &Request<()>,
+        body: Body,
         conn: &ConnInfo,
         request_id: &HeaderValue,
         log: &mut RequestLog,
         canonical_path: &mut Option<String>,
     ) -> Result<Response<Body>, Rejection> {
-        // Admission reads the head only; the body waits here (it is not Sync, and a future that
-        // held a reference to it across the key lookup would not be Send).
-        let (head, body) = request.into_parts();
-        let head = Request::from_parts(head, ());
-        let mut admitted = self.admit(&head, conn, canonical_path, log).await?;
+        let mut admitted = self.admit(head, conn, canonical_path, log).await?;
         let quota = admitted.quota.take();
         let result = self
-            .forward(&head, body, admitted, conn, request_id, log)
+            .forward(head, body, admitted, conn, request_id, log)
             .await;
         // A quota unit held for the request is kept only for a success (dropped, it is given
         // back); a `counts: all` quota holds none.
