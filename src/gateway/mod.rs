@@ -449,7 +449,9 @@ fn random_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // One u128, not `[u8; 16]`: rand draws an array's elements one by one (about 250
     // instructions per id; callgrind, benches/load).
-    let bytes = IDS.with_borrow_mut(|rng| rng.random::<u128>()).to_be_bytes();
+    let bytes = IDS
+        .with_borrow_mut(|rng| rng.random::<u128>())
+        .to_be_bytes();
     let mut id = [0u8; 32];
     for (pair, b) in id.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(b >> 4)];

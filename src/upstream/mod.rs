@@ -74,6 +74,7 @@ static CLIENT_ONLY: NameSet = NameSet::new(&[
     "expect",
 ]);
 
+#[inline]
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name)
 }
@@ -114,6 +115,7 @@ impl NameSet {
         NameSet { names, lengths }
     }
 
+    #[inline]
     fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
         name.len() < 64 && self.lengths & (1 << name.len()) != 0 && self.names.contains(&name)
@@ -317,7 +319,7 @@ impl Upstream {
         let chunked = !self.config.http2 && has_unknown_length(&body);
         let mut request = Request::new(body);
         *request.method_mut() = client.method().clone();
-        *request.uri_mut() = self.target_uri(info.path, info.query)?;
+        *request.uri_mut() = self.target_uri(client.uri(), info.path, info.query)?;
         let headers = request.headers_mut();
         headers.reserve(client.headers().len() + self.config.inject_headers.len() + 6);
         let underscores = self.config.forward_underscore_headers;
@@ -362,8 +364,26 @@ impl Upstream {
         Ok(request)
     }
 
-    fn target_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, ForwardError> {
+    /// The request target on the KB: the base path, the canonical path, the query as
+    /// forwarded and the injected parameters. When that is the client's own target (no base
+    /// path, nothing injected, the path already canonical, the query unchanged: the usual
+    /// case), the client's is shared rather than built and parsed again.
+    fn target_uri(
+        &self,
+        client: &Uri,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Uri, ForwardError> {
         let inject = self.config.inject_query.as_str();
+        let unchanged = client.path_and_query().filter(|target| {
+            self.config.base_path.is_empty()
+                && inject.is_empty()
+                && target.path() == path
+                && target.query() == query
+        });
+        if let Some(target) = unchanged {
+            return self.with_origin(target.clone());
+        }
         let mut path_and_query = String::with_capacity(
             self.config.base_path.len() + path.len() + query.map_or(0, str::len) + inject.len() + 2,
         );
@@ -396,6 +416,11 @@ impl Upstream {
         }
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(path_and_query))
             .map_err(|_| ForwardError::InvalidTarget)?;
+        self.with_origin(path_and_query)
+    }
+
+    /// The target as the connection to the KB sends it.
+    fn with_origin(&self, path_and_query: PathAndQuery) -> Result<Uri, ForwardError> {
         if !self.config.http2 {
             // HTTP/1 sends the target as it is given: origin form, `/path?query`.
             return Ok(Uri::from(path_and_query));
