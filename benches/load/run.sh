@@ -776,7 +776,7 @@ report() {
   echo "|---|---:|---:|"
   echo "| max throughput | $(ratio "$(med closed $c rps)" "$(med closed $a rps)") | $(ratio "$(med closed $c rps)" "$(med closed $b rps)") |"
   echo
-  echo "The floor of kbgate's stack, H (hyper-util proxying and nothing else), against nginx: H/B"
+  echo "The floor of kbgate's stack, H (hyper proxying and nothing else), against nginx: H/B"
   echo "$(ratio "$(med closed H rps)" "$(med closed $b rps)"); kbgate keeps C/H $(ratio "$(med closed $c rps)" "$(med closed H rps)") of it."
   echo
   echo "| added latency at $rate req/s (ms) | C − A (kbgate) | B − A (nginx auth proxy) |"

@@ -1,0 +1,208 @@
+//! Header hygiene: which headers never cross the gateway. Hop-by-hop headers describe one
+//! connection and are dropped both ways; a client's credentials and the headers the gateway
+//! sets itself never reach the KB from the client.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one hop, never the message: dropped in both directions (RFC 9110 §7.6.1).
+static HOP_BY_HOP: NameSet = NameSet::new(&[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // The settings of an `Upgrade: h2c` offer, which the gateway ignores (RFC 7540 §3.2.1).
+    "http2-settings",
+]);
+
+/// Client-sent headers that would leak the key or let a client pose as the gateway, and
+/// `Expect`: the gateway itself answered the client's `100-continue`.
+static CLIENT_ONLY: NameSet = NameSet::new(&[
+    "authorization",
+    "x-api-key",
+    "host",
+    "forwarded",
+    "x-request-id",
+    "expect",
+]);
+
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// What the upstream must not see of a client's headers: hop-by-hop ones, [`CLIENT_ONLY`] ones,
+/// and `X-Kbgate-*` and `X-Forwarded-*`, which are the gateway's to set.
+pub(super) fn is_client_only(name: &HeaderName) -> bool {
+    is_hop_by_hop(name)
+        || CLIENT_ONLY.contains(name)
+        || name.as_str().starts_with("x-kbgate-")
+        || name.as_str().starts_with("x-forwarded-")
+}
+
+/// A name with underscores that a KB folding `_` into `-` (CGI, WSGI) would read as one the
+/// upstream must not see from a client, e.g. `X_Api_Key`: dropped even when underscores pass.
+pub(super) fn folds_to_client_only(name: &HeaderName) -> bool {
+    HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes())
+        .is_ok_and(|folded| is_client_only(&folded))
+}
+
+/// A fixed set of lowercase header names, matched by length first: these checks run for every
+/// header of every message, and most names are ruled out by their length alone.
+struct NameSet {
+    names: &'static [&'static str],
+    /// Bit `n` is set when a name in the set is `n` bytes long.
+    lengths: u64,
+}
+
+impl NameSet {
+    const fn new(names: &'static [&'static str]) -> NameSet {
+        let mut lengths = 0;
+        let mut i = 0;
+        while i < names.len() {
+            assert!(names[i].len() < 64, "a name too long for the length mask");
+            lengths |= 1 << names[i].len();
+            i += 1;
+        }
+        NameSet { names, lengths }
+    }
+
+    #[inline]
+    fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        name.len() < 64 && self.lengths & (1 << name.len()) != 0 && self.names.contains(&name)
+    }
+}
+
+/// The headers a message's `Connection` lines name (hop-by-hop for this message only), those
+/// present and not hop-by-hop anyway: the usual `keep-alive` and `close` cost no allocation.
+pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    // The usual values, alone on their line, name no other header.
+    let usual = |v: &&HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter(|v| !usual(v))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| {
+            !HOP_BY_HOP
+                .names
+                .iter()
+                .any(|hop| hop.eq_ignore_ascii_case(name))
+                && headers.contains_key(*name)
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
+}
+
+/// Removes hop-by-hop headers, including every header a `Connection` line names. Found by one
+/// scan of the names, a few at a time: a message holds few (often only a KB's `Connection:
+/// keep-alive`), most names are ruled out by their length alone, and nothing is allocated.
+/// (Looking up each hop-by-hop name, present or not, cost about a thousand instructions per
+/// message; callgrind, benches/load profile.)
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    const AT_ONCE: usize = 4;
+    loop {
+        let mut found: [Option<HeaderName>; AT_ONCE] = Default::default();
+        let mut count = 0;
+        for name in headers.keys().filter(|name| is_hop_by_hop(name)) {
+            found[count] = Some(name.clone());
+            count += 1;
+            if count == AT_ONCE {
+                break;
+            }
+        }
+        for name in found.into_iter().flatten() {
+            if name == header::CONNECTION {
+                for listed in connection_listed(headers) {
+                    headers.remove(listed);
+                }
+            }
+            headers.remove(name);
+        }
+        if count < AT_ONCE {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_line_is_honoured() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-one"),
+        );
+        headers.append(header::CONNECTION, HeaderValue::from_static("X-Two"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        headers.insert("x-two", HeaderValue::from_static("2"));
+        headers.insert("x-three", HeaderValue::from_static("3"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-three"]);
+    }
+
+    #[test]
+    fn more_hop_by_hop_headers_than_one_scan_holds_all_go() {
+        let mut headers = HeaderMap::new();
+        for name in HOP_BY_HOP.names {
+            headers.append(*name, HeaderValue::from_static("1"));
+            headers.append(*name, HeaderValue::from_static("2"));
+        }
+        headers.append(header::CONNECTION, HeaderValue::from_static("x-listed"));
+        headers.insert("x-listed", HeaderValue::from_static("gone"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn client_only_headers_are_told_from_the_rest() {
+        let client_only = [
+            "authorization",
+            "x-api-key",
+            "host",
+            "forwarded",
+            "x-request-id",
+            "expect",
+            "x-kbgate-key-id",
+            "x-kbgate-anything",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "proxy-authorization",
+            "te",
+            "connection",
+        ];
+        for name in client_only {
+            assert!(is_client_only(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "accept",
+            "user-agent",
+            "x-other",
+            "x-kbgate",
+            "forwarded-by",
+        ] {
+            assert!(!is_client_only(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}
