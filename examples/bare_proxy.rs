@@ -18,7 +18,7 @@ use std::convert::Infallible;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: kbgate::allocator::Mimalloc = kbgate::allocator::Mimalloc;
 
 type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, hyper::Error>;
 type Sender = http1::SendRequest<Body>;

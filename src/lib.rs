@@ -51,6 +51,8 @@
 
 mod access_log;
 pub mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod app;
 pub mod authz;
 pub mod body;

@@ -242,4 +242,4 @@ fn init_tracing(format: LogFormat, filter: &str) -> FlushOnDrop {
 /// See the `mimalloc` feature in Cargo.toml.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: kbgate::allocator::Mimalloc = kbgate::allocator::Mimalloc;
