@@ -358,9 +358,10 @@ impl Gateway {
             host,
             request_id,
             key_id: key.id_header.as_ref(),
+            started: Instant::now(),
         };
         let method = head.method();
-        let upstream_started = Instant::now();
+        let upstream_started = info.started;
         let mut response = self.upstream.forward(head, body, info).await;
         log.upstream = Some(upstream_started.elapsed());
         if let Ok(answer) = &mut response {

@@ -103,7 +103,15 @@ impl KeyGrant {
 
 struct HotEntry {
     grant: Arc<KeyGrant>,
-    cached_at: Instant,
+    /// When the entry goes stale (`max_age` after it was cached; `None`: beyond what an
+    /// `Instant` holds). A deadline, not the time cached: a hit compares, with no subtraction.
+    fresh_until: Option<Instant>,
+}
+
+impl HotEntry {
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.fresh_until.is_none_or(|until| now < until)
+    }
 }
 
 /// How the keyring caches: the hot tier's bounds and the negative cache's.
@@ -246,8 +254,8 @@ impl Keyring {
 
     /// Drops entries older than their bounds; run periodically so memory follows live keys.
     pub fn evict_aged(&self) {
-        self.hot
-            .retain(|_, e| e.cached_at.elapsed() < self.limits.max_age);
+        let now = Instant::now();
+        self.hot.retain(|_, e| e.is_fresh(now));
         self.negative
             .retain(|_, at| at.elapsed() < self.limits.negative_ttl);
     }
@@ -258,7 +266,7 @@ impl Keyring {
 
     fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyGrant>> {
         let entry = self.hot.get(hash)?;
-        (entry.cached_at.elapsed() < self.limits.max_age).then(|| entry.grant.clone())
+        entry.is_fresh(Instant::now()).then(|| entry.grant.clone())
     }
 
     fn known_unknown(&self, hash: &KeyHash) -> bool {
@@ -277,7 +285,7 @@ impl Keyring {
         }
         let entry = HotEntry {
             grant,
-            cached_at: Instant::now(),
+            fresh_until: Instant::now().checked_add(self.limits.max_age),
         };
         self.hot.insert(hash, entry);
         if self.raced(generation) {

@@ -15,7 +15,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
-use hygiene::{connection_listed, folds_to_client_only, is_client_only, remove_hop_by_hop};
+use hygiene::{
+    Removed, connection_listed, folds_to_client_only, is_client_only, remove_hop_by_hop,
+};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -76,6 +78,9 @@ pub struct ForwardInfo<'a> {
     pub request_id: &'a HeaderValue,
     /// The key's id as a header value (see `KeyGrant::id_header`).
     pub key_id: Option<&'a HeaderValue>,
+    /// When forwarding began: the upstream timeout counts from here, and the caller times the
+    /// exchange from the same reading of the clock.
+    pub started: std::time::Instant,
 }
 
 pub struct Upstream {
@@ -141,7 +146,7 @@ impl Upstream {
         // Safe to send again: an idempotent method (RFC 9110 §9.2.2) and no body, so nothing
         // is lost or sent twice. Bodies are streamed, never kept.
         let replayable = is_idempotent(client.method()) && body.is_end_stream();
-        let started = tokio::time::Instant::now();
+        let started = tokio::time::Instant::from_std(info.started);
         let first = self.upstream_request(client, body, &info)?;
         let again = || {
             replayable
@@ -176,12 +181,11 @@ impl Upstream {
             return Err(ForwardError::Unavailable);
         }
         let headers = response.headers_mut();
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        if remove_hop_by_hop(headers) == Removed::TransferEncoding {
             // The body was read as chunked; a Content-Length beside it is a lie that would
             // frame a cut body as complete (RFC 9112 §6.3).
             headers.remove(header::CONTENT_LENGTH);
         }
-        remove_hop_by_hop(headers);
         self.links
             .rewrite(headers, info.proto == "https", info.host.as_ref());
         Ok(self.connections.finish(conn, response))
