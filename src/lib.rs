@@ -61,6 +61,7 @@ mod coarse_timer;
 pub mod config;
 mod cors;
 pub mod demo;
+mod drain;
 pub mod events;
 pub mod gateway;
 pub mod keys;

@@ -4,13 +4,13 @@
 
 use crate::body::{Body, BoxError};
 use crate::coarse_timer::CoarseTimer;
+use crate::drain::Drain;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -94,7 +94,7 @@ pub(crate) async fn serve<H: Handler>(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::default();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let timer = CoarseTimer::default();
     let builder = Arc::new(connection_builder(&limits, &timer));
@@ -118,7 +118,7 @@ pub(crate) async fn serve<H: Handler>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
+        let drain_watch = drain.clone();
         let builder = builder.clone();
         let handler = handler.clone();
         let tls = tls.clone();
@@ -140,7 +140,7 @@ pub(crate) async fn serve<H: Handler>(
                 match tls {
                     None => {
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        drain_watch.watch(connection.into_owned()).await
                     }
                     Some(acceptor) => {
                         let accept = acceptor.accept(stream);
@@ -161,7 +161,7 @@ pub(crate) async fn serve<H: Handler>(
                             }
                         };
                         let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        drain_watch.watch(connection.into_owned()).await
                     }
                 }
             };
@@ -178,7 +178,7 @@ pub(crate) async fn serve<H: Handler>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, drain.shutdown())
         .await
         .is_err()
     {

@@ -58,6 +58,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
     assert_eq!(status, 201, "{key}");
     let id = key["id"].as_str().unwrap().to_string();
     let secret = key["secret"].as_str().unwrap().to_string();
+    let secret_again = secret.clone();
 
     // A request the upstream answers slowly, on its own connection.
     let target = format!("/v1/article/a1?delay_ms={UPSTREAM_DELAY_MS}");
@@ -87,6 +88,18 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // A client that keeps its connection open, idle, after its answer: the drain closes it
+    // rather than waiting out the grace for it.
+    let idle_client = reqwest::Client::new();
+    let idle_answer = idle_client
+        .get(format!("http://{}/v1/article/a1", first.gateway))
+        .bearer_auth(&secret_again)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(idle_answer.status(), 200);
+    idle_answer.bytes().await.unwrap();
+
     first.terminate();
     let signalled = Instant::now();
     // New connections are refused while the request is still being served.
@@ -114,6 +127,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
     );
 
     let code = first.wait(GRACE).await;
+    drop(idle_client);
     assert_eq!(code, Some(0), "exit status; log:\n{}", first.log());
     assert!(
         signalled.elapsed() < GRACE,
@@ -124,9 +138,17 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("kbgate stopped"), "{log}");
     assert!(!log.contains("flush failed"), "{log}");
-    let seen = upstream.requests();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].path_and_query, target);
+    let seen: Vec<_> = upstream
+        .requests()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .collect();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the slow request and the idle client's: {seen:?}"
+    );
+    assert!(seen.contains(&target), "{seen:?}");
 
     // Restart on the same config and store: the usage counted before shutdown was written.
     let mut second = config.spawn_as("second.log", &[]).await;
@@ -135,7 +157,7 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
         .await;
     assert_eq!(status, 200, "{key}");
     assert_eq!(
-        key["request_count"], 1,
+        key["request_count"], 2,
         "usage was not flushed on shutdown: {key}"
     );
     assert!(key["last_used_at"].is_string(), "{key}");
