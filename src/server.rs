@@ -165,7 +165,9 @@ pub(crate) async fn serve<H: Handler>(
                     }
                 }
             };
+            // Biased: the connection first, and no random draw on every poll of it.
             let result = tokio::select! {
+                biased;
                 result = connection => result,
                 () = first_request_deadline(&timer, deadline, &first_request) => {
                     tracing::debug!(%remote, "no request within the header read timeout");
