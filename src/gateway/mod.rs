@@ -99,17 +99,13 @@ impl Handler for Gateway {
             }
             _ => {
                 let body = body::stream(body);
-                let result = self
-                    .handle_inner(
-                        &head,
-                        own.host,
-                        body,
-                        &conn,
-                        &request_id,
-                        &mut log,
-                        &mut path,
-                    )
-                    .await;
+                let lent = Lent {
+                    head: &head,
+                    host: own.host,
+                    conn: &conn,
+                    request_id: &request_id,
+                };
+                let result = self.handle_inner(&lent, body, &mut log, &mut path).await;
                 count_auth_decision(&result);
                 result
             }
@@ -214,22 +210,18 @@ impl Gateway {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn handle_inner(
         &self,
-        head: &Request<()>,
-        host: Option<&HeaderValue>,
+        request: &Lent<'_>,
         body: Body,
-        conn: &ConnInfo,
-        request_id: &HeaderValue,
         log: &mut RequestLog,
         canonical_path: &mut Option<String>,
     ) -> Result<Response<Body>, Rejection> {
-        let mut admitted = self.admit(head, conn, canonical_path, log).await?;
+        let mut admitted = self
+            .admit(request.head, request.conn, canonical_path, log)
+            .await?;
         let quota = admitted.quota.take();
-        let result = self
-            .forward(head, host, body, admitted, conn, request_id, log)
-            .await;
+        let result = self.forward(request, body, admitted, log).await;
         // A quota unit held for the request is kept only for a success (dropped, it is given
         // back); a `counts: all` quota holds none.
         if let (Some(quota), Ok(response)) = (quota, &result)
@@ -321,17 +313,19 @@ impl Gateway {
     /// Sends an admitted request to the KB, its body under the guard of the route's limits.
     /// The head is lent, not moved: the request path's futures stay small, and the upstream
     /// request copies from it what it sends.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        head: &Request<()>,
-        host: Option<&HeaderValue>,
+        request: &Lent<'_>,
         body: Body,
         admitted: Admitted<'_>,
-        conn: &ConnInfo,
-        request_id: &HeaderValue,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, Rejection> {
+        let Lent {
+            head,
+            host,
+            conn,
+            request_id,
+        } = *request;
         let Admitted {
             key,
             route,
@@ -419,6 +413,17 @@ fn count_auth_decision(result: &Result<Response<Body>, Rejection>) {
             RefusalClass::Request => {}
         },
     }
+}
+
+/// What the request path lends its inner steps of the request it is serving: the head (the
+/// body goes its own way), and what was read from it or the connection on arrival.
+#[derive(Clone, Copy)]
+struct Lent<'r> {
+    head: &'r Request<()>,
+    /// The first `Host`, found with the gateway's own headers (see [`OwnHeaders`]).
+    host: Option<&'r HeaderValue>,
+    conn: &'r ConnInfo,
+    request_id: &'r HeaderValue,
 }
 
 /// What [`Gateway::admit`] let through: all that forwarding needs to know of the request
