@@ -152,6 +152,11 @@ pub(super) enum Removed {
 mod tests {
     use super::*;
 
+    /// The names left in `headers`, in order.
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        headers.keys().map(|k| k.as_str()).collect()
+    }
+
     #[test]
     fn every_connection_line_is_honoured() {
         let mut headers = HeaderMap::new();
@@ -169,15 +174,13 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         assert_eq!(remove_hop_by_hop(&mut headers), Removed::TransferEncoding);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["x-three"]);
+        assert_eq!(names(&headers), vec!["x-three"]);
 
         let mut headers = HeaderMap::new();
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         assert_eq!(remove_hop_by_hop(&mut headers), Removed::Other);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["content-length"]);
+        assert_eq!(names(&headers), vec!["content-length"]);
     }
 
     #[test]
@@ -192,8 +195,7 @@ mod tests {
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         // Transfer-Encoding is not in the first scan's four: it is still reported.
         assert_eq!(remove_hop_by_hop(&mut headers), Removed::TransferEncoding);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["accept"]);
+        assert_eq!(names(&headers), vec!["accept"]);
     }
 
     #[test]
