@@ -3,6 +3,7 @@
 //! stream both ways.
 
 mod connections;
+mod gateway_headers;
 mod hygiene;
 
 use crate::body::{self, Body, BoxError};
@@ -11,6 +12,8 @@ use crate::links::LinkRewriter;
 use crate::metrics::{self, UpstreamError};
 use bytes::Bytes;
 use connections::{Conn, Connections};
+use gateway_headers::GatewayHeaders;
+pub use gateway_headers::X_REQUEST_ID;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
@@ -88,7 +91,8 @@ pub struct Upstream {
     /// The `upstream.timeout` of each exchange (see coarse_timer.rs).
     timer: CoarseTimer,
     config: UpstreamConfig,
-    host: HeaderValue,
+    /// `Host`, the injected headers and the forwarding headers, hashed once.
+    gateway_headers: GatewayHeaders,
     links: LinkRewriter,
 }
 
@@ -128,8 +132,12 @@ impl Upstream {
         Ok(Upstream {
             connections: Arc::new(connections),
             timer: CoarseTimer::default(),
+            gateway_headers: GatewayHeaders::new(
+                &host,
+                config.preserve_host,
+                &config.inject_headers,
+            ),
             config,
-            host,
             links,
         })
     }
@@ -239,9 +247,10 @@ impl Upstream {
         }
     }
 
-    /// What goes upstream for the client's request: the target on the KB, the client's headers
-    /// that may pass (not [`is_client_only`], not named by `Connection`), and the gateway's own.
-    /// Built anew rather than edited in place, so that a retry can build it again.
+    /// What goes upstream for the client's request: the target on the KB, the gateway's own
+    /// headers (see gateway_headers.rs), and the client's that may pass (not
+    /// [`is_client_only`], not named by `Connection`, not one the gateway sets). Built anew
+    /// rather than edited in place, so that a retry can build it again.
     fn upstream_request(
         &self,
         client: &Request<()>,
@@ -252,29 +261,33 @@ impl Upstream {
         let mut request = Request::new(body);
         *request.method_mut() = client.method().clone();
         *request.uri_mut() = self.target_uri(client.uri(), info.path, info.query)?;
-        let headers = request.headers_mut();
-        headers.reserve(client.headers().len() + self.config.inject_headers.len() + 6);
+        let mut headers = self.gateway_headers.for_request(info);
         let underscores = self.config.forward_underscore_headers;
         let (mut cookies, mut connection) = (0, false);
         for (name, value) in client.headers() {
             connection |= name == header::CONNECTION;
             if !is_client_only(name)
+                && !self.gateway_headers.replaces(name)
                 && (!name.as_str().contains('_') || underscores && !folds_to_client_only(name))
             {
                 cookies += usize::from(name == header::COOKIE);
                 headers.append(name.clone(), value.clone());
             }
         }
-        // Looked for only when the client sent a `Connection` line: most send none.
+        // Looked for only when the client sent a `Connection` line: most send none. The
+        // gateway's own headers are not the client's to drop.
         if connection {
             for name in connection_listed(client.headers()) {
+                if self.gateway_headers.sets(&name) {
+                    continue;
+                }
                 if name == header::COOKIE {
                     cookies = 0;
                 }
                 headers.remove(name);
             }
         }
-        if chunked {
+        if chunked && !self.gateway_headers.sets(&header::TRANSFER_ENCODING) {
             // hyper's HTTP/1 client sends a GET or HEAD body of unknown length as no body at
             // all unless the framing is asked for: the body would be lost while the client
             // gets the KB's answer. Other methods are chunked by hyper anyway. (HTTP/2 sends
@@ -282,17 +295,9 @@ impl Upstream {
             headers.insert(header::TRANSFER_ENCODING, CHUNKED);
         }
         if cookies > 1 {
-            join_cookies(headers);
+            join_cookies(&mut headers);
         }
-        let host = match &info.host {
-            Some(client) if self.config.preserve_host => client.clone(),
-            _ => self.host.clone(),
-        };
-        headers.insert(header::HOST, host);
-        for (name, value) in &self.config.inject_headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        add_forwarding_headers(headers, info);
+        *request.headers_mut() = headers;
         Ok(request)
     }
 
@@ -447,26 +452,7 @@ fn closed_before_answering(error: &hyper::Error) -> bool {
     false
 }
 
-// Header names the gateway sets on every forwarded request, built once: inserting by a string
-// literal would copy a custom name into a new buffer on every request.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_KBGATE_KEY_ID: HeaderName = HeaderName::from_static("x-kbgate-key-id");
-
-fn add_forwarding_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
-    headers.insert(X_FORWARDED_FOR, info.client_ip.clone());
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(info.proto));
-    if let Some(host) = &info.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
-    }
-    headers.insert(X_REQUEST_ID, info.request_id.clone());
-    if let Some(id) = info.key_id {
-        headers.insert(X_KBGATE_KEY_ID, id.clone());
-    }
-}
 
 /// rustls client config: the system's roots, or only the configured CA.
 fn client_tls(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
