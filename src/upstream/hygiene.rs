@@ -81,27 +81,53 @@ impl NameSet {
 /// The headers a message's `Connection` lines name (hop-by-hop for this message only), those
 /// present and not hop-by-hop anyway: the usual `keep-alive` and `close` cost no allocation.
 pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    // The usual values, alone on their line, name no other header.
-    let usual = |v: &&HeaderValue| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
-    };
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter(|v| !usual(v))
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !HOP_BY_HOP
+        .flat_map(listed_names)
+        .filter(|name| headers.contains_key(*name))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
+}
+
+/// Removes the `Connection` lines and the headers they name, the lines read as they are taken
+/// out: one lookup, where reading them first and removing them after took two.
+fn remove_connection(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(lines) = headers.entry(header::CONNECTION) else {
+        return;
+    };
+    // Nearly always empty (a KB's `keep-alive`), and then not allocated.
+    let naming: Vec<HeaderValue> = lines
+        .remove_entry_mult()
+        .1
+        .filter(|line| !is_usual(line))
+        .collect();
+    for name in naming.iter().flat_map(listed_names) {
+        headers.remove(name);
+    }
+}
+
+/// The usual `Connection` values, alone on their line, name no other header.
+fn is_usual(line: &HeaderValue) -> bool {
+    let line = line.as_bytes();
+    line.eq_ignore_ascii_case(b"keep-alive") || line.eq_ignore_ascii_case(b"close")
+}
+
+/// The names one `Connection` line lists, but those hop-by-hop anyway (removed by their own
+/// rule, which also notes a `Transfer-Encoding`).
+fn listed_names(line: &HeaderValue) -> impl Iterator<Item = &str> {
+    let listed = if is_usual(line) {
+        ""
+    } else {
+        line.to_str().unwrap_or("")
+    };
+    listed.split(',').map(str::trim).filter(|name| {
+        !name.is_empty()
+            && !HOP_BY_HOP
                 .names
                 .iter()
                 .any(|hop| hop.eq_ignore_ascii_case(name))
-                && headers.contains_key(*name)
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect()
+    })
 }
 
 /// Removes hop-by-hop headers, including every header a `Connection` line names. Found by one
@@ -125,10 +151,10 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) -> Removed {
         }
         for name in found.into_iter().flatten() {
             if name == header::CONNECTION {
-                for listed in connection_listed(headers) {
-                    headers.remove(listed);
-                }
-            } else if name == header::TRANSFER_ENCODING {
+                remove_connection(headers);
+                continue;
+            }
+            if name == header::TRANSFER_ENCODING {
                 removed = Removed::TransferEncoding;
             }
             headers.remove(name);
