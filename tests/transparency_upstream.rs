@@ -1,6 +1,7 @@
 //! The gateway is transparent to upstreams nobody here wrote: an unrequested
 //! `101 Switching Protocols` never reaches a client; header names with underscores, a client's
-//! copy of an injected query parameter and split HTTP/2 cookies never reach the KB as such;
+//! copy of an injected query parameter or header, and split HTTP/2 cookies never reach the KB
+//! as such, nor can a client's `Connection` line drop the gateway's own headers;
 //! links and redirects the KB builds from its own origin (or from the client's Host) lead back
 //! to the gateway; and `X-Forwarded-For` is appended to behind a trusted proxy.
 
@@ -198,6 +199,39 @@ async fn underscores_may_pass_when_asked_but_never_as_a_gateway_header() {
     ] {
         assert!(!seen.contains_key(name), "{name} reached the KB: {seen:?}");
     }
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_injected_header_replaces_the_clients_and_a_connection_line_drops_no_gateway_header() {
+    let injected = r#"headers: { Authorization: "Bearer ${KB_API_KEY}", X-Kb-Tenant: acme }"#;
+    let config = yaml("", "").replace(
+        r#"headers: { Authorization: "Bearer ${KB_API_KEY}" }"#,
+        injected,
+    );
+    assert!(config.contains("X-Kb-Tenant"), "{config}");
+    let (upstream, gateway, key) = TestGateway::builder().yaml(&config).start_with_key().await;
+    let request = format!(
+        "GET /v1/article/a1 HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\
+         X-Kb-Tenant: evil\r\nx-kb-tenant: evil2\r\nX-Other: kept\r\nX-Dropped: gone\r\n\
+         Connection: close, X-Kb-Tenant, X-Forwarded-For, X-Request-Id, X-Dropped\r\n\r\n"
+    );
+    let (status, _, body) = raw::request(gateway.addr, request.as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = upstream.last().headers;
+    let values = |name: &str| -> Vec<&str> {
+        seen.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(values("x-kb-tenant"), ["acme"], "{seen:?}");
+    assert_eq!(values("x-other"), ["kept"]);
+    assert!(values("x-dropped").is_empty(), "{seen:?}");
+    // Named by the client's Connection line, the gateway's own headers still go.
+    assert_eq!(values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values("x-request-id").len(), 1, "{seen:?}");
+    assert_eq!(values("host"), [upstream.addr.to_string().as_str()]);
     gateway.shutdown().await;
 }
 
