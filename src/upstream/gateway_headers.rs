@@ -144,7 +144,7 @@ impl GatewayHeaders {
 
     /// Whether a client's header of this name gives way to the gateway's own.
     pub(super) fn replaces(&self, name: &HeaderName) -> bool {
-        !self.injected.is_empty() && self.injected.contains(name)
+        self.injected.contains(name)
     }
 
     /// Whether the gateway sets a header of this name.

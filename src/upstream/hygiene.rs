@@ -207,6 +207,19 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         assert_eq!(remove_hop_by_hop(&mut headers), Removed::Other);
         assert_eq!(names(&headers), vec!["content-length"]);
+
+        // Names that are no header names, empty ones and a long one are passed over.
+        let long = "x-".to_string() + &"l".repeat(100);
+        let mut headers = HeaderMap::new();
+        let line = format!("x one, , \"q\", {long}, X-Kept-Not");
+        headers.insert(header::CONNECTION, HeaderValue::from_str(&line).unwrap());
+        headers.insert(
+            HeaderName::from_bytes(long.as_bytes()).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+        headers.insert("x-kept", HeaderValue::from_static("2"));
+        assert_eq!(remove_hop_by_hop(&mut headers), Removed::Other);
+        assert_eq!(names(&headers), vec!["x-kept"]);
     }
 
     #[test]
