@@ -6,11 +6,12 @@
 //! exist, waking those past their deadline. A deadline fires up to one resolution late, which
 //! is nothing beside timeouts counted in seconds.
 
+use crate::lock;
 use slab::Slab;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -199,11 +200,6 @@ impl hyper::rt::Timer for CoarseTimer {
 }
 
 impl hyper::rt::Sleep for CoarseSleep {}
-
-/// The slab stays usable after a panic elsewhere.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use slab::Slab;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::sync::Notify;
 
@@ -45,9 +45,7 @@ struct Shared {
 
 impl Shared {
     fn connections(&self) -> MutexGuard<'_, Slab<Option<Waker>>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.connections)
     }
 }
 

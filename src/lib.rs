@@ -87,3 +87,11 @@ pub use config::Config;
 /// instead of the default SipHash: a lookup hashes twice (shard, then slot), and SipHash was
 /// most of its cost. Their keys are blake3 hashes and ids the gateway made, not raw input.
 pub type FastMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;
+
+/// Locks `mutex`, poisoned or not: a panic elsewhere leaves what it guards (timer slabs,
+/// idle connections, log buffers) usable, and the gateway goes on serving.
+pub(crate) fn lock<T: ?Sized>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

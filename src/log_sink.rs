@@ -8,8 +8,9 @@
 //! logs writes the batch itself. [`LogSink::write_pending`] (and dropping the [`FlushOnDrop`] guard)
 //! writes whatever is pending, so shutdown and errors lose no line.
 
+use crate::lock;
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long the writer thread lets lines gather before writing them.
@@ -151,11 +152,6 @@ impl Drop for FlushOnDrop {
         }
         let _ = self.sink.write_pending();
     }
-}
-
-/// Logging must go on after a panic elsewhere, so a poisoned lock is used as it is.
-fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! gateway clients never need to see it.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -114,7 +114,7 @@ impl App {
 
     /// A poisoned lock only means another request panicked; the data is still usable.
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.store)
     }
 
     async fn dispatch(&self, resource: SampleResource<'_>, req: Request<Incoming>) -> Outcome {

@@ -11,6 +11,7 @@
 //! that failed or whose body was dropped unfinished.
 
 use crate::body::{Body, BoxError};
+use crate::lock;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::{Body as _, Frame, SizeHint};
@@ -21,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -259,9 +260,4 @@ impl http_body::Body for GivesBack {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// The stacks stay usable after a panic elsewhere.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
