@@ -5,11 +5,11 @@
 //! benches/load profile).
 
 use super::ForwardInfo;
+use crate::net::X_FORWARDED_FOR;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 // Header names the gateway sets on every forwarded request, built once: inserting by a string
 // literal would copy a custom name into a new buffer on every request.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
