@@ -169,7 +169,6 @@ pub async fn start_with_store(
         shutdown.clone(),
         Some(limiter.clone()),
     ));
-    tasks.spawn(metrics::run_upkeep(prometheus, shutdown.clone()));
     tasks.spawn(deliverer.run(shutdown.clone()));
     tasks.spawn(crate::events::hygiene::run(
         keys,

@@ -9,7 +9,7 @@
 //!   its old one. Keys past the cap get no name series: their requests have no id to join on,
 //!   and a million-key store would otherwise put a million series in every scrape.
 
-use super::{KEY_INFO, KEY_REQUESTS};
+use super::{KEY_INFO, KEY_REQUESTS, escape};
 use crate::FastMap;
 use metrics::{Counter, counter};
 use std::collections::BTreeMap;
@@ -154,14 +154,6 @@ impl KeyMetrics {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (String, &'static str)>> {
         self.info.write().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Escapes a label value as the text format requires: backslash, double quote, newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

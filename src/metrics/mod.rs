@@ -8,17 +8,17 @@
 //!   errors, in-flight); before [`install`] they are no-ops.
 //! - [`requests::RequestMetrics`] holds one gateway's per-route and per-key handles.
 //! - [`keys::KeyMetrics`] counts requests per key and renders `kbgate_key_info`.
+//! - [`latency`] keeps and renders the two request-duration histograms.
 //! - [`process`] renders the standard `process_*` metrics from `/proc/self` at each scrape.
 
 pub mod keys;
+mod latency;
 mod process;
 pub mod requests;
 
-use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, describe_histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 pub const REQUESTS: &str = "kbgate_requests_total";
 pub const REQUEST_DURATION: &str = "kbgate_request_duration_seconds";
@@ -34,16 +34,6 @@ pub const KEY_INFO: &str = "kbgate_key_info";
 pub const BUILD_INFO: &str = "kbgate_build_info";
 pub const LIMIT_DECISIONS: &str = "kbgate_limit_decisions_total";
 
-/// Latency buckets in seconds: from a hot-tier refusal (well under 1 ms) to the default
-/// upstream timeout (30 s), dense where a KB API usually answers (10-500 ms).
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-    30.0,
-];
-
-/// How often histogram samples are folded in even when nobody scrapes, so memory stays flat.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static FIXED: OnceLock<Fixed> = OnceLock::new();
 static NOOP: Fixed = Fixed::noop();
@@ -55,13 +45,7 @@ static NOOP: Fixed = Fixed::noop();
 pub fn install(auth_refusals: impl IntoIterator<Item = &'static str>) -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let mut builder = PrometheusBuilder::new();
-            for name in [REQUEST_DURATION, UPSTREAM_DURATION] {
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full(name.into()), &LATENCY_BUCKETS)
-                    .expect("the buckets are not empty");
-            }
-            let recorder = builder.build_recorder();
+            let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::error!("another metrics recorder is installed; /metrics stays empty");
@@ -79,29 +63,10 @@ pub fn fixed() -> &'static Fixed {
     FIXED.get().unwrap_or(&NOOP)
 }
 
-/// Folds histogram samples in every few seconds until `shutdown`.
-pub async fn run_upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => handle.run_upkeep(),
-        }
-    }
-}
-
 fn describe() {
     describe_counter!(
         REQUESTS,
         "Gateway requests by route template, method, status class and outcome code."
-    );
-    describe_histogram!(
-        REQUEST_DURATION,
-        "Time from request received to response headers sent, by route template."
-    );
-    describe_histogram!(
-        UPSTREAM_DURATION,
-        "Time the knowledge base took to send response headers, by route template."
     );
     describe_gauge!(
         IN_FLIGHT,
@@ -300,12 +265,21 @@ impl Drop for InFlight {
     }
 }
 
-/// `/metrics`: the recorder's text followed by `kbgate_key_info`.
+/// `/metrics`: the recorder's text followed by the latency histograms and `kbgate_key_info`.
 pub(crate) fn render(handle: &PrometheusHandle, per_key: Option<&Arc<keys::KeyMetrics>>) -> String {
     let mut text = handle.render();
+    latency::render(&mut text);
     if let Some(per_key) = per_key {
         per_key.render(&mut text);
     }
     process::render(&mut text);
     text
+}
+
+/// Escapes a label value as the text format requires: backslash, double quote, newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

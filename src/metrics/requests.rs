@@ -3,10 +3,11 @@
 //! series, and a request only hashes a few small words and increments.
 
 use super::keys::KeyMetrics;
+use super::latency::{self, Latency};
 use super::{REQUEST_DURATION, REQUESTS, UPSTREAM_DURATION};
 use crate::FastMap;
 use http::Method;
-use metrics::{Counter, Histogram, counter, histogram};
+use metrics::{Counter, counter};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -36,8 +37,8 @@ struct CounterKey {
 
 struct RouteHandles {
     label: String,
-    duration: OnceLock<Histogram>,
-    upstream: OnceLock<Histogram>,
+    duration: OnceLock<Arc<Latency>>,
+    upstream: OnceLock<Arc<Latency>>,
     /// The request counters of forwarded requests, by method and status class (see
     /// [`forwarded_slot`]): the common case, found without hashing its labels.
     forwarded: [OnceLock<Counter>; METHODS.len() * STATUS_CLASSES],
@@ -83,10 +84,9 @@ impl RequestMetrics {
     pub fn observe(&self, o: &Observation<'_>) {
         let route = o.route.unwrap_or(self.routes.len() - 1);
         let handles = &self.routes[route];
-        lazy(&handles.duration, REQUEST_DURATION, &handles.label).record(o.elapsed.as_secs_f64());
+        lazy(&handles.duration, REQUEST_DURATION, &handles.label).record(o.elapsed);
         if let Some(upstream) = o.upstream {
-            lazy(&handles.upstream, UPSTREAM_DURATION, &handles.label)
-                .record(upstream.as_secs_f64());
+            lazy(&handles.upstream, UPSTREAM_DURATION, &handles.label).record(upstream);
         }
         let method = method_index(o.method);
         let key = CounterKey {
@@ -138,8 +138,8 @@ fn forwarded_slot(method: usize, status_class: u16) -> usize {
 }
 
 /// The route's histogram `name`, registered on first use.
-fn lazy<'a>(slot: &'a OnceLock<Histogram>, name: &'static str, route: &str) -> &'a Histogram {
-    slot.get_or_init(|| histogram!(name, "route" => route.to_string()))
+fn lazy<'a>(slot: &'a OnceLock<Arc<Latency>>, name: &'static str, route: &str) -> &'a Latency {
+    slot.get_or_init(|| latency::histogram(name, route))
 }
 
 /// The index of the method's label in [`METHODS`].
