@@ -8,6 +8,15 @@ use std::borrow::Cow;
 /// Built once: looking a header up by a string literal parses the name on every request.
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
+/// The token of `Authorization: Bearer <token>`, the scheme in any case: what follows the
+/// first space when what precedes it is `bearer`. Compared in place, as searching the value
+/// for its first space cost ~150 instructions a request (callgrind, benches/load).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_at_checked("bearer".len())?;
+    let token = token.strip_prefix(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 /// Finds the client's key in the configured sources (by default `Authorization: Bearer`,
 /// `X-Api-Key` and `?key=`). Returns the key and the query to forward (without the key's
 /// parameter, when the query is a source). Two different keys in one request are ambiguous;
@@ -33,9 +42,7 @@ pub fn extract_key<'a>(
     for (name, value) in headers {
         if name == header::AUTHORIZATION && sources.authorization {
             let value = value.to_str().map_err(|_| Rejection::InvalidKey)?;
-            if let Some((scheme, token)) = value.split_once(' ')
-                && scheme.eq_ignore_ascii_case("bearer")
-            {
+            if let Some(token) = bearer_token(value) {
                 offer(Cow::Borrowed(token.trim()))?;
             }
         } else if name == X_API_KEY {
@@ -116,6 +123,32 @@ pub(super) mod tests {
 
     fn default_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Extracted<'a> {
         extract_key(headers, query, &KeySources::DEFAULT)
+    }
+
+    #[test]
+    fn bearer_tokens_are_split_as_at_the_first_space() {
+        let by_search = |value: &'static str| {
+            value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
+        };
+        for value in [
+            "Bearer kb_a",
+            "bearer  kb_a ",
+            "BEARER x",
+            "Bearer ",
+            "Bearer",
+            "Bearerx kb",
+            "Bear er kb",
+            " Bearer kb",
+            "Basic a2I6",
+            "Bearer\tkb",
+            "",
+            "beare",
+        ] {
+            assert_eq!(bearer_token(value), by_search(value), "{value:?}");
+        }
     }
 
     #[test]
