@@ -135,7 +135,7 @@ pub async fn start_with_store(
     ));
     let admin = Arc::new(
         Admin::new(keys.clone(), &config.admin.token)
-            .with_metrics(prometheus.clone(), key_metrics.clone())
+            .with_metrics(prometheus, key_metrics.clone())
             .with_limiter(limiter.clone())
             .with_webhooks(deliverer.clone())
             .with_route_permissions(route_permissions)

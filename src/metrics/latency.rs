@@ -66,20 +66,14 @@ impl Latency {
         let mut cumulative = 0;
         for (i, count) in self.counts.iter().enumerate() {
             cumulative += count.load(Ordering::Relaxed);
-            match BUCKETS.get(i) {
-                Some(le) => {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {cumulative}"
-                    );
-                }
-            }
+            let le: &dyn std::fmt::Display = match BUCKETS.get(i) {
+                Some(bound) => bound,
+                None => &"+Inf",
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+            );
         }
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
