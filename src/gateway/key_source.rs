@@ -38,12 +38,14 @@ pub fn extract_key<'a>(
     };
     // One pass over the headers rather than a lookup by name for each source: the
     // `Authorization` values are offered in order as they come, `X-Api-Key` ones after them.
+    // `to_str` lets through visible ASCII, spaces and tabs only, so `trim_ascii` trims what
+    // `trim` would, without `trim`'s Unicode whitespace test of each end.
     let mut api_key_sent = false;
     for (name, value) in headers {
         if name == header::AUTHORIZATION && sources.authorization {
             let value = value.to_str().map_err(|_| Rejection::InvalidKey)?;
             if let Some(token) = bearer_token(value) {
-                offer(Cow::Borrowed(token.trim()))?;
+                offer(Cow::Borrowed(token.trim_ascii()))?;
             }
         } else if name == X_API_KEY {
             api_key_sent = true;
@@ -52,7 +54,10 @@ pub fn extract_key<'a>(
     if sources.x_api_key && api_key_sent {
         for value in headers.get_all(X_API_KEY) {
             offer(Cow::Borrowed(
-                value.to_str().map_err(|_| Rejection::InvalidKey)?.trim(),
+                value
+                    .to_str()
+                    .map_err(|_| Rejection::InvalidKey)?
+                    .trim_ascii(),
             ))?;
         }
     }
@@ -156,6 +161,11 @@ pub(super) mod tests {
         let h = headers(&[("authorization", "Bearer kb_a")]);
         assert_eq!(default_key(&h, None).unwrap().0, "kb_a");
         let h = headers(&[("authorization", "bearer  kb_a ")]);
+        assert_eq!(default_key(&h, None).unwrap().0, "kb_a");
+        let h = headers(&[
+            ("authorization", "Bearer \tkb_a\t "),
+            ("x-api-key", " kb_a\t"),
+        ]);
         assert_eq!(default_key(&h, None).unwrap().0, "kb_a");
         let h = headers(&[("x-api-key", "kb_b")]);
         assert_eq!(default_key(&h, None).unwrap().0, "kb_b");
