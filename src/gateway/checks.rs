@@ -130,6 +130,26 @@ fn check_host(
 /// `Host` would leave the target URI without its authority (RFC 9112 §3.3). Userinfo is not
 /// part of the grammar. No allocation: this runs on every request.
 fn is_host(value: &[u8]) -> bool {
+    // Nearly every host is a name or IPv4 address of plain bytes, then `:` and a port or
+    // nothing: told in one pass (the grammar below took ~260 instructions a request).
+    // Anything else (brackets, `%` escapes, what is not a host) goes by the grammar.
+    let plain = value
+        .iter()
+        .position(|&b| !REG_NAME[usize::from(b)])
+        .unwrap_or(value.len());
+    let port = value.get(plain + 1..).unwrap_or_default();
+    if plain > 0
+        && value
+            .get(plain)
+            .is_none_or(|&b| b == b':' && port.iter().all(u8::is_ascii_digit))
+    {
+        return true;
+    }
+    is_host_by_grammar(value)
+}
+
+/// [`is_host`] by the grammar, for every host.
+fn is_host_by_grammar(value: &[u8]) -> bool {
     let (host, port) = match value.iter().rposition(|&b| b == b':') {
         Some(colon) if !value[colon..].contains(&b']') => (&value[..colon], &value[colon + 1..]),
         _ => (value, &[][..]),
@@ -224,6 +244,30 @@ mod tests {
             "k\\b.test",
         ] {
             assert!(!is_host(not_a_host.as_bytes()), "{not_a_host:?}");
+        }
+        // The one-pass common case says what the grammar says, around every byte.
+        for byte in 0..=255u8 {
+            for template in [
+                "kb.test:8080",
+                "127.0.0.1",
+                "[::1]:80",
+                "a%41b:1",
+                ":",
+                "k:",
+            ] {
+                for at in 0..=template.len() {
+                    let mut value = template.as_bytes().to_vec();
+                    value.insert(at, byte);
+                    for value in [value.clone(), value[..at].to_vec(), value[at..].to_vec()] {
+                        assert_eq!(
+                            is_host(&value),
+                            is_host_by_grammar(&value),
+                            "{:?}",
+                            String::from_utf8_lossy(&value)
+                        );
+                    }
+                }
+            }
         }
         // Every byte in a name, against RFC 3986's unreserved and sub-delims as it spells them.
         let rfc = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
