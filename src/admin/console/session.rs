@@ -48,7 +48,7 @@ impl Sessions {
             created: now,
             seen: now,
         };
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::lock(&self.map);
         map.retain(|_, s| alive(s, now));
         if map.len() >= MAX_SESSIONS {
             let oldest = map
@@ -65,7 +65,7 @@ impl Sessions {
 
     /// The live session `id`, marked as seen now; an expired one is removed.
     pub(super) fn get(&self, id: &str, now: Instant) -> Option<Session> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::lock(&self.map);
         let session = map.get_mut(id)?;
         if !alive(session, now) {
             map.remove(id);
@@ -77,10 +77,7 @@ impl Sessions {
 
     /// Signs out: the id no longer opens anything.
     pub(super) fn remove(&self, id: &str) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        crate::lock(&self.map).remove(id);
     }
 }
 
