@@ -137,15 +137,13 @@ fn is_host(value: &[u8]) -> bool {
         .iter()
         .position(|&b| !REG_NAME[usize::from(b)])
         .unwrap_or(value.len());
-    let port = value.get(plain + 1..).unwrap_or_default();
-    if plain > 0
-        && value
-            .get(plain)
-            .is_none_or(|&b| b == b':' && port.iter().all(u8::is_ascii_digit))
-    {
-        return true;
-    }
-    is_host_by_grammar(value)
+    let (name, rest) = value.split_at(plain);
+    let plain_with_port = match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    (!name.is_empty() && plain_with_port) || is_host_by_grammar(value)
 }
 
 /// [`is_host`] by the grammar, for every host.
