@@ -508,8 +508,8 @@ fn random_request_id() -> HeaderValue {
         .expect("hex digits are a valid header value")
 }
 
-/// `n` as 32 lowercase hex digits, a table lookup per byte (two per byte, one per digit, cost
-/// ~110 instructions an id).
+/// `n` as 32 lowercase hex digits, one table lookup per byte (a lookup per digit cost ~110
+/// instructions an id).
 fn hex_digits(n: u128) -> [u8; 32] {
     const HEX_PAIRS: [[u8; 2]; 256] = {
         const HEX: &[u8; 16] = b"0123456789abcdef";
