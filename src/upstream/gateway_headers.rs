@@ -105,7 +105,8 @@ impl GatewayHeaders {
     /// A new map holding the gateway's headers for this request.
     pub(super) fn for_request(&self, info: &ForwardInfo<'_>) -> HeaderMap {
         let mut headers = self.template.clone();
-        let mut absent = [None, None];
+        // A header of the gateway's with no value for this request, and none injected.
+        let (mut no_forwarded_host, mut no_key_id) = (false, false);
         for (fill, value) in self.fills.iter().zip(headers.values_mut()) {
             let filled = match *fill {
                 Fill::Fixed => continue,
@@ -116,7 +117,7 @@ impl GatewayHeaders {
                 Fill::ForwardedHost { injected } => match &info.host {
                     Some(host) => host,
                     None => {
-                        absent[0] = (!injected).then_some(X_FORWARDED_HOST);
+                        no_forwarded_host = !injected;
                         continue;
                     }
                 },
@@ -129,15 +130,18 @@ impl GatewayHeaders {
                 Fill::KeyId { injected } => match info.key_id {
                     Some(id) => id,
                     None => {
-                        absent[1] = (!injected).then_some(X_KBGATE_KEY_ID);
+                        no_key_id = !injected;
                         continue;
                     }
                 },
             };
             *value = filled.clone();
         }
-        for name in absent.into_iter().flatten() {
-            headers.remove(name);
+        if no_forwarded_host {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        if no_key_id {
+            headers.remove(X_KBGATE_KEY_ID);
         }
         headers
     }

@@ -297,7 +297,9 @@ impl Upstream {
         if cookies > 1 {
             join_cookies(&mut headers);
         }
-        *request.headers_mut() = headers;
+        // `Request::new`'s empty map holds no allocation (`HeaderMap::new` "will not
+        // allocate"), so it is forgotten rather than dropped: ~60 instructions a request.
+        std::mem::forget(std::mem::replace(request.headers_mut(), headers));
         Ok(request)
     }
 
