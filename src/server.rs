@@ -79,7 +79,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle<B>(
         &self,
         request: Request<B>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> impl Future<Output = Response<Body>> + Send
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -125,16 +125,19 @@ pub(crate) async fn serve<H: Handler>(
         let timer = timer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = ConnInfo::new(remote, tls.is_some());
+            // One reference count per request, not a handler's and an address's each.
+            let served = Arc::new((handler, ConnInfo::new(remote, tls.is_some())));
             let deadline = limits.tls_handshake_timeout * u32::from(tls.is_some())
                 + limits.header_read_timeout;
             let first_request = Arc::new(AtomicBool::new(false));
             let started = first_request.clone();
             let service = service_fn(move |request: Request<Incoming>| {
-                let handler = handler.clone();
-                let conn = conn.clone();
+                let served = served.clone();
                 started.store(true, Ordering::Release);
-                async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
+                async move {
+                    let (handler, conn) = &*served;
+                    Ok::<_, Infallible>(handler.handle(request, conn).await)
+                }
             });
             let connection = async {
                 match tls {

@@ -75,7 +75,7 @@ fn empty(builder: http::request::Builder) -> Request<Full<Bytes>> {
 
 async fn call(gateway: &Gateway, request: Request<Full<Bytes>>) -> Response<Body> {
     let conn = ConnInfo::new("192.0.2.7:40000".parse().unwrap(), false);
-    gateway.handle(request, conn).await
+    gateway.handle(request, &conn).await
 }
 
 /// The response is `expected`'s: status, the one JSON body, and the request's own id.

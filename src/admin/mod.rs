@@ -100,7 +100,7 @@ impl From<KeyServiceError> for ApiError {
 }
 
 impl Handler for Admin {
-    async fn handle<B>(&self, request: Request<B>, conn: ConnInfo) -> Response<Body>
+    async fn handle<B>(&self, request: Request<B>, conn: &ConnInfo) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -109,7 +109,7 @@ impl Handler for Admin {
         let request_id = crate::gateway::request_id(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let result = self.route(request, &conn).await;
+        let result = self.route(request, conn).await;
         let request_id = crate::gateway::request_id_str(&request_id);
         let response = result.unwrap_or_else(|e| {
             let mut response = error_response(e.status, e.code, &e.message, request_id);

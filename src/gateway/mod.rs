@@ -72,7 +72,7 @@ pub struct RequestLog {
 
 impl Handler for Gateway {
     /// Times, meters and logs the request, and turns a refusal into its response.
-    async fn handle<B>(&self, request: Request<B>, conn: ConnInfo) -> Response<Body>
+    async fn handle<B>(&self, request: Request<B>, conn: &ConnInfo) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -87,7 +87,7 @@ impl Handler for Gateway {
         let request_id = request_id_or_new(own.request_id);
         let user_agent = own.user_agent.cloned();
         let method = head.method().clone();
-        let client_ip = self.client_ip_for_log(&conn, head.headers());
+        let client_ip = self.client_ip_for_log(conn, head.headers());
         let mut log = RequestLog::default();
         let mut path = None;
         // A CORS preflight is the gateway's to answer: no key, no KB.
@@ -102,7 +102,7 @@ impl Handler for Gateway {
                 let lent = Lent {
                     head: &head,
                     host: own.host,
-                    conn: &conn,
+                    conn,
                     request_id: &request_id,
                 };
                 let result = self.handle_inner(&lent, body, &mut log, &mut path).await;
