@@ -250,3 +250,38 @@ async fn redis_history_is_pruned_by_hour() {
     );
     assert_ne!(keys("prune:hist*:20").trim(), "*0", "hour 20 is kept");
 }
+
+/// A request whose client goes away before the KB answers is still counted in its key's
+/// usage, without an outcome: it was neither forwarded to an answer nor refused.
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_is_counted() {
+    use tokio::io::AsyncWriteExt;
+    let kb = FakeKb::new()
+        .otherwise(|_| std::future::pending())
+        .start()
+        .await;
+    let gateway = TestGateway::start(&kb).await;
+    let (id, secret) = gateway.create_key(json!({"name": "leaves early"})).await;
+    let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "GET /v1/article HTTP/1.1\r\nHost: kb.test\r\nAuthorization: Bearer {secret}\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    eventually("the KB has the request", || async { kb.count() == 1 }).await;
+    drop(client);
+    eventually("the dropped request is counted", || async {
+        request_count(&gateway, &id).await == 1
+    })
+    .await;
+    let usage = key_usage(&gateway, &id, "").await;
+    assert_eq!(
+        usage["total"],
+        json!({
+            "requests": 1,
+            "forwarded": 0,
+            "refused": {},
+            "upstream": {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
+        })
+    );
+    gateway.shutdown().await;
+}
