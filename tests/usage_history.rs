@@ -268,11 +268,15 @@ async fn a_request_dropped_before_its_answer_is_counted() {
     );
     client.write_all(request.as_bytes()).await.unwrap();
     eventually("the KB has the request", || async { kb.count() == 1 }).await;
+    let in_flight = || async { gateway.scrape().await.sum("kbgate_requests_in_flight", &[]) };
+    assert!(in_flight().await >= 1.0, "the request is not in flight");
     drop(client);
-    eventually("the dropped request is counted", || async {
-        request_count(&gateway, &id).await == 1
+    // Read once the gateway has let the request go, not while it is still waiting on the KB.
+    eventually("the gateway drops the request", || async {
+        in_flight().await == 0.0
     })
     .await;
+    assert_eq!(request_count(&gateway, &id).await, 1);
     let usage = key_usage(&gateway, &id, "").await;
     assert_eq!(
         usage["total"],
