@@ -6,7 +6,7 @@
 //! still decides whether it is written). Tests and benches that install their own subscriber
 //! install nothing here and get the line through tracing.
 
-use crate::log_format::{Fields, write_access_line};
+use crate::log_format::{Fields, LineBuf, write_access_line};
 use crate::log_sink::LogSink;
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -33,9 +33,9 @@ pub(crate) fn installed() -> Option<&'static DirectLines> {
 
 impl DirectLines {
     /// Writes one INFO access line whose fields `fields` writes.
-    pub(crate) fn write(&self, fields: impl FnOnce(&mut Fields<'_, String>)) {
+    pub(crate) fn write(&self, fields: impl FnOnce(&mut Fields<'_, LineBuf>)) {
         thread_local! {
-            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+            static LINE: RefCell<LineBuf> = const { RefCell::new(LineBuf::new()) };
         }
         LINE.with_borrow_mut(|line| {
             line.clear();
