@@ -146,6 +146,18 @@ median() {
 
 # Median over the repeats of one phase/arm/metric.
 med() { awk -F'\t' -v p="$1" -v a="$2" -v m="$3" '$1 == p && $2 == a && $4 == m { print $5 }' "$RAW" | median; }
+# Each repeat's closed-loop throughput of arm $1 over arm $2, in repeat order, then their median
+# in parentheses. The arms of one repeat run back to back, so a ratio within a repeat moves less
+# with the VM's drift than the ratio of two medians taken over the whole run does.
+paired() {
+  local ratios
+  ratios=$(awk -F'\t' -v x="$1" -v y="$2" '
+    $1 == "closed" && $4 == "rps" && $2 == x { a[$3] = $5; if ($3 > n) n = $3 }
+    $1 == "closed" && $4 == "rps" && $2 == y { b[$3] = $5 }
+    END { for (r = 1; r <= n; r++) if ((r in b) && b[r] > 0) printf "%.2f\n", a[r] / b[r] }' "$RAW")
+  [[ -n $ratios ]] || { echo "-"; return; }
+  echo "$(paste -sd/ <<<"$ratios" | sed 's|/| / |g') (median $(median <<<"$ratios"))"
+}
 # Sum over the repeats (for error counts).
 total() { awk -F'\t' -v p="$1" -v a="$2" -v m="$3" '$1 == p && $2 == a && $4 == m { s += $5 } END { print s + 0 }' "$RAW"; }
 
@@ -775,6 +787,8 @@ report() {
   echo "| | C/A | C/B |"
   echo "|---|---:|---:|"
   echo "| max throughput | $(ratio "$(med closed $c rps)" "$(med closed $a rps)") | $(ratio "$(med closed $c rps)" "$(med closed $b rps)") |"
+  echo
+  echo "Repeat by repeat (the arms of a repeat run back to back): C/B $(paired $c $b); L/B $(paired L $b)."
   echo
   echo "The floor of kbgate's stack, H (hyper proxying and nothing else), against nginx: H/B"
   echo "$(ratio "$(med closed H rps)" "$(med closed $b rps)"); kbgate keeps C/H $(ratio "$(med closed $c rps)" "$(med closed H rps)") of it."
