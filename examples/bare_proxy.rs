@@ -57,7 +57,10 @@ async fn serve(listen: std::net::SocketAddr, upstream: &'static str) -> Result<(
                 };
                 Ok::<_, Infallible>(response)
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Flattened writes, as kbgate's own (src/server.rs).
+            builder.http1().writev(false);
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -75,7 +78,10 @@ async fn forward(
         None => {
             let stream = tokio::net::TcpStream::connect(upstream).await?;
             stream.set_nodelay(true)?;
-            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            let (sender, connection) = http1::Builder::new()
+                .writev(false)
+                .handshake(TokioIo::new(stream))
+                .await?;
             tokio::spawn(connection);
             sender
         }

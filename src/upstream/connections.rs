@@ -107,7 +107,8 @@ impl Connections {
     async fn open(&self) -> Result<Sender, ConnectError> {
         let io = self.connect().await?;
         if !self.http2 {
-            let (sender, connection) = http1::handshake(io).await?;
+            // Flattened, as the gateway's own connections are (see server.rs).
+            let (sender, connection) = http1::Builder::new().writev(false).handshake(io).await?;
             drive(connection);
             return Ok(Sender::Http1(sender));
         }
