@@ -98,7 +98,12 @@ impl Handler for Gateway {
                 check_request(&head, &self.limits).and_then(|()| cors.preflight(seen))
             }
             _ => {
-                let body = body::stream(body);
+                // No body (nearly every GET): the empty body, which is not allocated, rather
+                // than the finished stream boxed (~70 instructions; callgrind, benches/load).
+                let body = match body.is_end_stream() {
+                    true => body::empty(),
+                    false => body::stream(body),
+                };
                 let lent = Lent {
                     head: &head,
                     host: own.host,
