@@ -409,9 +409,14 @@ pub(crate) use field_name;
 impl FieldName for &Name {
     #[inline(always)]
     fn write_prefix<W: Write>(&self, writer: &mut W, json: bool, first: bool) -> fmt::Result {
-        let prefix = if json { self.json } else { self.text };
-        // The separator is the prefix's first byte.
-        writer.write_str(if first { &prefix[1..] } else { prefix })
+        // The separator is the prefix's first byte. One write in each arm: there the prefix's
+        // length is a constant, and the copy is made inline rather than by a call to `memcpy`.
+        match (json, first) {
+            (false, false) => writer.write_str(self.text),
+            (false, true) => writer.write_str(&self.text[1..]),
+            (true, false) => writer.write_str(self.json),
+            (true, true) => writer.write_str(&self.json[1..]),
+        }
     }
 }
 
