@@ -15,8 +15,15 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The target of the one line per request (see `gateway/mod.rs`), as a literal for `concat!`.
+macro_rules! access_target {
+    () => {
+        "kbgate::access"
+    };
+}
+
 /// The target of the one line per request (see `gateway/mod.rs`).
-pub(crate) const ACCESS_TARGET: &str = "kbgate::access";
+pub(crate) const ACCESS_TARGET: &str = access_target!();
 
 /// Text or JSON lines; see the module documentation.
 pub struct LineFormat {
@@ -78,25 +85,11 @@ pub(crate) fn write_access_line<W: Write>(
     level: Level,
     fields: impl FnOnce(&mut Fields<'_, W>),
 ) -> fmt::Result {
-    let level = level_name(level);
-    match json {
-        false => {
-            write_timestamp(writer)?;
-            // A space, then the level right-aligned in five columns, as `{:>5}` pads it.
-            writer.write_str(&"      "[level.len()..])?;
-            writer.write_str(level)?;
-            writer.write_str(" ")?;
-            writer.write_str(ACCESS_TARGET)?;
-            writer.write_str(": ")?;
-        }
-        true => {
-            writer.write_str("{\"timestamp\":\"")?;
-            write_timestamp(writer)?;
-            writer.write_str("\",\"level\":\"")?;
-            writer.write_str(level)?;
-            writer.write_str("\",\"fields\":{")?;
-        }
+    if json {
+        writer.write_str("{\"timestamp\":\"")?;
     }
+    write_timestamp(writer)?;
+    write_level(writer, json, level)?;
     let mut visitor = Fields {
         writer: &mut *writer,
         json,
@@ -107,22 +100,31 @@ pub(crate) fn write_access_line<W: Write>(
     visitor.result?;
     match json {
         false => writer.write_char('\n'),
-        true => {
-            writer.write_str("},\"target\":")?;
-            write_json_str(writer, ACCESS_TARGET)?;
-            writer.write_str("}\n")
-        }
+        true => writer.write_str(concat!("},\"target\":\"", access_target!(), "\"}\n")),
     }
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARN",
-        Level::ERROR => "ERROR",
+/// What follows the timestamp up to the fields. Text: a space, the level right-aligned in five
+/// columns (as `{:>5}` pads it) and the target; JSON: the level. A constant in each arm, copied
+/// inline (put together from parts, it took five calls to `memcpy`).
+fn write_level<W: Write>(writer: &mut W, json: bool, level: Level) -> fmt::Result {
+    macro_rules! arms {
+        ($($level:ident $padded:literal),*) => {
+            match (json, level) {
+                $(
+                    (false, Level::$level) => {
+                        writer.write_str(concat!($padded, " ", access_target!(), ": "))
+                    }
+                    (true, Level::$level) => writer.write_str(concat!(
+                        "\",\"level\":\"",
+                        stringify!($level),
+                        "\",\"fields\":{"
+                    )),
+                )*
+            }
+        };
     }
+    arms!(TRACE " TRACE", DEBUG " DEBUG", INFO "  INFO", WARN "  WARN", ERROR " ERROR")
 }
 
 /// RFC 3339 in UTC with microseconds, as tracing-subscriber's default timer writes it. The
@@ -538,7 +540,10 @@ pub(crate) mod tests {
     fn lines(json: bool, format: impl FnOnce() -> Option<LineFormat>) -> Vec<String> {
         let captured = Captured::default();
         let (sink, guard) = LogSink::new(Box::new(captured.clone()));
-        let builder = tracing_subscriber::fmt().with_ansi(false).with_writer(sink);
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(Level::TRACE)
+            .with_writer(sink);
         let subscriber: Box<dyn Subscriber + Send + Sync> = match (json, format()) {
             (false, None) => Box::new(builder.finish()),
             (false, Some(format)) => Box::new(builder.event_format(format).finish()),
@@ -570,6 +575,11 @@ pub(crate) mod tests {
                 infinite = f64::NEG_INFINITY,
             );
             tracing::warn!(target: "kbgate::app", answer = 42, "something else");
+            // The access layout at every level (each has its own head).
+            tracing::trace!(target: "kbgate::access", status = 100u16);
+            tracing::debug!(target: "kbgate::access", status = 101u16);
+            tracing::warn!(target: "kbgate::access", status = 102u16);
+            tracing::error!(target: "kbgate::access", status = 103u16);
         });
         drop(guard);
         let bytes = captured.0.lock().unwrap().clone();
@@ -637,8 +647,8 @@ pub(crate) mod tests {
         for json in [false, true] {
             let ours = lines(json, || Some(LineFormat::new(json)));
             let theirs = lines(json, || None);
-            assert_eq!(ours.len(), 2, "{ours:?}");
-            assert_eq!(theirs.len(), 2, "{theirs:?}");
+            assert_eq!(ours.len(), 6, "{ours:?}");
+            assert_eq!(theirs.len(), 6, "{theirs:?}");
             for (ours, theirs) in ours.iter().zip(&theirs) {
                 assert_eq!(
                     without_timestamp(ours, json),
