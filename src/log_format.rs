@@ -322,7 +322,6 @@ pub(crate) trait LineWrite: Write {
 /// The access line's buffer: text, kept as bytes so that values known to be ASCII are
 /// appended as they are (turned into `str` first, each was checked as UTF-8: three checks a
 /// line, ~250 instructions; callgrind, benches/load).
-#[derive(Default)]
 pub(crate) struct LineBuf(Vec<u8>);
 
 impl LineBuf {
