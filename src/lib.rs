@@ -64,6 +64,7 @@ pub mod demo;
 mod drain;
 pub mod events;
 pub mod gateway;
+mod head_deadline;
 pub mod keys;
 pub mod limits;
 mod links;

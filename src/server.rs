@@ -5,6 +5,7 @@
 use crate::body::{Body, BoxError};
 use crate::coarse_timer::CoarseTimer;
 use crate::drain::Drain;
+use crate::head_deadline::{ConnActivity, until_sent};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -16,7 +17,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -97,7 +97,7 @@ pub(crate) async fn serve<H: Handler>(
     let drain = Drain::default();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let timer = CoarseTimer::default();
-    let builder = Arc::new(connection_builder(&limits, &timer));
+    let builder = Arc::new(connection_builder(&limits));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -117,6 +117,7 @@ pub(crate) async fn serve<H: Handler>(
                 }
             },
         };
+        let accepted = std::time::Instant::now();
         let _ = stream.set_nodelay(true);
         let drain_watch = drain.clone();
         let builder = builder.clone();
@@ -127,16 +128,17 @@ pub(crate) async fn serve<H: Handler>(
             let _permit = permit;
             // One reference count per request, not a handler's and an address's each.
             let served = Arc::new((handler, ConnInfo::new(remote, tls.is_some())));
-            let deadline = limits.tls_handshake_timeout * u32::from(tls.is_some())
+            let first_head = limits.tls_handshake_timeout * u32::from(tls.is_some())
                 + limits.header_read_timeout;
-            let first_request = Arc::new(AtomicBool::new(false));
-            let started = first_request.clone();
+            let activity = ConnActivity::new(accepted);
+            let requests = activity.clone();
             let service = service_fn(move |request: Request<Incoming>| {
                 let served = served.clone();
-                started.store(true, Ordering::Release);
+                let on_conn = requests.request(request.version());
                 async move {
                     let (handler, conn) = &*served;
-                    Ok::<_, Infallible>(handler.handle(request, conn).await)
+                    let response = handler.handle(request, conn).await;
+                    Ok::<_, Infallible>(response.map(|body| until_sent(body, on_conn)))
                 }
             });
             let connection = async {
@@ -172,8 +174,8 @@ pub(crate) async fn serve<H: Handler>(
             let result = tokio::select! {
                 biased;
                 result = connection => result,
-                () = first_request_deadline(&timer, deadline, &first_request) => {
-                    tracing::debug!(%remote, "no request within the header read timeout");
+                () = activity.expired(&timer, first_head, limits.header_read_timeout) => {
+                    tracing::debug!(%remote, "no request head within the header read timeout");
                     Ok(())
                 }
             };
@@ -191,35 +193,15 @@ pub(crate) async fn serve<H: Handler>(
     }
 }
 
-/// Resolves when no request has reached the service `limit` after the connection was accepted.
-/// hyper's own header timer only starts once it knows the connection speaks HTTP/1; before
-/// that (a silent client, a trickled HTTP/2 preface, a TLS client that never sends a request)
-/// nothing else would free the connection slot.
-async fn first_request_deadline(timer: &CoarseTimer, limit: Duration, first_request: &AtomicBool) {
-    let mut deadline = Some(timer.sleep_until(tokio::time::Instant::now() + limit));
-    std::future::poll_fn(|cx| {
-        // Once a request has come, the deadline is dropped and this branch costs a load.
-        if first_request.load(Ordering::Acquire) {
-            deadline = None;
-        }
-        match &mut deadline {
-            Some(sleep) => std::pin::Pin::new(sleep).poll(cx),
-            None => std::task::Poll::Pending,
-        }
-    })
-    .await
-}
-
-fn connection_builder(limits: &Limits, timer: &CoarseTimer) -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     // Heads up to the configured limits reach the gateway, which refuses them with its own JSON
     // (431, 414); only heads far beyond get hyper's bare 431 (or 414 past 64 KiB of target).
     let head_room = 2 * (limits.max_header_size + limits.max_uri_length);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // A sleep per request head: the coarse timer's (see coarse_timer.rs).
-        .timer(timer.clone())
-        .header_read_timeout(limits.header_read_timeout)
+        // The header read timeout is the gateway's own, per connection (head_deadline.rs).
+        .header_read_timeout(None)
         .max_buf_size(head_room.max(HYPER_MIN_BUF_SIZE))
         // A response's head and body copied into one buffer, not queued for a vectored write:
         // hyper's queue of buffers cost more per response than copying a body of a few KiB

@@ -413,6 +413,46 @@ async fn slowloris_clients_are_cut_off_at_the_header_read_timeout() {
     gateway.shutdown().await;
 }
 
+/// The header read timeout counts only while a request head is awaited: a request that takes
+/// longer (a slow KB, a long download read slowly) keeps its connection, which is closed once
+/// it has been idle for the timeout after its last response.
+#[tokio::test]
+async fn slow_requests_and_long_downloads_outlast_the_header_read_timeout() {
+    let (_upstream, gateway, key) = TestGateway::builder()
+        .config(|config| {
+            config.limits.header_read_timeout = HEADER_TIMEOUT;
+        })
+        .start_with_key()
+        .await;
+    // The KB answers after three timeouts.
+    let mut conn = Conn::open_keyed(
+        gateway.addr,
+        "GET /v1/article/a1?delay_ms=1500",
+        &key,
+        "\r\n",
+    )
+    .await;
+    assert_eq!(conn.response().await.status(), 200);
+
+    // On the same connection, a download far larger than the socket buffers, not read for
+    // three timeouts: the gateway waits on the client's reading, not for a head.
+    const SIZE: usize = 64 * 1024 * 1024;
+    let request = format!(
+        "GET /v1/article/a1?size={SIZE} HTTP/1.1\r\nHost: kb.example\r\nAuthorization: Bearer {key}\r\n\r\n"
+    );
+    conn.send(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(3 * HEADER_TIMEOUT).await;
+    let download = conn.response().await;
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.body.len(), SIZE);
+
+    // Then, idle, it is closed at the timeout.
+    let idle = Instant::now();
+    assert!(conn.until_closed().await.is_empty());
+    assert_cut_at_timeout("idle after a download", idle.elapsed(), HEADER_TIMEOUT);
+    gateway.shutdown().await;
+}
+
 /// A client that connects and says nothing loses its connection slot after the header read
 /// timeout: hyper's own header timer only starts once the HTTP/2 preface sniff is done, so
 /// without the gateway's timer such a client would hold the slot for ever.
