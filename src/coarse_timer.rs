@@ -1,7 +1,8 @@
-//! A timer for deadlines that nearly always pass unused: hyper's header read timeout (one per
-//! request head) and the upstream timeout (one per forwarded request). tokio's timer puts every
-//! sleep in its wheel and takes it out again, about 1.2k instructions per sleep on the request
-//! path (callgrind, benches/load arm C, two sleeps per request); here a sleep is an entry in a
+//! A timer for deadlines that nearly always pass unused: each connection's wait for a request
+//! head (head_deadline.rs) and the upstream timeout (one per forwarded request). tokio's timer
+//! puts every sleep in its wheel and takes it out again, about 1.2k instructions per sleep on
+//! the request path (callgrind, benches/load arm C, when it served hyper's header read timeout
+//! and the upstream's, two sleeps per request); here a sleep is an entry in a
 //! slab, and one sweeper task per timer looks at the entries every [`RESOLUTION`] while any
 //! exist, waking those past their deadline. A deadline fires up to one resolution late, which
 //! is nothing beside timeouts counted in seconds.
@@ -188,18 +189,6 @@ async fn sweep(shared: Weak<Shared>, arrivals: Arc<Notify>) {
         }
     }
 }
-
-impl hyper::rt::Timer for CoarseTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.sleep_until(Instant::now() + duration))
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(CoarseTimer::sleep_until(self, Instant::from_std(deadline)))
-    }
-}
-
-impl hyper::rt::Sleep for CoarseSleep {}
 
 #[cfg(test)]
 mod tests {
