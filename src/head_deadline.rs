@@ -158,20 +158,17 @@ impl Future for Expired<'_> {
         if same_task && !this.woken.fired.load(Ordering::Acquire) {
             return Poll::Pending;
         }
-        this.poll_timer(cx)
+        this.poll_timer(cx, same_task)
     }
 }
 
 impl Expired<'_> {
     /// The sleep polled, and set again for as long as the connection may still wait.
+    /// `same_task`: the task's waker is the one `woken` already wakes.
     #[inline(never)]
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_timer(&mut self, cx: &mut Context<'_>, same_task: bool) -> Poll<()> {
         self.woken.fired.store(false, Ordering::Relaxed);
-        if !self
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
+        if !same_task {
             self.task = Some(cx.waker().clone());
             *lock(&self.woken.task) = Some(cx.waker().clone());
         }
