@@ -243,3 +243,16 @@ fn init_tracing(format: LogFormat, filter: &str) -> FlushOnDrop {
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: kbgate::allocator::Mimalloc = kbgate::allocator::Mimalloc;
+
+/// mimalloc's options, set before `main`: the runtime's first allocations reserve mimalloc's
+/// first arena, which takes the options as they are then. An ELF constructor (`.init_array`)
+/// runs before any of them.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn configure() {
+        kbgate::allocator::configure();
+    }
+    configure
+};
