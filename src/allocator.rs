@@ -23,7 +23,7 @@ const ARENA_EAGER_COMMIT: mi::mi_option_t = 4;
 
 /// Sets mimalloc's options; the binary calls this before `main` (see main.rs), before the
 /// first arena is reserved. mimalloc 2 commits its arenas up front where the OS overcommits
-/// (Linux) and then never purges the pages it frees: with 100,000 keys warmed into the hot
+/// (Linux), and the pages it frees then stay resident: with 100,000 keys warmed into the hot
 /// tier, RSS was 260-305 MiB, against 227-231 with arenas committed as they are used (and
 /// 221-226 under mimalloc 3; benches/load's memory figure with 300,000 keys in the store).
 pub fn configure() {
